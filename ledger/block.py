@@ -1,0 +1,137 @@
+"""Blocks: header, hash, byte encoding and structural decoding.
+
+The header hash is SHA-256 over `b"ledgerd-block-v1:" + canonical_json(header)`. The block's bytes
+are canonical JSON of `{"header": ..., "txs": [...]}`, assembled from each transaction's cached
+encoding so a block of thousands of transactions is not re-serialised field by field.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from ledger import keys
+from ledger.encoding import canonical_json_trusted, sha256_hex
+from ledger.errors import Rejected
+from ledger.merkle import merkle_root_hex
+from ledger.tx import CHAIN_ID_RE, Transaction, decode_tx
+
+BLOCK_PREFIX = b"ledgerd-block-v1:"
+HEADER_FIELDS = ("app_hash", "chain_id", "height", "prev_hash", "proposer", "timestamp", "tx_count", "tx_root")
+
+
+@dataclass(frozen=True, slots=True)
+class BlockHeader:
+    chain_id: str
+    height: int
+    prev_hash: str
+    timestamp: int  # milliseconds since the Unix epoch, chosen by the proposer
+    proposer: str
+    tx_root: str
+    app_hash: str  # commitment to the state after this block's transactions
+    tx_count: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "app_hash": self.app_hash,
+            "chain_id": self.chain_id,
+            "height": self.height,
+            "prev_hash": self.prev_hash,
+            "proposer": self.proposer,
+            "timestamp": self.timestamp,
+            "tx_count": self.tx_count,
+            "tx_root": self.tx_root,
+        }
+
+    def hash(self) -> str:
+        return sha256_hex(BLOCK_PREFIX + canonical_json_trusted(self.to_json()))
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Block:
+    header: BlockHeader
+    txs: tuple[Transaction, ...]
+    hash: str = field(default="")
+    _encoded: list[bytes] = field(default_factory=list, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.hash:
+            object.__setattr__(self, "hash", self.header.hash())
+
+    @property
+    def height(self) -> int:
+        return self.header.height
+
+    def encode(self) -> bytes:
+        if not self._encoded:
+            header = canonical_json_trusted(self.header.to_json())
+            self._encoded.append(b'{"header":' + header + b',"txs":[' + b",".join(t.encode() for t in self.txs) + b"]}")
+        return self._encoded[0]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"header": self.header.to_json(), "hash": self.hash, "txs": [t.to_json() for t in self.txs]}
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Block) and other.hash == self.hash
+
+    def __hash__(self) -> int:
+        return hash(self.hash)
+
+
+def make_block(
+    chain_id: str, height: int, prev_hash: str, timestamp: int, proposer: str,
+    txs: tuple[Transaction, ...], app_hash: str,
+) -> Block:
+    header = BlockHeader(chain_id, height, prev_hash, timestamp, proposer,
+                         merkle_root_hex([t.hash for t in txs]), app_hash, len(txs))
+    return Block(header, txs)
+
+
+def _int(value: Any, where: str) -> int:
+    if type(value) is not int or value < 0:
+        raise Rejected("malformed_block", f"{where} must be a non-negative integer")
+    return value
+
+
+def _hex(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not keys.is_hex(value, 64):
+        raise Rejected("malformed_block", f"{where} must be 64 lowercase hex characters")
+    return value
+
+
+def decode_header(obj: Any) -> BlockHeader:
+    if not isinstance(obj, dict) or sorted(obj) != list(HEADER_FIELDS):
+        raise Rejected("malformed_block", "block header has the wrong fields")
+    chain_id = obj["chain_id"]
+    if not isinstance(chain_id, str) or not CHAIN_ID_RE.fullmatch(chain_id):
+        raise Rejected("malformed_block", "header.chain_id is invalid")
+    return BlockHeader(
+        chain_id, _int(obj["height"], "height"), _hex(obj["prev_hash"], "prev_hash"),
+        _int(obj["timestamp"], "timestamp"), _hex(obj["proposer"], "proposer"),
+        _hex(obj["tx_root"], "tx_root"), _hex(obj["app_hash"], "app_hash"), _int(obj["tx_count"], "tx_count"),
+    )
+
+
+def decode_block(data: bytes, max_txs: int = 100_000) -> Block:
+    """Decode a block's bytes and check its internal consistency (tx_count, tx_root)."""
+    try:
+        obj = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise Rejected("malformed_block", f"block is not valid JSON: {exc}") from exc
+    if not isinstance(obj, dict) or sorted(obj) != ["header", "txs"] or not isinstance(obj["txs"], list):
+        raise Rejected("malformed_block", "block must be an object with header and txs")
+    header = decode_header(obj["header"])
+    if len(obj["txs"]) > max_txs:
+        raise Rejected("malformed_block", f"block has more than {max_txs} transactions")
+    try:
+        txs = tuple(decode_tx(t) for t in obj["txs"])
+    except Rejected as exc:
+        raise Rejected("malformed_block", f"block holds a malformed transaction: {exc.message}") from exc
+    if header.tx_count != len(txs):
+        raise Rejected("malformed_block", "header.tx_count does not match the transactions")
+    if header.tx_root != merkle_root_hex([t.hash for t in txs]):
+        raise Rejected("malformed_block", "header.tx_root does not match the transactions")
+    block = Block(header, txs)
+    block._encoded.append(bytes(data))
+    return block

@@ -1,0 +1,96 @@
+"""Ed25519 keys: generation, PKCS#8 PEM files, signing and verification.
+
+An account address and a node id are both the lowercase hex of the raw 32-byte public key.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from ledger.errors import Rejected
+
+HEX_CHARS = frozenset("0123456789abcdef")
+
+
+def is_hex(text: str, length: int) -> bool:
+    return len(text) == length and not (set(text) - HEX_CHARS)
+
+
+def is_address(text: object) -> bool:
+    return isinstance(text, str) and is_hex(text, 64)
+
+
+@dataclass(frozen=True)
+class PrivateKey:
+    """An Ed25519 signing key. `address` is the hex public key."""
+
+    key: Ed25519PrivateKey
+    address: str
+
+    @classmethod
+    def generate(cls) -> PrivateKey:
+        return cls._wrap(Ed25519PrivateKey.generate())
+
+    @classmethod
+    def from_seed(cls, seed: bytes) -> PrivateKey:
+        """A deterministic key from 32 bytes (test vectors and simulations only)."""
+        return cls._wrap(Ed25519PrivateKey.from_private_bytes(seed))
+
+    @classmethod
+    def _wrap(cls, key: Ed25519PrivateKey) -> PrivateKey:
+        return cls(key, key.public_key().public_bytes_raw().hex())
+
+    def sign(self, data: bytes) -> bytes:
+        return self.key.sign(data)
+
+    def to_pem(self) -> bytes:
+        return self.key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+
+    @classmethod
+    def from_pem(cls, pem: bytes) -> PrivateKey:
+        try:
+            key = serialization.load_pem_private_key(pem, password=None)
+        except (ValueError, TypeError) as exc:
+            raise Rejected("bad_key", f"not an unencrypted PKCS#8 PEM private key: {exc}") from exc
+        if not isinstance(key, Ed25519PrivateKey):
+            raise Rejected("bad_key", "the PEM key is not an Ed25519 key")
+        return cls._wrap(key)
+
+    def save(self, path: Path) -> None:
+        """Write the PEM with mode 0600, refusing to overwrite an existing key."""
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(self.to_pem())
+
+    @classmethod
+    def load(cls, path: Path) -> PrivateKey:
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise Rejected("bad_key", f"cannot read key file {path}: {exc.strerror}") from exc
+        return cls.from_pem(data)
+
+
+@lru_cache(maxsize=4096)
+def _public_key(address: str) -> Ed25519PublicKey:
+    return Ed25519PublicKey.from_public_bytes(bytes.fromhex(address))
+
+
+def verify(address: str, signature: bytes, data: bytes) -> bool:
+    """True when `signature` is `address`'s Ed25519 signature of `data`."""
+    if len(signature) != 64:
+        return False
+    try:
+        _public_key(address).verify(signature, data)
+    except (InvalidSignature, ValueError):
+        return False
+    return True

@@ -1,0 +1,211 @@
+"""Transactions: the contract's JSON shape, strict decoding, signing bytes and hash.
+
+The decoder is the single gate for transactions from anywhere (REST, gossip, blocks). It accepts
+exactly the contract's shape, with no unknown fields, and rebuilds the body from the parsed values,
+so the signed bytes are canonical whatever spacing or key order the client sent.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from ledger import keys
+from ledger.encoding import canonical_json_trusted, sha256_hex
+from ledger.errors import Rejected
+
+SIGNING_PREFIX = b"ledgerd-tx-v1:"
+MAX_SAFE_INT = 2**53 - 1
+MAX_RECORD_KEY_BYTES = 128
+MAX_RECORD_VALUE_BYTES = 4096
+ASSET_RE = re.compile(r"[A-Z][A-Z0-9]{1,11}")
+CHAIN_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+TX_TYPES = ("transfer", "issue", "record")
+
+
+@dataclass(frozen=True, slots=True)
+class Transfer:
+    to: str
+    asset: str
+    amount: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"to": self.to, "asset": self.asset, "amount": self.amount}
+
+
+@dataclass(frozen=True, slots=True)
+class Issue:
+    asset: str
+    supply: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"asset": self.asset, "supply": self.supply}
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    key: str
+    value: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"key": self.key, "value": self.value}
+
+
+Payload = Transfer | Issue | Record
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Transaction:
+    """A decoded, well-formed transaction. Its signature is NOT yet known to be valid."""
+
+    chain_id: str
+    sender: str
+    nonce: int
+    type: str
+    payload: Payload
+    signature: bytes
+    signing_bytes: bytes
+    hash: str
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "chain_id": self.chain_id,
+            "sender": self.sender,
+            "nonce": self.nonce,
+            "type": self.type,
+            "payload": self.payload.to_json(),
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        return {"body": self.body(), "signature": self.signature.hex()}
+
+    def encode(self) -> bytes:
+        return canonical_json_trusted(self.to_json())
+
+    def signature_valid(self) -> bool:
+        return keys.verify(self.sender, self.signature, self.signing_bytes)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Transaction) and other.hash == self.hash and other.signature == self.signature
+
+    def __hash__(self) -> int:
+        return hash(self.hash)
+
+
+def _malformed(message: str) -> Rejected:
+    return Rejected("malformed", message)
+
+
+def _exact_keys(obj: Any, where: str, expected: tuple[str, ...]) -> dict[str, Any]:
+    if not isinstance(obj, dict):
+        raise _malformed(f"{where} must be a JSON object")
+    if len(obj) != len(expected) or any(k not in obj for k in expected):
+        missing = [k for k in expected if k not in obj]
+        extra = sorted(k for k in obj if k not in expected)
+        parts = []
+        if missing:
+            parts.append("missing " + ", ".join(missing))
+        if extra:
+            parts.append("unknown field(s) " + ", ".join(extra))
+        raise _malformed(f"{where}: {'; '.join(parts)}")
+    return obj
+
+
+def _string(value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise _malformed(f"{where} must be a string")
+    return value
+
+
+def _address(value: Any, where: str) -> str:
+    if not keys.is_address(value):
+        raise _malformed(f"{where} must be 64 lowercase hex characters (an Ed25519 public key)")
+    return str(value)
+
+
+def _amount(value: Any, where: str) -> int:
+    # bool is an int subclass in Python; JSON true is not an amount.
+    if type(value) is not int:
+        raise Rejected("invalid_amount", f"{where} must be an integer, not {_json_type(value)}")
+    if not 1 <= value <= MAX_SAFE_INT:
+        raise Rejected("invalid_amount", f"{where} must be between 1 and 2^53-1")
+    return value
+
+
+def _asset(value: Any, where: str) -> str:
+    text = _string(value, where)
+    if not ASSET_RE.fullmatch(text):
+        raise Rejected("invalid_asset", f"{where} must match [A-Z][A-Z0-9]{{1,11}}")
+    return text
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, float):
+        return "a float"
+    if isinstance(value, str):
+        return "a string"
+    if value is None:
+        return "null"
+    return type(value).__name__
+
+
+def _utf8_len(text: str, where: str) -> int:
+    try:
+        return len(text.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        raise _malformed(f"{where} is not valid Unicode") from exc
+
+
+def decode_payload(tx_type: str, obj: Any) -> Payload:
+    if tx_type == "transfer":
+        p = _exact_keys(obj, "payload", ("to", "asset", "amount"))
+        return Transfer(_address(p["to"], "payload.to"), _asset(p["asset"], "payload.asset"),
+                        _amount(p["amount"], "payload.amount"))
+    if tx_type == "issue":
+        p = _exact_keys(obj, "payload", ("asset", "supply"))
+        return Issue(_asset(p["asset"], "payload.asset"), _amount(p["supply"], "payload.supply"))
+    if tx_type == "record":
+        p = _exact_keys(obj, "payload", ("key", "value"))
+        key = _string(p["key"], "payload.key")
+        value = _string(p["value"], "payload.value")
+        if not 1 <= _utf8_len(key, "payload.key") <= MAX_RECORD_KEY_BYTES:
+            raise Rejected("record_too_large", f"payload.key must be 1 to {MAX_RECORD_KEY_BYTES} bytes of UTF-8")
+        if _utf8_len(value, "payload.value") > MAX_RECORD_VALUE_BYTES:
+            raise Rejected("record_too_large", f"payload.value must be at most {MAX_RECORD_VALUE_BYTES} bytes of UTF-8")
+        return Record(key, value)
+    raise _malformed(f"body.type must be one of {', '.join(TX_TYPES)}")
+
+
+def decode_tx(obj: Any) -> Transaction:
+    """Decode one transaction from parsed JSON; raises Rejected for anything off-contract."""
+    tx = _exact_keys(obj, "transaction", ("body", "signature"))
+    body = _exact_keys(tx["body"], "body", ("chain_id", "sender", "nonce", "type", "payload"))
+    chain_id = _string(body["chain_id"], "body.chain_id")
+    if not CHAIN_ID_RE.fullmatch(chain_id):
+        raise _malformed("body.chain_id must be 1 to 64 characters of [A-Za-z0-9._-]")
+    sender = _address(body["sender"], "body.sender")
+    nonce = body["nonce"]
+    if type(nonce) is not int or not 0 <= nonce <= MAX_SAFE_INT:
+        raise _malformed("body.nonce must be an integer between 0 and 2^53-1")
+    tx_type = _string(body["type"], "body.type")
+    payload = decode_payload(tx_type, body["payload"])
+    sig_hex = tx["signature"]
+    if not isinstance(sig_hex, str) or not keys.is_hex(sig_hex, 128):
+        raise _malformed("signature must be 128 lowercase hex characters")
+    return build(chain_id, sender, nonce, tx_type, payload, bytes.fromhex(sig_hex))
+
+
+def build(chain_id: str, sender: str, nonce: int, tx_type: str, payload: Payload, signature: bytes) -> Transaction:
+    body = {"chain_id": chain_id, "sender": sender, "nonce": nonce, "type": tx_type, "payload": payload.to_json()}
+    signing = SIGNING_PREFIX + canonical_json_trusted(body)
+    return Transaction(chain_id, sender, nonce, tx_type, payload, signature, signing, sha256_hex(signing))
+
+
+def sign_tx(key: keys.PrivateKey, chain_id: str, nonce: int, payload: Payload) -> Transaction:
+    """Build and sign a transaction with `key` as the sender."""
+    tx_type = {Transfer: "transfer", Issue: "issue", Record: "record"}[type(payload)]
+    unsigned = build(chain_id, key.address, nonce, tx_type, payload, b"")
+    return build(chain_id, key.address, nonce, tx_type, payload, key.sign(unsigned.signing_bytes))
