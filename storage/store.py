@@ -1,0 +1,340 @@
+"""The LevelDB block store, tx index, state and engine records of one node.
+
+Key layout (every key starts with a one-byte namespace; heights are 8-byte big-endian so that
+byte order is height order and blocks can be read by range):
+
+    b"m" + name                  meta: b"mformat", b"mchain_id", b"mgenesis_hash", b"mtip"
+    b"b" + height(8)             block bytes (`Block.encode()`)
+    b"c" + height(8)             commit certificate (canonical JSON)
+    b"r" + height(8)             receipts of the block's transactions (canonical JSON array)
+    b"h" + height(8)             the block's transaction hashes, 32 bytes each, in block order
+    b"t" + tx hash(32)           height(8) + index in block(4) + the tx's receipt (canonical JSON)
+    b"s" + state key             committed state; the state key is `ledger.state`'s own
+    b"e" + record name (UTF-8)   consensus engine records (`consensus.api.Persist`)
+
+`mtip` is the head marker: it is written in the same batch as the block it names, so on open the
+head, the block at that height and the state always agree.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import plyvel
+
+from consensus.api import ChainTip
+from ledger.block import Block, decode_block
+from ledger.encoding import canonical_json_trusted
+from ledger.errors import Rejected
+from ledger.genesis import Genesis
+from ledger.state import Execution
+
+FORMAT_VERSION = b"1"
+
+META = b"m"
+BLOCK = b"b"
+CERTIFICATE = b"c"
+RECEIPTS = b"r"
+TX_HASHES = b"h"
+TX_INDEX = b"t"
+STATE = b"s"
+ENGINE = b"e"
+
+META_FORMAT = META + b"format"
+META_CHAIN_ID = META + b"chain_id"
+META_GENESIS_HASH = META + b"genesis_hash"
+META_TIP = META + b"tip"
+
+
+class StorageError(Exception):
+    """The database cannot be opened or written. The message is one line, fit for an operator."""
+
+
+def height_key(prefix: bytes, height: int) -> bytes:
+    return prefix + height.to_bytes(8, "big")
+
+
+def tx_index_key(tx_hash: str) -> bytes:
+    return TX_INDEX + bytes.fromhex(tx_hash)
+
+
+def _tip_json(tip: ChainTip) -> bytes:
+    return canonical_json_trusted(
+        {"height": tip.height, "hash": tip.block_hash, "timestamp": tip.timestamp, "app_hash": tip.app_hash}
+    )
+
+
+def _decode_tip(raw: bytes) -> ChainTip:
+    obj = json.loads(raw)
+    return ChainTip(int(obj["height"]), str(obj["hash"]), int(obj["timestamp"]), str(obj["app_hash"]))
+
+
+def genesis_tip(genesis: Genesis) -> ChainTip:
+    """Height 0: the genesis hash stands in for a block hash (it is block 1's prev_hash)."""
+    return ChainTip(0, genesis.hash(), genesis.genesis_time, genesis.initial_app_hash())
+
+
+class StateView:
+    """Committed state as a `ledger.state.StateReader`."""
+
+    def __init__(self, db: plyvel.DB) -> None:
+        self._db = db
+
+    def get(self, key: bytes) -> bytes | None:
+        value: bytes | None = self._db.get(STATE + key)
+        return value
+
+
+class Store:
+    """One node's database. Build it with `Store.open`; `close()` it last, after the runtime stops."""
+
+    def __init__(self, db: plyvel.DB, path: Path, chain_id: str, genesis_hash: str, tip: ChainTip) -> None:
+        self._db = db
+        self.path = path
+        self.chain_id = chain_id
+        self.genesis_hash = genesis_hash
+        self.tip = tip
+        self.state = StateView(db)
+
+    # --- opening ----------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: Path, genesis: Genesis) -> Store:
+        """Open (creating on first use) the database at `path` for the chain `genesis` defines.
+
+        Raises StorageError when it is locked, corrupt, not a ledgerd database, or another chain's.
+        """
+        path = Path(path)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot create the data directory {path}: {exc.strerror}") from exc
+        try:
+            db = plyvel.DB(str(path), create_if_missing=True)
+        except plyvel.IOError as exc:
+            text = _text(exc)
+            if "lock" in text.lower():
+                raise StorageError(
+                    f"the database at {path} is in use by another process (is another node running with "
+                    f"this home?): {text}"
+                ) from exc
+            raise StorageError(f"cannot open the database at {path}: {text}") from exc
+        except plyvel.CorruptionError as exc:
+            raise StorageError(f"the database at {path} is corrupt: {_text(exc)}") from exc
+        except plyvel.Error as exc:
+            raise StorageError(f"cannot open the database at {path}: {_text(exc)}") from exc
+        try:
+            tip = cls._check_or_init(db, path, genesis)
+        except StorageError:
+            db.close()
+            raise
+        except plyvel.Error as exc:
+            db.close()
+            raise StorageError(f"the database at {path} is corrupt: {_text(exc)}") from exc
+        return cls(db, path, genesis.chain_id, genesis.hash(), tip)
+
+    @staticmethod
+    def _check_or_init(db: plyvel.DB, path: Path, genesis: Genesis) -> ChainTip:
+        genesis_hash = genesis.hash()
+        fmt = db.get(META_FORMAT)
+        if fmt is None:
+            with db.iterator(include_value=False) as it:
+                if next(it, None) is not None:
+                    raise StorageError(f"the database at {path} is not a ledgerd database (no ledgerd meta)")
+            tip = genesis_tip(genesis)
+            try:
+                with db.write_batch(transaction=True, sync=True) as batch:
+                    for key, value in genesis.initial_writes().items():
+                        batch.put(STATE + key, value)
+                    batch.put(META_CHAIN_ID, genesis.chain_id.encode())
+                    batch.put(META_GENESIS_HASH, genesis_hash.encode())
+                    batch.put(META_TIP, _tip_json(tip))
+                    batch.put(META_FORMAT, FORMAT_VERSION)
+            except plyvel.Error as exc:
+                raise StorageError(f"cannot write genesis to the database at {path}: {_text(exc)}") from exc
+            return tip
+        if fmt != FORMAT_VERSION:
+            raise StorageError(
+                f"the database at {path} has format {fmt!r}; this ledgerd reads format {FORMAT_VERSION!r}"
+            )
+        chain_id = (db.get(META_CHAIN_ID) or b"").decode("utf-8", "replace")
+        stored_genesis = (db.get(META_GENESIS_HASH) or b"").decode("utf-8", "replace")
+        if chain_id != genesis.chain_id or stored_genesis != genesis_hash:
+            raise StorageError(
+                f"the database at {path} belongs to chain {chain_id!r} (genesis {stored_genesis[:16]}), "
+                f"not to {genesis.chain_id!r} (genesis {genesis_hash[:16]}); "
+                "use a fresh data dir for this genesis"
+            )
+
+        def corrupt(what: str) -> StorageError:
+            return StorageError(f"the database at {path} is corrupt: {what}")
+
+        raw_tip = db.get(META_TIP)
+        if raw_tip is None:
+            raise corrupt("the head marker is missing")
+        try:
+            tip = _decode_tip(raw_tip)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise corrupt(f"unreadable head marker ({exc})") from exc
+        if tip.height == 0:
+            if tip != genesis_tip(genesis):
+                raise corrupt("its height-0 head is not this genesis")
+        else:
+            raw = db.get(height_key(BLOCK, tip.height))
+            if raw is None or db.get(height_key(CERTIFICATE, tip.height)) is None \
+                    or db.get(height_key(RECEIPTS, tip.height)) is None:
+                raise corrupt(f"block {tip.height} named by the head is missing")
+            try:
+                block = decode_block(raw)
+            except Rejected as exc:
+                raise corrupt(f"block {tip.height}: {exc.message}") from exc
+            if block.hash != tip.block_hash or block.header.app_hash != tip.app_hash:
+                raise corrupt(f"block {tip.height} does not match the head")
+        if db.get(height_key(BLOCK, tip.height + 1)) is not None:
+            raise corrupt(f"a block is stored above the head {tip.height}")
+        return tip
+
+    def close(self) -> None:
+        if not self._db.closed:
+            self._db.close()
+
+    @property
+    def closed(self) -> bool:
+        return bool(self._db.closed)
+
+    # --- committing -------------------------------------------------------------------------
+
+    def save_block(self, block: Block, certificate: Mapping[str, Any], execution: Execution) -> ChainTip:
+        """Store a committed block with everything it implies in one synced atomic batch."""
+        tip = self.tip
+        if block.height != tip.height + 1 or block.header.prev_hash != tip.block_hash:
+            raise StorageError(
+                f"refusing to store block {block.height} ({block.hash[:16]}): the stored chain ends at "
+                f"height {tip.height} ({tip.block_hash[:16]})"
+            )
+        if len(execution.receipts) != len(block.txs) or execution.app_hash != block.header.app_hash:
+            raise StorageError(f"refusing to store block {block.height}: its execution does not match it")
+        new_tip = ChainTip(block.height, block.hash, block.header.timestamp, block.header.app_hash)
+        height_bytes = block.height.to_bytes(8, "big")
+        try:
+            with self._db.write_batch(transaction=True, sync=True) as batch:
+                batch.put(BLOCK + height_bytes, block.encode())
+                batch.put(CERTIFICATE + height_bytes, canonical_json_trusted(dict(certificate)))
+                receipts = [r.to_json() for r in execution.receipts]
+                batch.put(RECEIPTS + height_bytes, canonical_json_trusted(receipts))
+                batch.put(TX_HASHES + height_bytes, b"".join(bytes.fromhex(tx.hash) for tx in block.txs))
+                for index, (tx, receipt) in enumerate(zip(block.txs, receipts, strict=True)):
+                    location = height_bytes + index.to_bytes(4, "big")
+                    batch.put(tx_index_key(tx.hash), location + canonical_json_trusted(receipt))
+                for key, value in execution.writes.items():
+                    batch.put(STATE + key, value)
+                batch.put(META_TIP, _tip_json(new_tip))
+        except (plyvel.Error, RuntimeError) as exc:
+            raise StorageError(
+                f"durable write of block {block.height} to {self.path} failed: {_text(exc)}"
+            ) from exc
+        self.tip = new_tip
+        return new_tip
+
+    def save_engine(self, puts: Mapping[str, bytes], deletes: Sequence[str]) -> None:
+        """Durably store consensus engine records (one synced batch)."""
+        try:
+            with self._db.write_batch(transaction=True, sync=True) as batch:
+                for name in deletes:
+                    batch.delete(ENGINE + name.encode("utf-8"))
+                for name, value in puts.items():
+                    batch.put(ENGINE + name.encode("utf-8"), value)
+        except (plyvel.Error, RuntimeError) as exc:
+            raise StorageError(
+                f"durable write of consensus state to {self.path} failed: {_text(exc)}"
+            ) from exc
+
+    # --- loading ----------------------------------------------------------------------------
+
+    def load_engine(self) -> dict[str, bytes]:
+        out: dict[str, bytes] = {}
+        for key, value in self._db.iterator(prefix=ENGINE):
+            out[key[len(ENGINE):].decode("utf-8")] = value
+        return out
+
+    def load_block_bytes(self, height: int) -> bytes | None:
+        if height < 1:
+            return None
+        value: bytes | None = self._db.get(height_key(BLOCK, height))
+        return value
+
+    def load_block(self, height: int) -> Block | None:
+        raw = self.load_block_bytes(height)
+        if raw is None:
+            return None
+        try:
+            return decode_block(raw)
+        except Rejected as exc:
+            raise StorageError(
+                f"the database at {self.path} is corrupt: block {height}: {exc.message}"
+            ) from exc
+
+    def load_block_json(self, height: int) -> dict[str, Any] | None:
+        """The stored block as parsed JSON ({"header", "txs"}), without re-validating or re-hashing it:
+        for serving reads, where decoding thousands of transactions would stall the node."""
+        raw = self.load_block_bytes(height)
+        if raw is None:
+            return None
+        obj: dict[str, Any] = json.loads(raw)
+        return obj
+
+    def load_tx_hashes(self, height: int) -> list[str] | None:
+        raw = self._db.get(height_key(TX_HASHES, height))
+        if raw is None:
+            return None
+        return [raw[i:i + 32].hex() for i in range(0, len(raw), 32)]
+
+    def load_blocks(self, start: int, stop: int) -> Iterator[tuple[int, bytes]]:
+        """(height, block bytes) for start <= height < stop, in height order (for block sync)."""
+        start = max(start, 1)
+        if stop <= start:
+            return
+        for key, value in self._db.iterator(start=height_key(BLOCK, start), stop=height_key(BLOCK, stop)):
+            yield int.from_bytes(key[1:], "big"), value
+
+    def load_certificate(self, height: int) -> dict[str, Any] | None:
+        raw = self._db.get(height_key(CERTIFICATE, height))
+        if raw is None:
+            return None
+        cert: dict[str, Any] = json.loads(raw)
+        return cert
+
+    def load_receipts(self, height: int) -> list[dict[str, Any]] | None:
+        raw = self._db.get(height_key(RECEIPTS, height))
+        if raw is None:
+            return None
+        receipts: list[dict[str, Any]] = json.loads(raw)
+        return receipts
+
+    def load_tx_location(self, tx_hash: str) -> tuple[int, int] | None:
+        """(height, index) of a committed transaction, or None."""
+        raw = self._db.get(tx_index_key(tx_hash))
+        if raw is None:
+            return None
+        return int.from_bytes(raw[:8], "big"), int.from_bytes(raw[8:12], "big")
+
+    def load_tx(self, tx_hash: str) -> tuple[int, int, dict[str, Any]] | None:
+        """(height, index, receipt) of a committed transaction, or None."""
+        raw = self._db.get(tx_index_key(tx_hash))
+        if raw is None:
+            return None
+        receipt: dict[str, Any] = json.loads(raw[12:])
+        return int.from_bytes(raw[:8], "big"), int.from_bytes(raw[8:12], "big"), receipt
+
+    def has_tx(self, tx_hash: str) -> bool:
+        return self._db.get(tx_index_key(tx_hash)) is not None
+
+
+def _text(exc: BaseException) -> str:
+    arg = exc.args[0] if exc.args else exc
+    if isinstance(arg, bytes):
+        return arg.decode("utf-8", "replace")
+    return str(arg)
