@@ -1,0 +1,46 @@
+"""Engine selection by the `consensus` name in genesis: build an engine, verify a certificate.
+
+To add an engine, register it in `ENGINES` with its constructor and its certificate verifier.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+from consensus import bft, raft
+from consensus.api import Engine, EngineContext, Verifier
+from ledger.block import Block
+
+
+class EngineKind(NamedTuple):
+    make: Callable[[EngineContext], Engine]
+    verify_certificate: Callable[[Block, Any, Sequence[str], Verifier], bool]
+
+
+ENGINES: dict[str, EngineKind] = {
+    "pbft": EngineKind(bft.BftEngine, bft.verify_certificate),
+    "raft": EngineKind(raft.RaftEngine, raft.verify_certificate),
+}
+
+
+def _kind(kind: str) -> EngineKind:
+    try:
+        return ENGINES[kind]
+    except KeyError:
+        raise ValueError(f"unknown consensus engine {kind!r}; known: {', '.join(sorted(ENGINES))}") from None
+
+
+def make_engine(kind: str, ctx: EngineContext) -> Engine:
+    """A new engine of `kind` ("pbft", ...) built from `ctx`."""
+    return _kind(kind).make(ctx)
+
+
+def verify_certificate(kind: str, block: Block, certificate: Any, validators: Sequence[str],
+                       verifier: Verifier) -> bool:
+    """True when `certificate` proves `block` final under `validators` for engine `kind`.
+
+    Never raises for a malformed certificate (that is simply not valid); an unknown `kind` is a
+    configuration error and raises ValueError.
+    """
+    return _kind(kind).verify_certificate(block, certificate, validators, verifier)
