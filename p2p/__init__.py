@@ -1,0 +1,70 @@
+"""Peer-to-peer transport between validators: authenticated aiohttp WebSockets, framing, gossip
+and request/response.
+
+Owns: the p2p listener (its own port, separate from the REST API), one connection per peer pair,
+the handshake (`p2p.handshake`), the frame format (`p2p.frames`), per-peer bounded send queues,
+reconnecting with jittered exponential backoff, penalties for peers that send garbage, and the
+transport's counters and per-peer status.
+
+Must not import: `node` (the daemon plugs this in, never the reverse), `storage`, or the consensus
+engines. Of our packages only `ledger` (keys, chain id rule, canonical JSON); otherwise aiohttp,
+pydantic and the standard library. It knows nothing about what the bytes mean: topics are opaque
+labels, payloads opaque bytes. Many P2PNodes can run in one process (no module-level state).
+
+API (all of it; see the docstrings for details):
+
+    P2PConfig(...)                               pydantic, extra="forbid": every limit and timeout
+    node = P2PNode(config, key, chain_id, validators, peers, on_message, rng=None, observers=())
+        peers: {node_id: "ws://host:port"} to dial (ourselves is skipped); validators and
+        observers are the node ids allowed to connect; on_message(peer_id, topic, payload) is
+        called on the event loop for every gossip message and must return quickly.
+    await node.start()      bind (port 0 allowed: read node.port / node.url) and start dialing
+    node.max_payload_bytes  the largest payload any frame can carry (size sync batches by it)
+    await node.stop()       close every connection and the listener, cancel and await every task
+    node.add_peer(peer_id, url)                         dial one more peer (or at a new url)
+    node.send(peer_id, topic, payload) -> bool          False: not connected, too large, queue full
+    node.broadcast(topic, payload, *, include_observers=True) -> int    peers that queued it
+    node.register_handler(topic, async (peer_id, payload) -> bytes)     serve requests on a topic
+    await node.request(peer_id, topic, payload, timeout_s=None) -> bytes
+        raises RequestTimeout / PeerUnavailable / RemoteError (all RequestFailed, each with .code)
+    node.connected_peers() -> list[str];  node.peer_status() -> {peer_id: {...}}
+    node.counters: dict[str, int]        fixed names, see p2p.node.COUNTER_NAMES
+    TopicChannel(node, "consensus")      .send(peer_id, data) / .broadcast(data) for the engine
+
+Topics match `[a-z][a-z0-9_.-]{0,31}` (e.g. "consensus", "txs", "status", "sync"); handlers
+refuse a request with `RequestRefused(code, message)`.
+
+Guarantees and non-guarantees: messages are delivered at most once and in order per connection;
+a full queue, a disconnect or an oversize frame loses them (consensus and tx gossip tolerate
+loss; requests fail with a typed error instead). `send`/`broadcast` never block. Exactly one
+connection per peer pair survives a simultaneous dial: the one dialed by the lower node id.
+Frames after the handshake are authenticated by the connection, not individually signed or
+encrypted (see `p2p.handshake`).
+"""
+
+from p2p.config import P2PConfig
+from p2p.errors import (
+    HandshakeError,
+    P2PError,
+    PeerUnavailable,
+    RemoteError,
+    RequestFailed,
+    RequestRefused,
+    RequestTimeout,
+)
+from p2p.node import COUNTER_NAMES, P2P_PATH, P2PNode, TopicChannel
+
+__all__ = [
+    "COUNTER_NAMES",
+    "P2P_PATH",
+    "HandshakeError",
+    "P2PConfig",
+    "P2PError",
+    "P2PNode",
+    "PeerUnavailable",
+    "RemoteError",
+    "RequestFailed",
+    "RequestRefused",
+    "RequestTimeout",
+    "TopicChannel",
+]

@@ -1,0 +1,61 @@
+"""P2P configuration: every limit and timeout of the transport, named, with defaults."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+MiB = 1024 * 1024
+
+
+class P2PConfig(BaseModel):
+    """Listener address, frame and queue limits, timeouts and reconnect policy of one P2PNode."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    listen_host: str = "127.0.0.1"
+    listen_port: int = Field(default=9001, ge=0, le=65535)  # 0: let the OS pick; read P2PNode.port
+
+    # A frame above max_frame_bytes is read, dropped and counted as a bad frame. One above
+    # hard_max_frame_bytes cannot even be buffered: the WebSocket reader closes the connection (1009).
+    max_frame_bytes: int = Field(default=16 * MiB, ge=4096)
+    hard_max_frame_bytes: int = Field(default=32 * MiB, ge=4096)
+
+    # Per-connection send queue, bounded in frames and in bytes; when full, frames are dropped.
+    send_queue_max: int = Field(default=1024, ge=1)
+    send_queue_max_bytes: int = Field(default=64 * MiB, ge=4096)
+    # One frame taking longer than this to hand to the socket means the peer is not reading.
+    send_timeout_s: float = Field(default=30.0, gt=0)
+
+    handshake_timeout_s: float = Field(default=5.0, gt=0)
+    # Unauthenticated inbound connections in handshake at once; more are answered 503.
+    max_pending_handshakes: int = Field(default=8, ge=1)
+
+    reconnect_backoff_min_s: float = Field(default=0.2, gt=0)
+    reconnect_backoff_max_s: float = Field(default=10.0, gt=0)
+
+    request_timeout_s: float = Field(default=10.0, gt=0)  # default for P2PNode.request
+    max_pending_requests: int = Field(default=256, ge=1)  # our own outstanding requests, all peers
+    max_concurrent_requests_per_peer: int = Field(default=4, ge=1)  # a peer's requests we serve at once
+    handler_timeout_s: float = Field(default=30.0, gt=0)  # a request handler running longer is cancelled
+
+    # Bad frames (garbage, oversize, wrong version, unexpected) tolerated on one connection; the next
+    # one disconnects the peer and refuses it for a penalty that doubles per offence up to the max.
+    max_bad_frames_before_disconnect: int = Field(default=16, ge=0)
+    penalty_min_s: float = Field(default=5.0, gt=0)
+    penalty_max_s: float = Field(default=300.0, gt=0)
+
+    # WebSocket ping interval; a peer that does not answer within half of it is disconnected.
+    ping_interval_s: float = Field(default=10.0, gt=0)
+    close_timeout_s: float = Field(default=2.0, gt=0)  # waiting for the peer's close frame
+
+    @model_validator(mode="after")
+    def _consistent(self) -> P2PConfig:
+        if self.hard_max_frame_bytes < self.max_frame_bytes:
+            raise ValueError("hard_max_frame_bytes must be at least max_frame_bytes")
+        if self.send_queue_max_bytes < self.max_frame_bytes:
+            raise ValueError("send_queue_max_bytes must hold at least one frame of max_frame_bytes")
+        if self.reconnect_backoff_max_s < self.reconnect_backoff_min_s:
+            raise ValueError("reconnect_backoff_max_s must be at least reconnect_backoff_min_s")
+        if self.penalty_max_s < self.penalty_min_s:
+            raise ValueError("penalty_max_s must be at least penalty_min_s")
+        return self
