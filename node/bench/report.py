@@ -1,0 +1,63 @@
+"""The run's figures: a human table and ONE JSON line (the last line of stdout) for scripts."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from node.bench.load import Counters
+from node.bench.stats import percentile
+
+
+def figures(c: Counters, *, consensus: str, validators: int, tx_bytes: int, offered_tps: float | None,
+            duration_s: float, elapsed_s: float, cpu_cores: int, nodes: list[dict[str, Any]],
+            mode: str) -> dict[str, Any]:
+    lat = sorted(c.latencies_s)
+
+    def ms(fraction: float) -> float | None:
+        value = percentile(lat, fraction)
+        return None if value is None else round(value * 1000, 1)
+
+    # Over the time from the first send to the last commit seen, so a closed-loop run that used up
+    # its pre-signed stock early is not diluted by idle seconds.
+    window = elapsed_s if c.committed and elapsed_s > 0 else float(duration_s)
+    return {
+        "mode": mode, "consensus": consensus, "validators": validators, "tx_bytes": tx_bytes,
+        "offered_tps": None if offered_tps is None else round(offered_tps, 1),
+        "sent": c.sent, "accepted": c.accepted, "committed": c.committed, "failed": c.failed,
+        "dropped": c.dropped, "retried": c.retried, "http_errors": c.http_errors,
+        "refusals": dict(sorted(c.refusals.items())),
+        "committed_tps": round(c.committed / window, 1) if window > 0 else 0.0,
+        "latency_ms_p50": ms(0.50), "latency_ms_p95": ms(0.95), "latency_ms_p99": ms(0.99),
+        "latency_ms_max": round(lat[-1] * 1000, 1) if lat else None,
+        "duration_s": duration_s, "measured_s": round(window, 2), "cpu_cores": cpu_cores, "nodes": nodes,
+    }
+
+
+def table(f: dict[str, Any]) -> str:
+    def show(value: Any) -> str:
+        return "-" if value is None else str(value)
+
+    rows = [
+        ("consensus / validators", f"{f['consensus']} / {f['validators']}"),
+        ("mode", f["mode"]),
+        ("offered tx/s", show(f["offered_tps"])),
+        ("committed tx/s", show(f["committed_tps"])),
+        ("sent / accepted / committed", f"{f['sent']} / {f['accepted']} / {f['committed']}"),
+        ("failed / dropped / retried", f"{f['failed']} / {f['dropped']} / {f['retried']}"),
+        ("latency ms p50 / p95 / p99 / max",
+         " / ".join(show(f[k]) for k in ("latency_ms_p50", "latency_ms_p95", "latency_ms_p99",
+                                         "latency_ms_max"))),
+        ("tx size (bytes)", show(f["tx_bytes"])),
+        ("measured over (s)", show(f["measured_s"])),
+        ("client machine cores", show(f["cpu_cores"])),
+    ]
+    for node in f["nodes"]:
+        rows.append((f"{node['url']} (pid {show(node['pid'])})",
+                     f"cpu {show(node['cpu_percent'])}%  peak rss {show(node['peak_rss_mb'])} MiB"))
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
+
+
+def json_line(f: dict[str, Any]) -> str:
+    return json.dumps(f, separators=(",", ":"), sort_keys=True)

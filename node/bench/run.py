@@ -1,0 +1,62 @@
+"""`ledgerd bench`: set up, run, report. Called by node.cli with the parsed arguments."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from node.bench.load import Bench
+from node.bench.report import figures, json_line, table
+from node.bench.setup import BenchError, fund_accounts, load_funded_keys, presign
+from node.bench.stats import cpu_percent, cpu_sample, peak_rss_mb
+from node.client import LedgerClient
+
+MAX_MODE_PRESIGN_TPS = 8000  # closed-loop pre-signs duration * this many (or --presign)
+DRAIN_S = 15.0  # after sending stops, how long to wait for accepted transactions to commit
+
+
+def run_bench(nodes: list[str], rate: float | None, duration_s: float, accounts: int, keys_dir: Path,
+              pids: list[int] | None, presign_count: int | None) -> int:
+    if pids is not None and len(pids) != len(nodes):
+        raise BenchError(f"--pids lists {len(pids)} PIDs for {len(nodes)} nodes; give one per node")
+    client = LedgerClient(nodes[0])
+    status = client.status()
+    chain_id = str(status["chain_id"])
+    funders = load_funded_keys(keys_dir)
+    total = presign_count or (int(rate * duration_s) if rate is not None
+                              else int(duration_s * MAX_MODE_PRESIGN_TPS))
+    total = max(total, 1)
+    per_account = -(-total // accounts)
+    print(f"funding {accounts} accounts from {len(funders)} funded keys ...", file=sys.stderr, flush=True)
+    fresh = fund_accounts(client, chain_id, funders, accounts, per_account + 1000)
+    print(f"signing {total} transactions ...", file=sys.stderr, flush=True)
+    started = time.monotonic()
+    txs = presign(fresh, chain_id, total)
+    how = f"at {rate:g} tx/s" if rate is not None else "as fast as the cluster takes them"
+    print(f"signed in {time.monotonic() - started:.1f}s; sending "
+          f"{how} "
+          f"for {duration_s:g}s to {len(nodes)} node(s)", file=sys.stderr, flush=True)
+
+    bench = Bench(nodes, txs, rate=rate, duration_s=duration_s, drain_s=DRAIN_S, tty=sys.stderr.isatty())
+    before = [cpu_sample(p, time.monotonic()) if p else None for p in (pids or [0] * len(nodes))]
+    t0 = asyncio.run(bench.run())
+    end = bench.c.last_commit_s or time.monotonic()
+    after = [cpu_sample(p, time.monotonic()) if p else None for p in (pids or [0] * len(nodes))]
+    node_stats: list[dict[str, Any]] = []
+    for i, url in enumerate(nodes):
+        pid = pids[i] if pids else None
+        node_stats.append({"url": url, "pid": pid, "cpu_percent": cpu_percent(before[i], after[i]),
+                           "peak_rss_mb": peak_rss_mb(pid) if pid else None})
+    result = figures(bench.c, consensus=str(status.get("consensus")),
+                     validators=len(status.get("validators") or []),
+                     tx_bytes=round(sum(len(t.body) for t in txs) / len(txs)),
+                     offered_tps=rate if rate is not None else bench.c.sent / duration_s,
+                     duration_s=duration_s, elapsed_s=end - t0, cpu_cores=os.cpu_count() or 0,
+                     nodes=node_stats, mode="open-loop" if rate is not None else "closed-loop")
+    print(table(result))
+    print(json_line(result), flush=True)
+    return 0 if bench.c.committed > 0 else 1

@@ -1,0 +1,447 @@
+"""`ledgerd`: the one command-line entry point (console script `ledgerd = node.cli:main`).
+
+Exit codes: 0 success, 1 runtime failure, 2 usage error. Every error is one line on stderr; a Python
+traceback reaches the terminal only with LEDGERD_DEBUG=1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from ledger import keys
+from ledger.errors import Rejected
+from ledger.tx import ASSET_RE, MAX_RECORD_KEY_BYTES, MAX_RECORD_VALUE_BYTES, MAX_SAFE_INT, Payload
+from node.client import ClientError, LedgerClient, RequestFailed, normalize_url
+
+PROG = "ledgerd"
+DEFAULT_NODE_URL = "http://127.0.0.1:8001"
+DEFAULT_LOCALNET_DIR = "localnet-data"
+
+
+class CliError(Exception):
+    """A runtime failure the user can act on; its text is the one line printed."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with usage errors as one line: `ledgerd tx transfer: error: ... (see --help)`."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+# --- argument types: a bad value is a usage error (exit 2), caught before anything is sent -------
+
+
+def _int_in(low: int, high: int, what: str) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text, 10)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what} must be an integer, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{what} must be between {low} and {high}, got {value}")
+        return value
+    return parse
+
+
+def _address(text: str) -> str:
+    value = text.strip().lower()
+    if not keys.is_address(value):
+        raise argparse.ArgumentTypeError(f"an address is 64 hex characters, got {text!r}")
+    return value
+
+
+def _asset(text: str) -> str:
+    if not ASSET_RE.fullmatch(text):
+        raise argparse.ArgumentTypeError(
+            f"an asset symbol is 2-12 of A-Z and 0-9, starting with a letter; got {text!r}")
+    return text
+
+
+def _utf8_max(limit: int, what: str, allow_empty: bool) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        try:
+            size = len(text.encode("utf-8"))
+        except UnicodeEncodeError:
+            raise argparse.ArgumentTypeError(f"{what} is not valid UTF-8") from None
+        if size > limit or (size == 0 and not allow_empty):
+            low = 0 if allow_empty else 1
+            raise argparse.ArgumentTypeError(f"{what} must be {low} to {limit} bytes of UTF-8")
+        return text
+    return parse
+
+
+def _url(text: str) -> str:
+    try:
+        return normalize_url(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _hosts(text: str) -> list[str]:
+    hosts = [h.strip() for h in text.split(",")]
+    if any(not h for h in hosts):
+        raise argparse.ArgumentTypeError(f"--hosts is a comma-separated list of host names, got {text!r}")
+    return hosts
+
+
+AMOUNT = _int_in(1, MAX_SAFE_INT, "the amount")
+PORT = _int_in(0, 65535, "a port")
+
+
+# --- commands ----------------------------------------------------------------------------------------
+
+
+def cmd_keys_new(args: argparse.Namespace) -> int:
+    key = keys.PrivateKey.generate()
+    path = Path(args.out)
+    try:
+        key.save(path)
+    except FileExistsError:
+        raise CliError(f"{path} already exists; refusing to overwrite a key") from None
+    except OSError as exc:
+        raise CliError(f"cannot write {path}: {exc.strerror}") from None
+    print(key.address)
+    print(f"wrote {path} (PKCS#8 PEM, mode 0600); the line above is its address", file=sys.stderr)
+    return 0
+
+
+def cmd_keys_show(args: argparse.Namespace) -> int:
+    print(_load_key(args.file).address)
+    return 0
+
+
+def _load_key(path: str) -> keys.PrivateKey:
+    try:
+        return keys.PrivateKey.load(Path(path))
+    except Rejected as exc:
+        raise CliError(exc.message) from None
+
+
+def cmd_testnet(args: argparse.Namespace) -> int:
+    from node.testnet import make_testnet
+
+    net = make_testnet(Path(args.out), validators=args.validators, consensus=args.consensus,
+                       chain_id=args.chain_id, accounts=args.accounts, base_port=args.base_port,
+                       hosts=args.hosts)
+    genesis = net.genesis
+    print(f"wrote a {len(net.node_homes)}-validator {genesis.consensus} testnet, chain {genesis.chain_id}:")
+    for home, url in zip(net.node_homes, net.rest_urls, strict=True):
+        print(f"  {home}  REST {url}")
+    accounts = net.out_dir / "accounts"
+    print(f"  {accounts}  {len(net.account_files)} funded account keys (index.json lists them)")
+    print(f"start a node with: {PROG} start --home {net.node_homes[0]}")
+    return 0
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    from node.cli_start import run_node
+
+    overrides = {
+        "rest_host": args.rest_host, "rest_port": args.rest_port, "p2p_host": args.p2p_host,
+        "p2p_port": args.p2p_port, "log_format": args.log_format, "log_level": args.log_level,
+        "data_dir": args.data_dir,
+    }
+    return asyncio.run(run_node(Path(args.home), {k: v for k, v in overrides.items() if v is not None}))
+
+
+def cmd_localnet(args: argparse.Namespace) -> int:
+    from node.cli_localnet import run_localnet
+
+    return run_localnet(Path(args.dir), validators=args.validators, consensus=args.consensus,
+                        base_port=args.base_port, accounts=args.accounts, ready_timeout_s=args.ready_timeout)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    status = LedgerClient(args.node).status()
+    print(json.dumps(status, indent=2, sort_keys=True))
+    return 0
+
+
+def _urls(text: str) -> list[str]:
+    try:
+        return [normalize_url(u) for u in text.split(",")]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _pids(text: str) -> list[int]:
+    try:
+        return [int(p, 10) for p in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--pids is a comma-separated list of PIDs, got {text!r}") from None
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from node.bench.run import run_bench
+    from node.bench.setup import BenchError
+
+    try:
+        return run_bench(args.nodes, None if args.max else args.rate, args.duration, args.accounts,
+                         Path(args.keys), args.pids, args.presign)
+    except BenchError as exc:
+        raise CliError(str(exc)) from None
+
+
+def _payload(args: argparse.Namespace) -> Payload:
+    from ledger.tx import Issue, Record, Transfer
+
+    if args.tx_type == "transfer":
+        return Transfer(args.to, args.asset, args.amount)
+    if args.tx_type == "issue":
+        return Issue(args.asset, args.supply)
+    return Record(args.record_key, args.value)
+
+
+def cmd_tx(args: argparse.Namespace) -> int:
+    from ledger.tx import sign_tx
+
+    key = _load_key(args.key)
+    client = LedgerClient(args.node)
+    # Fetched only when not given, so --dry-run with both works offline.
+    chain_id = args.chain_id or str(client.status()["chain_id"])
+    nonce = args.nonce if args.nonce is not None else int(client.account(key.address)["nonce"])
+    tx = sign_tx(key, chain_id, nonce, _payload(args))
+    if args.dry_run:
+        print(json.dumps(tx.to_json(), indent=2, sort_keys=True))
+        print(f"not submitted (--dry-run); its hash is {tx.hash}", file=sys.stderr)
+        return 0
+    result = client.submit(tx.to_json(), wait=args.wait, wait_timeout_s=args.timeout)
+    print(json.dumps(result, indent=2, sort_keys=True))
+    if result.get("status") == "failed":
+        outcome = result.get("result") or {}
+        raise CliError(f"transaction {tx.hash} was committed but failed: {outcome.get('code')}: "
+                       f"{outcome.get('message', '')}".rstrip(": "))
+    return 0
+
+
+# --- the parser --------------------------------------------------------------------------------------
+
+
+def _add_node_url(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--node", type=_url, default=os.environ.get("LEDGERD_NODE", DEFAULT_NODE_URL),
+                   metavar="URL", help=f"the node's REST URL (default: $LEDGERD_NODE or {DEFAULT_NODE_URL})")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        ver = version("ledgerd")
+    except PackageNotFoundError:
+        ver = "unknown"
+    parser = _Parser(
+        prog=PROG,
+        description="ledgerd: a permissioned multi-node ledger.\n"
+                    "Create a local chain with `ledgerd localnet` (or `ledgerd testnet` + `ledgerd start`),\n"
+                    "then send transactions with `ledgerd tx`.",
+        epilog="first steps:\n"
+               "  ledgerd localnet --validators 1          # a one-node chain in ./localnet-data\n"
+               "  ledgerd status                           # in another terminal\n"
+               "  ledgerd tx transfer --key localnet-data/accounts/account0.pem --amount 10 --wait \\\n"
+               "      --to $(ledgerd keys show localnet-data/accounts/account1.pem)\n\n"
+               "Run `ledgerd <command> --help` for the options of a command.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {ver}")
+    sub = parser.add_subparsers(dest="command", metavar="<command>", title="commands")
+
+    p = sub.add_parser("testnet", help="write the node homes and funded account keys of a new chain",
+                       description="Write DIR/node0..N-1 (node key, config.toml, genesis.json each) "
+                                   "and DIR/accounts/ (funded account keys). Node k serves REST on P+k "
+                                   "and p2p on P+1000+k.")
+    p.add_argument("--validators", type=_int_in(1, 100, "--validators"), default=4, metavar="N",
+                   help="number of validator nodes (default 4)")
+    p.add_argument("--out", required=True, metavar="DIR", help="directory to create (must be new or empty)")
+    p.add_argument("--consensus", choices=("pbft", "raft"), default="pbft",
+                   help="consensus engine (default pbft)")
+    p.add_argument("--chain-id", default="ledger-local", metavar="ID", help="chain id (default ledger-local)")
+    p.add_argument("--accounts", type=_int_in(0, 100_000, "--accounts"), default=4, metavar="M",
+                   help="funded account keys to write (default 4)")
+    p.add_argument("--base-port", type=_int_in(1, 64535, "--base-port"), default=8001, metavar="P",
+                   help="node k: REST on P+k, p2p on P+1000+k (default 8001)")
+    p.add_argument("--hosts", type=_hosts, metavar="h0,h1,..",
+                   help="host name of each node, comma-separated (default 127.0.0.1 for all)")
+    p.set_defaults(func=cmd_testnet)
+
+    p = sub.add_parser("start", help="run one node in the foreground (Ctrl-C stops it)",
+                       description="Run the node whose home is DIR (written by `ledgerd testnet`) until "
+                                   "SIGINT or SIGTERM. Flags override config.toml and LEDGERD_* "
+                                   "environment variables.")
+    p.add_argument("--home", required=True, metavar="DIR",
+                   help="the node's home directory, e.g. localnet-data/node0")
+    p.add_argument("--rest-host", metavar="HOST", help="REST bind address")
+    p.add_argument("--rest-port", type=PORT, metavar="PORT", help="REST port (0: any free port)")
+    p.add_argument("--p2p-host", metavar="HOST", help="peer-to-peer bind address")
+    p.add_argument("--p2p-port", type=PORT, metavar="PORT", help="peer-to-peer port (0: any free port)")
+    p.add_argument("--data-dir", metavar="DIR", help="database directory (relative to the home)")
+    p.add_argument("--log-format", choices=("plain", "json"), help="log line format (default plain)")
+    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
+                   help="log level (default info)")
+    p.set_defaults(func=cmd_start)
+
+    p = sub.add_parser("localnet", help="create (first time) and run a local cluster; Ctrl-C stops it",
+                       description="If DIR holds no testnet yet, write one (like `ledgerd testnet`); then "
+                                   "start every node as a child process, wait until each answers, and print "
+                                   "its URL. Ctrl-C or SIGTERM stops them all. Node logs go to "
+                                   "DIR/nodeK/node.log.")
+    p.add_argument("--validators", type=_int_in(1, 100, "--validators"), default=4, metavar="N",
+                   help="validators of a new testnet (default 4)")
+    p.add_argument("--consensus", choices=("pbft", "raft"), default="pbft",
+                   help="consensus engine of a new testnet (default pbft)")
+    p.add_argument("--dir", default=DEFAULT_LOCALNET_DIR, metavar="DIR",
+                   help=f"testnet directory (default ./{DEFAULT_LOCALNET_DIR})")
+    p.add_argument("--base-port", type=_int_in(1, 64535, "--base-port"), default=8001, metavar="P",
+                   help="ports of a new testnet: REST P+k, p2p P+1000+k (default 8001)")
+    p.add_argument("--accounts", type=_int_in(0, 100_000, "--accounts"), default=4, metavar="M",
+                   help="funded accounts of a new testnet (default 4)")
+    p.add_argument("--ready-timeout", type=_int_in(1, 3600, "--ready-timeout"), default=60, metavar="S",
+                   help="seconds to wait for every node to answer (default 60)")
+    p.set_defaults(func=cmd_localnet)
+
+    p = sub.add_parser("keys", help="create or show an Ed25519 key file",
+                       description="Account and node keys are Ed25519 private keys in PKCS#8 PEM files "
+                                   "(openssl-readable). An address is the hex public key.")
+    keys_sub = p.add_subparsers(dest="keys_command", metavar="<keys command>", title="keys commands")
+    k = keys_sub.add_parser("new", help="generate a key, write it to FILE and print its address")
+    k.add_argument("--out", required=True, metavar="FILE", help="file to create (never overwritten)")
+    k.set_defaults(func=cmd_keys_new)
+    k = keys_sub.add_parser("show", help="print the address of the key in FILE")
+    k.add_argument("file", metavar="FILE")
+    k.set_defaults(func=cmd_keys_show)
+
+    p = sub.add_parser("tx", help="build, sign and submit a transaction",
+                       description="Build a transaction, sign it with --key and submit it to --node. The "
+                                   "nonce and chain id are fetched from the node unless given. Prints the "
+                                   "node's answer as JSON.")
+    tx_sub = p.add_subparsers(dest="tx_type", metavar="<tx type>", title="transaction types")
+    t_transfer = tx_sub.add_parser(
+        "transfer", help="send an amount of an asset to an address",
+        epilog="example: ledgerd tx transfer --key localnet-data/accounts/account0.pem --to <address> "
+               "--amount 10 --wait")
+    t_transfer.add_argument("--to", required=True, type=_address, metavar="ADDR", help="recipient address")
+    t_transfer.add_argument("--asset", default="LDG", type=_asset, metavar="A",
+                            help="asset symbol (default LDG)")
+    t_transfer.add_argument("--amount", required=True, type=AMOUNT, metavar="N",
+                            help="integer amount, 1..2^53-1")
+    t_issue = tx_sub.add_parser(
+        "issue", help="create a new asset; the whole supply goes to the sender",
+        epilog="example: ledgerd tx issue --key localnet-data/accounts/account0.pem --asset GOLD "
+               "--supply 1000 --wait")
+    t_issue.add_argument("--asset", required=True, type=_asset, metavar="A",
+                         help="new symbol, [A-Z][A-Z0-9]{1,11}")
+    t_issue.add_argument("--supply", required=True, type=AMOUNT, metavar="N",
+                         help="integer supply, 1..2^53-1")
+    t_record = tx_sub.add_parser(
+        "record", help="store a value under a key of the sender's account",
+        epilog="example: ledgerd tx record --key localnet-data/accounts/account0.pem "
+               "--record-key invoice-42 --value sha256:9f86d08... --wait")
+    t_record.add_argument("--record-key", required=True, metavar="K",
+                          type=_utf8_max(MAX_RECORD_KEY_BYTES, "the record key", False),
+                          help=f"record key, 1 to {MAX_RECORD_KEY_BYTES} bytes")
+    t_record.add_argument("--value", required=True, metavar="V",
+                          type=_utf8_max(MAX_RECORD_VALUE_BYTES, "the value", True),
+                          help=f"value, at most {MAX_RECORD_VALUE_BYTES} bytes (e.g. a document hash)")
+    for t in (t_transfer, t_issue, t_record):
+        t.add_argument("--key", required=True, metavar="FILE", help="the sender's key file (PKCS#8 PEM)")
+        _add_node_url(t)
+        t.add_argument("--wait", action="store_true", help="wait until the transaction is committed")
+        t.add_argument("--timeout", type=_int_in(1, 3600, "--timeout"), metavar="S",
+                       help="with --wait: seconds to wait (default: the node's limit)")
+        t.add_argument("--nonce", type=_int_in(0, MAX_SAFE_INT, "--nonce"), metavar="N",
+                       help="sender nonce (default: the account's next nonce, from the node)")
+        t.add_argument("--chain-id", metavar="ID", help="chain id (default: the node's)")
+        t.add_argument("--dry-run", action="store_true",
+                       help="print the signed transaction as JSON instead of submitting it (with --nonce "
+                            "and --chain-id it needs no node at all)")
+        t.set_defaults(func=cmd_tx)
+
+    p = sub.add_parser("bench", help="load-test a running cluster and report throughput and latency",
+                       description="Fund --accounts fresh accounts from the funded keys in --keys, pre-sign "
+                                   "the load, then submit it for --duration seconds (at --rate, or as fast "
+                                   "as the cluster takes it with --max), spread over --nodes. Prints a "
+                                   "progress line, a table and one JSON line (the last line of stdout).")
+    p.add_argument("--nodes", type=_urls, default=[DEFAULT_NODE_URL], metavar="URL,URL,..",
+                   help=f"the nodes' REST URLs (default {DEFAULT_NODE_URL}); commits are followed on the first")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--rate", type=_int_in(1, 1_000_000, "--rate"), default=100, metavar="R",
+                      help="open-loop: offer R tx/s (default 100); refusals count as dropped")
+    mode.add_argument("--max", action="store_true",
+                      help="closed-loop: send as fast as the cluster accepts; refusals are retried")
+    p.add_argument("--duration", type=_int_in(1, 3600, "--duration"), default=10, metavar="S",
+                   help="seconds of sending (default 10)")
+    p.add_argument("--accounts", type=_int_in(1, 100_000, "--accounts"), default=200, metavar="K",
+                   help="fresh sender accounts to spread the load over (default 200)")
+    p.add_argument("--tx-type", choices=("transfer",), default="transfer", help="transaction type")
+    p.add_argument("--keys", default=f"{DEFAULT_LOCALNET_DIR}/accounts", metavar="DIR",
+                   help=f"funded account keys (default ./{DEFAULT_LOCALNET_DIR}/accounts)")
+    p.add_argument("--pids", type=_pids, metavar="PID,PID,..",
+                   help="the nodes' process ids, in --nodes order, for CPU and peak memory figures")
+    p.add_argument("--presign", type=_int_in(1, 10_000_000, "--presign"), metavar="N",
+                   help="transactions to sign ahead (default rate*duration; with --max 8000*duration)")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("status", help="show a node's status: node, chain, height, peers, consensus")
+    _add_node_url(p)
+    p.set_defaults(func=cmd_status)
+    return parser
+
+
+def _missing_command(args: argparse.Namespace) -> None:
+    def usage_error(prog: str, message: str) -> NoReturn:
+        print(f"{prog}: error: {message} (see '{prog} --help')", file=sys.stderr)
+        sys.exit(2)
+
+    if args.command is None:
+        usage_error(PROG, "choose a command: testnet, start, localnet, keys, tx, status or bench")
+    if args.command == "keys" and args.keys_command is None:
+        usage_error(f"{PROG} keys", "choose a keys command: new or show")
+    if args.command == "tx" and args.tx_type is None:
+        usage_error(f"{PROG} tx", "choose a transaction type: transfer, issue or record")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _missing_command(args)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except CliError as exc:
+        return _fail(str(exc))
+    except RequestFailed as exc:
+        return _fail(f"the node refused: {exc}")
+    except ClientError as exc:
+        return _fail(str(exc))
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # every error leaves as one line; LEDGERD_DEBUG=1 shows where it came from
+        described = _describe_known(exc)
+        if os.environ.get("LEDGERD_DEBUG"):
+            raise
+        return _fail(described or f"unexpected {type(exc).__name__}: {exc} (LEDGERD_DEBUG=1 shows details)")
+
+
+def _describe_known(exc: Exception) -> str | None:
+    from node.config import ConfigError
+    from storage.store import StorageError
+
+    if isinstance(exc, (ConfigError, StorageError)):
+        return str(exc)
+    if isinstance(exc, Rejected):
+        return exc.message
+    if isinstance(exc, OSError):
+        return f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
+    return None
+
+
+def _fail(line: str) -> int:
+    print(f"{PROG}: error: {line}", file=sys.stderr)
+    return 1

@@ -1,0 +1,223 @@
+"""`ledgerd localnet`: a local cluster as child processes of one foreground command.
+
+Writes a testnet into the directory the first time, then runs `python -m node start --home DIR/nodeK`
+for every node, each logging to DIR/nodeK/node.log, waits until each one's /healthz answers (printing
+progress), prints the URLs and keeps watching. Ctrl-C or SIGTERM stops every child: SIGTERM first,
+SIGKILL for any that has not exited after `STOP_GRACE_S`. The children also get SIGTERM from the
+kernel if this process dies without cleaning up (Linux `PR_SET_PDEATHSIG`), so none is left behind.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import IO
+
+from node.client import ClientError, LedgerClient
+from node.config import CONFIG_FILE, ConfigError, load_config
+
+STOP_GRACE_S = 15.0
+POLL_INTERVAL_S = 0.2
+PROGRESS_EVERY_S = 5.0
+LOG_FILE = "node.log"
+LOG_TAIL_LINES = 15
+PR_SET_PDEATHSIG = 1
+
+
+class _Stop(Exception):
+    """SIGTERM arrived: stop the cluster like Ctrl-C does."""
+
+
+@dataclass
+class Child:
+    name: str
+    home: Path
+    url: str
+    process: subprocess.Popen[bytes]
+    log: IO[bytes]
+    ready: bool = False
+
+    @property
+    def log_path(self) -> Path:
+        return self.home / LOG_FILE
+
+
+def _die_with_parent() -> None:
+    """Runs in the child between fork and exec: ask Linux to SIGTERM it when localnet dies."""
+    with suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def node_homes(directory: Path) -> list[Path]:
+    homes = [p for p in directory.glob("node*") if p.is_dir() and (p / CONFIG_FILE).exists()]
+    return sorted(homes, key=lambda p: int(p.name[4:]) if p.name[4:].isdigit() else 1 << 30)
+
+
+def prepare(directory: Path, validators: int, consensus: str, base_port: int, accounts: int) -> list[Path]:
+    """The node homes under `directory`, writing a new testnet there if it holds none yet."""
+    homes = node_homes(directory) if directory.is_dir() else []
+    if homes:
+        if len(homes) != validators:
+            print(f"{directory} already holds a {len(homes)}-validator testnet; starting that one "
+                  f"(remove {directory} to create a new one)", flush=True)
+        return homes
+    if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
+        raise ConfigError(f"{directory} exists but holds no testnet; choose another --dir or empty it")
+    from node.testnet import make_testnet
+
+    net = make_testnet(directory, validators=validators, consensus=consensus, base_port=base_port,
+                       accounts=accounts)
+    print(f"created a {validators}-validator {consensus} testnet in {directory} "
+          f"(account keys in {directory / 'accounts'})", flush=True)
+    return list(net.node_homes)
+
+
+def _start_child(home: Path) -> Child:
+    config = load_config(home)
+    host = config.rest_host if config.rest_host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+    url = f"http://{host}:{config.rest_port}"
+    log = (home / LOG_FILE).open("ab")
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "node", "start", "--home", str(home)],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            # Its own session: a terminal's Ctrl-C reaches localnet only, which then stops the
+            # children in order instead of racing them.
+            start_new_session=True, preexec_fn=_die_with_parent,  # noqa: PLW1509
+        )
+    except OSError:
+        log.close()
+        raise
+    return Child(home.name, home, url, process, log)
+
+
+def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    try:
+        text = path.read_text(errors="replace").splitlines()[-lines:]
+    except OSError:
+        return "    (no log)"
+    return "\n".join("    " + line for line in text) or "    (empty log)"
+
+
+def _answers(child: Child) -> bool:
+    try:
+        LedgerClient(child.url, timeout_s=1.0).health()
+    except ClientError:
+        return False
+    return True
+
+
+def stop_all(children: list[Child]) -> None:
+    alive = [c for c in children if c.process.poll() is None]
+    for child in alive:
+        with suppress(ProcessLookupError):
+            child.process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE_S
+    for child in alive:
+        try:
+            child.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            print(f"{child.name} did not stop within {STOP_GRACE_S:g}s; killing it", file=sys.stderr)
+            child.process.kill()
+            child.process.wait()
+    for child in children:
+        child.log.close()
+
+
+@contextmanager
+def _stop_signals_raise() -> Iterator[None]:
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise _Stop()
+
+    # SIGINT too: a shell that starts us in the background without job control leaves SIGINT
+    # ignored, and Python then never raises KeyboardInterrupt, so Ctrl-C would be lost.
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, old_handler in previous.items():
+            signal.signal(sig, old_handler)
+
+
+def _wait_ready(children: list[Child], timeout_s: float) -> None:
+    started = time.monotonic()
+    next_progress = started + PROGRESS_EVERY_S
+    while True:
+        for child in children:
+            code = child.process.poll()
+            if code is not None:
+                raise ConfigError(f"{child.name} exited with status {code} while starting; the end of "
+                                  f"{child.log_path}:\n{_tail(child.log_path)}")
+            if not child.ready and _answers(child):
+                child.ready = True
+                done = sum(c.ready for c in children)
+                print(f"  {child.name} ready at {child.url} ({done}/{len(children)})", flush=True)
+        if all(c.ready for c in children):
+            return
+        now = time.monotonic()
+        if now - started > timeout_s:
+            waiting = [c for c in children if not c.ready]
+            tails = "\n".join(f"  {c.log_path}:\n{_tail(c.log_path)}" for c in waiting)
+            names = ", ".join(c.name for c in waiting)
+            raise ConfigError(f"{names} did not answer within {timeout_s:g}s:\n{tails}")
+        if now >= next_progress:
+            waiting_names = ", ".join(c.name for c in children if not c.ready)
+            print(f"  still waiting for {waiting_names} ({now - started:.0f}s)", flush=True)
+            next_progress = now + PROGRESS_EVERY_S
+        time.sleep(POLL_INTERVAL_S)
+
+
+def _watch(children: list[Child]) -> None:
+    """Report each node that exits, and keep the others running until none is left.
+
+    A cluster tolerates a failed validator, and a developer who kills one on purpose (to watch the
+    rest carry on and the node catch up) wants the rest to stay up, so one exit is not fatal.
+    """
+    reported: set[str] = set()
+    while len(reported) < len(children):
+        for child in children:
+            code = child.process.poll()
+            if code is not None and child.name not in reported:
+                reported.add(child.name)
+                print(f"warning: {child.name} exited with status {code}; the others keep running. The end of "
+                      f"{child.log_path}:\n{_tail(child.log_path)}\n"
+                      f"  to bring it back: ledgerd start --home {child.home}", file=sys.stderr, flush=True)
+        time.sleep(POLL_INTERVAL_S)
+
+
+def run_localnet(directory: Path, validators: int = 4, consensus: str = "pbft", base_port: int = 8001,
+                 accounts: int = 4, ready_timeout_s: float = 60.0) -> int:
+    homes = prepare(directory, validators, consensus, base_port, accounts)
+    children: list[Child] = []
+    with _stop_signals_raise():
+        try:
+            print(f"starting {len(homes)} node(s); logs in {directory}/nodeK/{LOG_FILE}", flush=True)
+            for home in homes:
+                child = _start_child(home)
+                children.append(child)
+                print(f"  {child.name}: pid {child.process.pid}", flush=True)
+            _wait_ready(children, ready_timeout_s)
+            print("localnet is up:", flush=True)
+            for child in children:
+                print(f"  {child.name}  {child.url}", flush=True)
+            print(f"accounts: {directory / 'accounts'}; try: ledgerd status --node {children[0].url}",
+                  flush=True)
+            print("press Ctrl-C to stop", flush=True)
+            _watch(children)
+            raise ConfigError("every node has exited")
+        except (KeyboardInterrupt, _Stop):
+            print("\nstopping localnet ...", flush=True)
+            stop_all(children)
+            print(f"stopped {len(children)} node(s)", flush=True)
+            return 0
+        finally:
+            # Also on errors: never leave a child behind (stop_all skips the ones that exited).
+            stop_all(children)

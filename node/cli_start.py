@@ -1,0 +1,87 @@
+"""`ledgerd start`: run one node and its REST API in the foreground until SIGINT or SIGTERM.
+
+Start order: logging, open the node (config, key, genesis, database: any problem is one line and
+exit 1), start it (on a chain with other validators: its p2p listener on p2p_host:p2p_port and a
+link to every peer in [peers], see `node.cluster`; then consensus), then serve the API and announce
+its URL. Stop order, on the first signal: stop accepting HTTP, close event streams, wait briefly for
+in-flight requests, stop the node (its peer links, then consensus, then its database). A second
+signal while stopping is ignored: stopping is already as fast as it can be without risking the
+database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from node import logs
+from node.api import ApiServer, limits_from_config, make_app
+from node.cli import CliError
+from node.config import load_config
+
+log = logging.getLogger("node.cli")
+
+
+async def run_node(home: Path, overrides: Mapping[str, Any]) -> int:
+    # Logging first, from the same settings the node will use, so even a failing open is logged well.
+    config = load_config(home, overrides)
+    context = logs.NodeLogContext(node_id="-")
+    logs.configure(config.log_format, config.log_level, fallback=context)
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    from node.node import Node
+
+    node = Node.open(home, overrides)
+    context = logs.NodeLogContext(node_id=node.node_id, height=lambda: node.height)
+    logs.configure(config.log_format, config.log_level, fallback=context)
+    token = logs.bind_node(context)
+    server: ApiServer | None = None
+    try:
+        await node.start()
+        limits = limits_from_config(node.config)
+        server = ApiServer(make_app(node.service, node.metrics, limits, logging.getLogger("node.api")),
+                           node.config.rest_host, node.config.rest_port, limits.shutdown_timeout_s)
+        try:
+            await server.start()
+        except OSError as exc:
+            server = None
+            where = f"{node.config.rest_host}:{node.config.rest_port}"
+            raise CliError(f"cannot serve the REST API on {where}: {exc.strerror or exc}") from None
+        log.info("REST API listening on %s", server.url, extra={"fields": {"url": server.url}})
+        print(f"ledgerd node {node.node_id[:16]} serving {server.url}", flush=True)
+        # Run until a signal, or until the node halts by itself (a failed durable write, a block it
+        # cannot apply): then it must not keep answering as if it were healthy.
+        signalled = asyncio.create_task(stop.wait())
+        halted = asyncio.create_task(node.wait_stopped())
+        try:
+            await asyncio.wait({signalled, halted}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (signalled, halted):
+                task.cancel()
+            await asyncio.gather(signalled, halted, return_exceptions=True)
+        log.info("stopping")
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+            # A second Ctrl-C during an orderly stop must not abort it half-way.
+            signal.signal(sig, signal.SIG_IGN)
+        try:
+            if server is not None:
+                await server.stop()
+        finally:
+            await node.stop()
+            logs.unbind_node(token)
+    log.info("stopped")
+    sys.stdout.flush()
+    if node.fatal_error is not None:
+        raise CliError(f"the node halted: {node.fatal_error}")
+    return 0

@@ -1,0 +1,184 @@
+"""The node's side of the validator network: one `p2p.P2PNode` and what each topic means to the node.
+
+Topics:
+
+    consensus   engine messages, both ways (`p2p.TopicChannel` is the runtime's transport)
+    txs         batches of transactions this node admitted from clients (`node.gossip.TxBatcher`);
+                received ones go to the node's gossip intake and are never passed on
+    status      this node's head, broadcast every `status_interval_s` (`node.sync`)
+    sync        request/response: blocks with their certificates, for peers that are behind
+
+`PeerNetwork` owns its tasks (status announcements, the block syncer, the gossip batcher) and the
+P2PNode; `stop()` cancels and awaits all of them and closes every connection. It exposes the
+transport's and the syncer's counters as Prometheus metrics (`ledgerd_p2p_events_total{event}`,
+`ledgerd_sync_events_total{event}`) and keeps the `ledgerd_peers_connected` gauge current.
+
+Built by `node.node.Node` (the composition root) when the chain has more than one validator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
+
+from ledger import keys
+from ledger.block import Block
+from ledger.genesis import Genesis
+from node.config import ConfigError, NodeConfig
+from node.gossip import TxBatcher
+from node.metrics import NodeMetrics
+from node.sync import STATUS_TOPIC, SYNC_TOPIC, BlockSync, RefusedRequest, SyncSettings, encode_status
+from p2p import P2PConfig, P2PNode, RequestRefused, TopicChannel
+from storage import Store
+
+CONSENSUS_TOPIC = "consensus"
+TXS_TOPIC = "txs"
+
+
+class PeerNetwork:
+    """P2P links to every other validator, gossip, peer heads and block sync for one node."""
+
+    def __init__(
+        self, *, config: NodeConfig, key: keys.PrivateKey, genesis: Genesis, store: Store, metrics: NodeMetrics,
+        logger: logging.Logger, deliver: Callable[[str, bytes], bool], receive_txs: Callable[[str, bytes], bool],
+        apply_synced: Callable[[Sequence[tuple[Block, dict[str, Any]]]], Any],
+        run_blocking: Callable[..., Any], sync_hint: Callable[[], int | None],
+        p2p_config: P2PConfig | None = None,
+    ) -> None:
+        validators = genesis.validator_ids
+        strangers = sorted(peer for peer in config.peers if peer not in validators)
+        if strangers:
+            raise ConfigError(f"peer {strangers[0][:16]}… in [peers] is not a validator of this chain")
+        self._config = config
+        self._store = store
+        self._metrics = metrics
+        self._log = logger
+        self._deliver = deliver
+        self._receive_txs = receive_txs
+        settings = p2p_config or P2PConfig(listen_host=config.p2p_host, listen_port=config.p2p_port)
+        try:
+            self.p2p = P2PNode(settings, key, genesis.chain_id, validators, config.peers, self._on_message)
+        except ValueError as exc:
+            raise ConfigError(f"invalid p2p settings: {exc}") from None
+        self.consensus = TopicChannel(self.p2p, CONSENSUS_TOPIC)
+        self._validators = frozenset(validators) - {key.address}
+        self.gossip = TxBatcher(
+            TopicChannel(self.p2p, TXS_TOPIC).broadcast, max_batch_txs=config.max_batch_txs,
+            max_batch_bytes=self.p2p.max_payload_bytes, max_pending_txs=config.gossip_max_pending_txs,
+            flush_s=config.gossip_flush_ms / 1000,
+            on_overflow=lambda n: metrics.dropped.labels("tx_gossip_overflow").inc(n),
+        )
+        self.sync = BlockSync(
+            store=store, kind=genesis.consensus, validators=validators, request=self._request,
+            apply=apply_synced, run_blocking=run_blocking, sync_hint=sync_hint,
+            max_payload_bytes=lambda: self.p2p.max_payload_bytes,
+            settings=SyncSettings(
+                batch_blocks=config.sync_batch_blocks, request_timeout_s=config.sync_request_timeout_s,
+                lag_grace_s=config.sync_lag_grace_s, penalty_s=config.sync_penalty_s,
+                status_interval_s=config.status_interval_s),
+            on_syncing=lambda on: metrics.syncing.set(1 if on else 0), logger=logger,
+        )
+        self.p2p.register_handler(SYNC_TOPIC, self._serve_sync)
+        self._collector = _NetworkCollector(self)
+        metrics.registry.register(self._collector)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._started = False
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Bind the p2p listener (ConfigError if it cannot), start dialing and the owned tasks."""
+        try:
+            await self.p2p.start()
+        except OSError as exc:
+            where = f"{self._config.p2p_host}:{self._config.p2p_port}"
+            raise ConfigError(f"cannot listen for peers on {where}: {exc.strerror or exc}") from None
+        self._started = True
+        self._log.info("p2p listening on %s", self.p2p.url, extra={"fields": {"p2p_url": self.p2p.url}})
+        tag = self.p2p.node_id[:8]
+        self._tasks = [
+            asyncio.create_task(self._announce(), name=f"p2p-status-{tag}"),
+            asyncio.create_task(self.sync.run(), name=f"block-sync-{tag}"),
+        ]
+        if self._config.gossip_flush_ms > 0:
+            self._tasks.append(asyncio.create_task(self.gossip.run(), name=f"tx-gossip-out-{tag}"))
+
+    async def stop(self) -> None:
+        """Stop the owned tasks, then close every connection and the listener."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        if self._started:
+            self._started = False
+            await self.p2p.stop()
+        self._metrics.peers.set(0)
+        self._metrics.syncing.set(0)
+
+    # --- what the node asks ---------------------------------------------------------------------
+
+    @property
+    def url(self) -> str | None:
+        return self.p2p.url if self._started else None
+
+    def connected_peers(self) -> list[str]:
+        return self.p2p.connected_peers() if self._started else []
+
+    def connected_validators(self) -> int:
+        return sum(1 for peer in self.connected_peers() if peer in self._validators)
+
+    # --- topics ---------------------------------------------------------------------------------
+
+    def _on_message(self, peer: str, topic: str, payload: bytes) -> None:
+        if topic == CONSENSUS_TOPIC:
+            self._deliver(peer, payload)
+        elif topic == TXS_TOPIC:
+            self._receive_txs(peer, payload)
+        elif topic == STATUS_TOPIC:
+            self.sync.on_status(peer, payload)
+        else:
+            self._metrics.dropped.labels("unknown_topic").inc()
+
+    async def _serve_sync(self, peer: str, payload: bytes) -> bytes:
+        try:
+            return self.sync.serve(payload)
+        except RefusedRequest as exc:
+            raise RequestRefused(exc.code, exc.message) from None
+
+    async def _request(self, peer: str, topic: str, payload: bytes, timeout_s: float) -> bytes:
+        return await self.p2p.request(peer, topic, payload, timeout_s=timeout_s)
+
+    async def _announce(self) -> None:
+        """Tell every peer this node's head, and keep the peers gauge current."""
+        while True:
+            tip = self._store.tip
+            self.p2p.broadcast(STATUS_TOPIC, encode_status(tip.height, tip.block_hash))
+            self._metrics.peers.set(self.connected_validators())
+            await asyncio.sleep(self._config.status_interval_s)
+
+
+class _NetworkCollector(Collector):
+    """The transport's and the syncer's counters, read at scrape time."""
+
+    def __init__(self, network: PeerNetwork) -> None:
+        self._network = network
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        p2p = CounterMetricFamily("ledgerd_p2p_events", "P2P transport events (connections, frames, "
+                                  "requests, drops), by event", labels=["event"])
+        for name, value in sorted(self._network.p2p.counters.items()):
+            p2p.add_metric([name], value)
+        yield p2p
+        sync = CounterMetricFamily("ledgerd_sync_events", "Block sync events, by event", labels=["event"])
+        for name, value in self._network.sync.counters.items():
+            sync.add_metric([name], value)
+        yield sync
+

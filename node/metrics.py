@@ -1,0 +1,43 @@
+"""Prometheus metrics for one node, on a registry of its own (never the process-global one),
+so several nodes can run in one process and each /metrics shows only its node."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class NodeMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.height = Gauge("ledgerd_height", "Height of the last committed block", registry=r)
+        self.txs_committed = Counter("ledgerd_txs_committed", "Transactions committed in blocks", registry=r)
+        self.blocks_committed = Counter("ledgerd_blocks_committed", "Blocks committed", registry=r)
+        self.mempool_size = Gauge("ledgerd_mempool_txs", "Transactions waiting in the mempool", registry=r)
+        self.txs_rejected = Counter("ledgerd_txs_rejected", "Transactions refused at submission", ["code"],
+                                    registry=r)
+        self.request_latency = Histogram(
+            "ledgerd_http_request_duration_seconds", "REST request latency", ["method", "route", "status"],
+            buckets=LATENCY_BUCKETS_S, registry=r,
+        )
+        self.commit_latency = Histogram(
+            "ledgerd_block_commit_duration_seconds", "Time to execute and durably store a block",
+            buckets=LATENCY_BUCKETS_S, registry=r,
+        )
+        self.dropped = Counter("ledgerd_dropped_messages", "Messages dropped, by reason", ["reason"], registry=r)
+        self.peers = Gauge("ledgerd_peers_connected", "Validator peers currently connected", registry=r)
+        self.syncing = Gauge("ledgerd_syncing", "1 while the node is catching up by block sync", registry=r)
+
+    def observe_commit(self, height: int, tx_count: int, seconds: float) -> None:
+        self.height.set(height)
+        self.blocks_committed.inc()
+        self.txs_committed.inc(tx_count)
+        self.commit_latency.observe(seconds)
+
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        self.request_latency.labels(method, route, str(status)).observe(seconds)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,337 @@
+"""The OpenAPI 3.1 document of the REST API, served at GET /openapi.json.
+
+Built in code rather than kept as a static file so the limits it quotes are the node's own and the
+error codes it lists come from the one table in `node.errors`. Tests check that every route of the
+application appears here and that real responses validate against these schemas.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ledger.tx import ASSET_RE, CHAIN_ID_RE, MAX_RECORD_KEY_BYTES, MAX_RECORD_VALUE_BYTES, MAX_SAFE_INT
+from node.errors import STATUS_BY_CODE
+
+if TYPE_CHECKING:
+    from node.api import ApiLimits
+
+OPENAPI_VERSION = "3.1.0"
+API_VERSION = "1"
+
+HEX64 = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
+HEX128 = {"type": "string", "pattern": "^[0-9a-f]{128}$"}
+AMOUNT = {"type": "integer", "minimum": 1, "maximum": MAX_SAFE_INT}
+ASSET = {"type": "string", "pattern": f"^{ASSET_RE.pattern}$"}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _obj(properties: dict[str, Any], required: list[str] | None = None, *, closed: bool = True,
+         description: str | None = None) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "object", "properties": properties,
+                              "required": list(properties) if required is None else required}
+    if closed:
+        schema["additionalProperties"] = False
+    if description:
+        schema["description"] = description
+    return schema
+
+
+def _schemas() -> dict[str, Any]:
+    receipt = _obj({"code": {"type": "string", "description": '"ok", or the failure code of a failed tx'},
+                    "message": {"type": "string"}}, ["code"])
+    return {
+        "Error": _obj({
+            "error": _obj({"code": {"type": "string", "description": "stable snake_case; see x-error-codes"},
+                           "message": {"type": "string", "description": "a sentence for people"}}),
+        }, ["error"], closed=False,
+            description="Every error answer. Some carry context next to `error`: `hash` (the transaction "
+                        "concerned) or `results` (per-entry outcomes of a refused batch)."),
+        "TransferPayload": _obj({"to": HEX64, "asset": ASSET, "amount": AMOUNT}),
+        "IssuePayload": _obj({"asset": ASSET, "supply": AMOUNT}),
+        "RecordPayload": _obj({
+            "key": {"type": "string", "minLength": 1,
+                    "description": f"1 to {MAX_RECORD_KEY_BYTES} bytes of UTF-8"},
+            "value": {"type": "string", "description": f"at most {MAX_RECORD_VALUE_BYTES} bytes of UTF-8"},
+        }),
+        "TransactionBody": _obj({
+            "chain_id": {"type": "string", "pattern": f"^{CHAIN_ID_RE.pattern}$"},
+            "sender": {**HEX64, "description": "the sender's Ed25519 public key, which is its address"},
+            "nonce": {"type": "integer", "minimum": 0, "maximum": MAX_SAFE_INT,
+                      "description": "the sender's next nonce: 0, then one more per executed transaction"},
+            "type": {"type": "string", "enum": ["transfer", "issue", "record"]},
+            "payload": {"oneOf": [_ref("TransferPayload"), _ref("IssuePayload"), _ref("RecordPayload")]},
+        }),
+        "Transaction": _obj({
+            "body": _ref("TransactionBody"),
+            "signature": {**HEX128,
+                          "description": 'Ed25519 signature of b"ledgerd-tx-v1:" + canonical_json(body)'},
+        }, description="A signed transaction. Unknown fields anywhere are refused (400 malformed)."),
+        "Accepted": _obj({"hash": HEX64, "status": {"type": "string", "const": "pending"}}),
+        "BatchEntry": {"oneOf": [
+            _ref("Accepted"),
+            _obj({"hash": {"oneOf": [HEX64, {"type": "null"}]},
+                  "status": {"type": "string", "const": "rejected"},
+                  "error": _ref("ErrorDetail")}),
+        ]},
+        "ErrorDetail": _obj({"code": {"type": "string"}, "message": {"type": "string"}}),
+        "Receipt": receipt,
+        "TransactionStatus": _obj({
+            "hash": HEX64,
+            "status": {"type": "string", "enum": ["pending", "committed", "failed"]},
+            "height": {"type": ["integer", "null"]},
+            "index": {"type": ["integer", "null"], "description": "position in the block"},
+            "result": {"oneOf": [receipt, {"type": "null"}]},
+        }),
+        "BlockHeader": _obj({
+            "chain_id": {"type": "string"}, "height": {"type": "integer", "minimum": 0},
+            "hash": HEX64, "prev_hash": HEX64,
+            "timestamp": {"type": "integer", "description": "ms since the Unix epoch"},
+            "proposer": HEX64, "tx_root": HEX64, "app_hash": HEX64, "tx_count": {"type": "integer"},
+        }, closed=False),
+        "BlockReceipt": _obj({"hash": HEX64, "code": {"type": "string"}, "message": {"type": "string"}},
+                             ["hash", "code"], description="the result of the transaction at the same index"),
+        "Block": _obj({
+            "height": {"type": "integer", "minimum": 1},
+            "hash": HEX64,
+            "header": _ref("BlockHeader"),
+            "txs": {"type": "array", "items": _ref("Transaction")},
+            "receipts": {"type": "array", "items": _ref("BlockReceipt")},
+            "certificate": {"description": "the commit certificate: validator signatures on the block"},
+        }, ["height", "hash", "header", "txs", "receipts"], closed=False),
+        "BlockEvent": _obj({
+            "type": {"type": "string", "const": "block"},
+            "height": {"type": "integer", "minimum": 1},
+            "hash": HEX64,
+            "header": _ref("BlockHeader"),
+            "txs": {"type": "array", "items": _obj({
+                "hash": HEX64, "index": {"type": "integer"}, "sender": HEX64, "nonce": {"type": "integer"},
+                "type": {"type": "string"}, "status": {"type": "string", "enum": ["committed", "failed"]},
+                "result": receipt,
+            })},
+        }, closed=False, description="One /v1/events message: a committed block and its tx results."),
+        "StreamError": _obj({
+            "type": {"type": "string", "const": "error"}, "code": {"type": "string"},
+            "message": {"type": "string"},
+        }, description="The last /v1/events message before the node ends a stream, e.g. code "
+                       "subscriber_too_slow (close code 1008); resume with from_height."),
+        "Account": _obj({
+            "address": HEX64, "nonce": {"type": "integer", "minimum": 0},
+            "balances": {"type": "object", "additionalProperties": {"type": "integer", "minimum": 0}},
+        }, closed=False),
+        "Record": _obj({
+            "owner": HEX64, "key": {"type": "string"}, "value": {"type": "string"},
+            "height": {"type": "integer"}, "tx": HEX64,
+        }, closed=False),
+        "Status": _obj({
+            "node_id": HEX64, "chain_id": {"type": "string"},
+            "consensus": {"type": "string", "enum": ["pbft", "raft"]},
+            "height": {"type": "integer", "minimum": 0}, "latest_hash": {"type": "string"},
+            "validators": {"type": "array"},
+            "peers": {"type": "array", "items": _obj({
+                "node_id": HEX64, "name": {"type": ["string", "null"]}, "url": {"type": "string"},
+                "connected": {"type": "boolean"},
+                "height": {"type": ["integer", "null"], "minimum": 0,
+                           "description": "the head the peer last announced (null: not heard yet)"},
+            }, required=["node_id", "url", "connected"], closed=False)},
+            "syncing": {"type": "boolean", "description": "fetching blocks from peers (block sync) right now"},
+            "sync_target_height": {"type": ["integer", "null"], "minimum": 0,
+                                   "description": "the highest head known from peers (or the engine), "
+                                                  "when above this node's height"},
+            "blocks_behind": {"type": "integer", "minimum": 0,
+                              "description": "how far this node's height is below sync_target_height"},
+            "p2p_url": {"type": ["string", "null"],
+                        "description": "where peers reach this node (null: a single-validator chain)"},
+        }, required=["node_id", "chain_id", "consensus", "height", "latest_hash", "validators", "peers",
+                     "syncing", "blocks_behind"], closed=False),
+        "Health": _obj({"status": {"type": "string", "const": "ok"}, "node_id": HEX64,
+                        "chain_id": {"type": "string"}}),
+    }
+
+
+def _error(description: str, codes: list[str], retry_after: bool = False) -> dict[str, Any]:
+    response: dict[str, Any] = {
+        "description": f"{description} Codes: {', '.join(codes)}.",
+        "content": {"application/json": {"schema": _ref("Error")}},
+    }
+    if retry_after:
+        response["headers"] = {"Retry-After": {"description": "seconds to wait before retrying",
+                                               "schema": {"type": "integer", "minimum": 1}}}
+    return response
+
+
+def _codes(status: int) -> list[str]:
+    return sorted(code for code, s in STATUS_BY_CODE.items() if s == status)
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _common(*extra: tuple[str, dict[str, Any]]) -> dict[str, Any]:
+    responses: dict[str, Any] = {
+        "400": _error("Malformed request: an unknown query parameter or an invalid path parameter.",
+                      ["invalid_query", "invalid_hash", "invalid_address", "invalid_height",
+                       "invalid_record_key"]),
+        "405": _error("The route does not take this method (the Allow header lists those it takes).",
+                      ["method_not_allowed"]),
+        "500": _error("A bug in the node; details are in its log, never in the answer.", ["internal_error"]),
+    }
+    for status, response in extra:
+        responses[status] = response
+    return responses
+
+
+def _path_param(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": schema, "description": description}
+
+
+def build_openapi(limits: ApiLimits) -> dict[str, Any]:
+    """The document for an API running with `limits`."""
+    submit_description = (
+        "Submit one signed transaction, or a JSON array of 1 to "
+        f"{limits.max_batch_txs} of them. The body may be at most {limits.max_body_bytes} bytes. "
+        "A single transaction answers 202 {hash, status: pending}. An array answers 202 with one entry "
+        "per transaction, in order, each accepted or carrying its own error, when at least one was accepted; "
+        "when none was, it answers the status of the first refusal with that error and the entries in "
+        "`results`. With `?wait=commit` (single transaction only) the answer waits for the commit: 200 with "
+        "the transaction's status, or 504 commit_timeout. Resubmitting a transaction the node already "
+        "holds with wait=commit is safe: it answers that transaction's outcome instead of 409 duplicate."
+    )
+    tx_not_found = _error("No such transaction.", ["tx_not_found"])
+    paths: dict[str, Any] = {
+        "/v1/transactions": {"post": {
+            "operationId": "submit_transactions",
+            "summary": "Submit signed transactions",
+            "description": submit_description,
+            "parameters": [
+                {"name": "wait", "in": "query", "required": False,
+                 "schema": {"type": "string", "enum": ["commit"]},
+                 "description": "wait until the transaction is committed (single transaction only)"},
+                {"name": "timeout_s", "in": "query", "required": False,
+                 "schema": {"type": "number", "exclusiveMinimum": 0, "maximum": limits.commit_wait_timeout_s},
+                 "description": f"with wait=commit: how long to wait (default and maximum "
+                                f"{limits.commit_wait_timeout_s:g})"},
+            ],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {"oneOf": [
+                _ref("Transaction"),
+                {"type": "array", "minItems": 1, "maxItems": limits.max_batch_txs,
+                 "items": _ref("Transaction")},
+            ]}}}},
+            "responses": {
+                "200": _json(_ref("TransactionStatus"), "With wait=commit: the transaction committed (its "
+                                                         "result says whether it succeeded)."),
+                "202": _json({"oneOf": [_ref("Accepted"), {"type": "array", "items": _ref("BatchEntry")}]},
+                             "Accepted into the mempool (pending)."),
+                "400": _error("Malformed body: not JSON, not a transaction of the contract's shape, wrong "
+                              "types, unknown fields, an empty array, or a bad query.", _codes(400)),
+                "405": _error("Only POST is allowed here.", ["method_not_allowed"]),
+                "409": _error("Conflicts with the sender's nonce or a transaction the node already holds.",
+                              _codes(409)),
+                "413": _error("The body or the array is larger than the node's limits.", _codes(413)),
+                "422": _error("Refused by a ledger rule.", _codes(422)),
+                "503": _error("The mempool is full or the node is stopping; retry after Retry-After.",
+                              ["mempool_full", "shutting_down"], retry_after=True),
+                "504": _error("With wait=commit: accepted, not committed in time; `hash` says what to poll.",
+                              ["commit_timeout"]),
+                "500": _error("A bug in the node; details are in its log.", ["internal_error"]),
+            },
+        }},
+        "/v1/transactions/{hash}": {"get": {
+            "operationId": "get_transaction",
+            "summary": "A transaction's status: pending, committed (with height, index and result) or failed",
+            "parameters": [_path_param("hash", HEX64, "the transaction hash")],
+            "responses": _common(("200", _json(_ref("TransactionStatus"), "The transaction's status.")),
+                                 ("404", tx_not_found)),
+        }},
+        "/v1/blocks/latest": {"get": {
+            "operationId": "get_latest_block",
+            "summary": "The last committed block",
+            "responses": _common(("200", _json(_ref("Block"), "The block with its transactions, receipts and "
+                                                              "commit certificate.")),
+                                 ("404", _error("No block has been committed yet.", ["block_not_found"]))),
+        }},
+        "/v1/blocks/{height}": {"get": {
+            "operationId": "get_block",
+            "summary": "The committed block at a height",
+            "parameters": [_path_param("height", {"type": "integer", "minimum": 0}, "the block height")],
+            "responses": _common(("200", _json(_ref("Block"), "The block.")),
+                                 ("404", _error("No block at that height.", ["block_not_found"]))),
+        }},
+        "/v1/accounts/{address}": {"get": {
+            "operationId": "get_account",
+            "summary": "An account's nonce and balances (an unknown address is an empty account)",
+            "parameters": [_path_param("address", HEX64, "the account address (its public key)")],
+            "responses": _common(("200", _json(_ref("Account"), "The account."))),
+        }},
+        "/v1/records/{owner}/{key}": {"get": {
+            "operationId": "get_record",
+            "summary": "The value an account stored under a key, with the height and tx that stored it",
+            "parameters": [
+                _path_param("owner", HEX64, "the address of the account that stored the record"),
+                _path_param("key", {"type": "string"}, "the record key, percent-encoded"),
+            ],
+            "responses": _common(("200", _json(_ref("Record"), "The record.")),
+                                 ("404", _error("No record under that key.", ["record_not_found"]))),
+        }},
+        "/v1/status": {"get": {
+            "operationId": "get_status",
+            "summary": "Node, chain and consensus status",
+            "responses": _common(("200", _json(_ref("Status"), "The node's status."))),
+        }},
+        "/v1/events": {"get": {
+            "operationId": "events",
+            "summary": "WebSocket stream of committed blocks and their transaction results",
+            "description": (
+                "Upgrade to a WebSocket. Each committed block arrives as one JSON text message (schema "
+                "BlockEvent), in height order without gaps, from `from_height` (or the next block) on; "
+                "reconnect with from_height = last height + 1 to resume. The stream is one-way. It ends "
+                "with close code 1000 when the node stops, 1001 when its HTTP server shuts down, and 1008 "
+                f"when the client reads too slowly: over {limits.ws_send_timeout_s:g}s for one message, or "
+                "so far behind that the node stops buffering for it (a StreamError message comes first). "
+                f"At most {limits.max_ws_subscribers} streams at once."
+            ),
+            "parameters": [{"name": "from_height", "in": "query", "required": False,
+                            "schema": {"type": "integer", "minimum": 0},
+                            "description": "first block height to send"}],
+            "responses": _common(
+                ("101", {"description": "Switching to the WebSocket protocol."}),
+                ("426", _error("Not a WebSocket upgrade request.", ["upgrade_required"])),
+                ("503", _error("Too many event streams, or the node is shutting down.",
+                               ["too_many_subscribers", "shutting_down"], retry_after=True)),
+            ),
+        }},
+        "/healthz": {"get": {
+            "operationId": "healthz",
+            "summary": "Liveness: 200 while the node serves requests",
+            "responses": _common(("200", _json(_ref("Health"), "The node is up."))),
+        }},
+        "/metrics": {"get": {
+            "operationId": "metrics",
+            "summary": "Prometheus metrics in the text exposition format",
+            "responses": _common(("200", {"description": "Prometheus text format 0.0.4.",
+                                          "content": {"text/plain": {"schema": {"type": "string"}}}})),
+        }},
+        "/openapi.json": {"get": {
+            "operationId": "openapi",
+            "summary": "This document",
+            "responses": _common(("200", _json({"type": "object"}, "The OpenAPI document."))),
+        }},
+    }
+    return {
+        "openapi": OPENAPI_VERSION,
+        "info": {
+            "title": "ledgerd REST API",
+            "version": API_VERSION,
+            "description": (
+                "Every node of a ledgerd chain serves this API. Errors always answer JSON "
+                '{"error": {"code", "message"}}; the codes are stable and listed in x-error-codes with '
+                "their HTTP status. Unknown routes answer 404 not_found."
+            ),
+        },
+        "paths": paths,
+        "components": {"schemas": _schemas()},
+        "x-error-codes": dict(sorted(STATUS_BY_CODE.items(), key=lambda item: (item[1], item[0]))),
+    }

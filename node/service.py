@@ -1,0 +1,68 @@
+"""The seam between the HTTP layer and the node: what the API may ask of a node.
+
+HTTP handlers talk only to a `NodeService`. They never touch the engine or the database; the
+service enqueues work for the runtime and awaits its answer, or reads committed data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitOutcome:
+    """Per-transaction answer to a submission: accepted (pending) or refused with a stable code."""
+
+    hash: str | None  # None when the input could not even be decoded into a transaction
+    code: str = "accepted"  # "accepted" or a refusal code such as "invalid_signature", "mempool_full"
+    message: str = ""
+    retry_after_s: int | None = None  # set for mempool_full
+
+    @property
+    def accepted(self) -> bool:
+        return self.code == "accepted"
+
+
+@dataclass(frozen=True, slots=True)
+class TxStatus:
+    hash: str
+    status: str  # "pending" | "committed" | "failed"
+    height: int | None = None
+    index: int | None = None
+    result: dict[str, Any] | None = None  # the receipt: {"code": "ok"} or {"code": ..., "message": ...}
+
+    def to_json(self) -> dict[str, Any]:
+        return {"hash": self.hash, "status": self.status, "height": self.height, "index": self.index,
+                "result": self.result}
+
+
+class NodeService(Protocol):
+    chain_id: str
+    node_id: str
+
+    async def submit(self, txs: list[Any]) -> list[SubmitOutcome]:
+        """Decode, check and admit parsed-JSON transactions to the mempool (and gossip them)."""
+        ...
+
+    async def wait_committed(self, tx_hash: str, timeout_s: float) -> TxStatus | None:
+        """The tx's final status once committed or failed; None on timeout."""
+        ...
+
+    def tx_status(self, tx_hash: str) -> TxStatus | None: ...
+
+    def block(self, height: int | None) -> dict[str, Any] | None:
+        """{"header", "hash", "txs", "receipts", "certificate"} at `height` (None: latest)."""
+        ...
+
+    def account(self, address: str) -> dict[str, Any]: ...
+
+    def record(self, owner: str, key: str) -> dict[str, Any] | None: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+    def events(self, from_height: int | None) -> AsyncIterator[dict[str, Any]]:
+        """Committed blocks with their tx results, in height order, from `from_height` (or the
+        next block) onwards, without gaps; ends when the node shuts down."""
+        ...

@@ -1,0 +1,420 @@
+"""Block sync: how a node that is behind fetches final blocks from its peers, and serves its own.
+
+Heights. Every node broadcasts a small status (`{"height", "hash"}` of its head) on the "status"
+topic every `status_interval_s`; `BlockSync` keeps the last one of each peer. A node syncs when a
+peer is two or more blocks ahead, when it has been one block behind for `sync_lag_grace_s` without
+committing anything (a missed commit that consensus alone will not repair), or when the engine
+asks for it (Raft's `needs_sync` in `status()`).
+
+Fetching. A request on the "sync" topic asks a peer for up to `sync_batch_blocks` blocks from a
+height; the peer answers as many as fit in one p2p payload, each with its commit certificate:
+
+    b"LSYNC1\\n" + u64 peer head height + u32 count + count * (u32 len + block bytes,
+                                                                 u32 len + certificate JSON)
+
+Checking. Off the event loop (a worker thread): each block decodes structurally, follows the
+previous one, is of this chain, its certificate proves it final under the genesis validator set
+(`consensus.factory.verify_certificate`), and every transaction signature is valid. Then, in the
+runtime loop (`Runtime.apply_synced`), each block is re-executed on the committed head (nonces,
+balances, app_hash), stored in one atomic batch and announced to the engine (`ChainAdvanced`).
+A peer that serves anything that fails a check is not asked again for `sync_penalty_s` (doubling
+per offence) and the next peer is tried; a peer that merely does not answer is just skipped.
+
+Must not import the p2p package: requests go through the `request` function handed in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import struct
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import suppress
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from consensus.api import Ed25519Verifier
+from consensus.factory import verify_certificate
+from ledger.block import Block, decode_block
+from ledger.encoding import canonical_json_trusted
+from ledger.errors import Rejected
+from node.runtime import SyncOutcome
+from storage import Store
+
+SYNC_TOPIC = "sync"
+STATUS_TOPIC = "status"
+MAGIC = b"LSYNC1\n"
+_HEAD = struct.Struct(">QI")
+_LEN = struct.Struct(">I")
+# A status older than this many status intervals is not trusted to describe the peer any more.
+STATUS_STALE_INTERVALS = 5
+
+
+class StatusMessage(BaseModel):
+    """What a node tells its peers about its head, every `status_interval_s`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    height: int = Field(ge=0)
+    hash: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class SyncRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    from_height: int = Field(ge=1)
+    max_blocks: int = Field(ge=1, le=100_000)
+
+
+class BadBatch(Exception):
+    """A peer's answer to a sync request that fails a check; the peer is to blame."""
+
+    def __init__(self, reason: str, height: int | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.height = height
+
+
+class RefusedRequest(Exception):
+    """A sync request this node will not serve; `code` goes back to the requester."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def encode_status(height: int, block_hash: str) -> bytes:
+    return canonical_json_trusted({"hash": block_hash, "height": height})
+
+
+def decode_status(data: bytes) -> StatusMessage | None:
+    try:
+        return StatusMessage.model_validate_json(data)
+    except ValidationError:
+        return None
+
+
+# --- the serving side -----------------------------------------------------------------------------
+
+
+def serve_blocks(store: Store, data: bytes, max_blocks: int, max_payload_bytes: int) -> bytes:
+    """The answer to a sync request: stored blocks and certificates from the requested height on.
+
+    Raises RefusedRequest for a malformed request or a block that cannot fit in one payload.
+    """
+    try:
+        request = SyncRequest.model_validate_json(data)
+    except ValidationError as exc:
+        raise RefusedRequest("malformed", f"not a sync request: {exc.error_count()} problem(s)") from None
+    tip = store.tip.height
+    stop = min(request.from_height + min(request.max_blocks, max_blocks), tip + 1)
+    parts: list[bytes] = []
+    size = len(MAGIC) + _HEAD.size
+    count = 0
+    for height, raw in store.load_blocks(request.from_height, stop):
+        certificate = store.load_certificate(height)
+        if certificate is None:
+            break  # cannot happen below the head; serve what came before
+        cert = canonical_json_trusted(certificate)
+        extra = 2 * _LEN.size + len(raw) + len(cert)
+        if size + extra > max_payload_bytes:
+            if count == 0:
+                raise RefusedRequest("too_large", f"block {height} does not fit in one p2p payload")
+            break
+        parts += [_LEN.pack(len(raw)), raw, _LEN.pack(len(cert)), cert]
+        size += extra
+        count += 1
+    return b"".join([MAGIC, _HEAD.pack(tip, count), *parts])
+
+
+# --- the fetching side: checks that need no state (run on a worker thread) -------------------------
+
+
+def decode_batch(data: bytes, from_height: int, chain_id: str, max_blocks: int
+                 ) -> tuple[int, list[tuple[Block, dict[str, Any]]]]:
+    """(the peer's head height, [(block, certificate)]) from a sync answer; BadBatch if malformed."""
+    if not data.startswith(MAGIC) or len(data) < len(MAGIC) + _HEAD.size:
+        raise BadBatch("the answer is not a sync batch")
+    peer_tip, count = _HEAD.unpack_from(data, len(MAGIC))
+    if count > max_blocks:
+        raise BadBatch(f"the answer holds {count} blocks, more than the {max_blocks} asked for")
+    offset = len(MAGIC) + _HEAD.size
+    out: list[tuple[Block, dict[str, Any]]] = []
+    prev_hash: str | None = None
+    for i in range(count):
+        height = from_height + i
+        raw_block, offset = _take(data, offset, height)
+        raw_cert, offset = _take(data, offset, height)
+        try:
+            decoded = decode_block(raw_block)
+        except Rejected as exc:
+            raise BadBatch(exc.message, height) from None
+        # Rebuilt so that what is stored is the canonical encoding, whatever bytes the peer sent.
+        block = Block(decoded.header, decoded.txs)
+        header = block.header
+        if header.height != height:
+            raise BadBatch(f"expected block {height}, got block {header.height}", height)
+        if header.chain_id != chain_id:
+            raise BadBatch(f"block {height} is for chain {header.chain_id!r}", height)
+        if prev_hash is not None and header.prev_hash != prev_hash:
+            raise BadBatch(f"block {height} does not link to block {height - 1}", height)
+        try:
+            certificate = json.loads(raw_cert)
+        except (ValueError, UnicodeDecodeError):
+            raise BadBatch(f"the certificate of block {height} is not JSON", height) from None
+        if not isinstance(certificate, dict):
+            raise BadBatch(f"the certificate of block {height} is not an object", height)
+        out.append((block, certificate))
+        prev_hash = block.hash
+    if offset != len(data):
+        raise BadBatch("trailing bytes after the last block")
+    if out and peer_tip < out[-1][0].height:
+        raise BadBatch("the peer's head is below the blocks it sent")
+    return peer_tip, out
+
+
+def _take(data: bytes, offset: int, height: int) -> tuple[bytes, int]:
+    if offset + _LEN.size > len(data):
+        raise BadBatch(f"the answer is cut short at block {height}", height)
+    (length,) = _LEN.unpack_from(data, offset)
+    start = offset + _LEN.size
+    if start + length > len(data):
+        raise BadBatch(f"the answer is cut short at block {height}", height)
+    return data[start:start + length], start + length
+
+
+def verify_batch(kind: str, validators: Sequence[str], blocks: Sequence[tuple[Block, dict[str, Any]]]) -> None:
+    """Raise BadBatch unless every certificate proves its block final and every signature is valid."""
+    verifier = Ed25519Verifier()
+    for block, certificate in blocks:
+        if not verify_certificate(kind, block, certificate, validators, verifier):
+            raise BadBatch(f"block {block.height} has an invalid commit certificate", block.height)
+        for index, tx in enumerate(block.txs):
+            if not tx.signature_valid():
+                raise BadBatch(f"block {block.height}: transaction {index} has an invalid signature",
+                               block.height)
+
+
+# --- the syncer -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SyncSettings:
+    batch_blocks: int = 64
+    request_timeout_s: float = 10.0
+    lag_grace_s: float = 2.0
+    penalty_s: float = 30.0
+    penalty_max_s: float = 600.0
+    status_interval_s: float = 1.0
+
+
+@dataclass
+class PeerHead:
+    height: int
+    block_hash: str
+    seen_at: float  # monotonic seconds
+
+
+@dataclass
+class _Penalty:
+    level: int = 0
+    until: float = 0.0
+
+
+Request = Callable[[str, str, bytes, float], Awaitable[bytes]]
+Apply = Callable[[Sequence[tuple[Block, dict[str, Any]]]], Awaitable[SyncOutcome]]
+RunBlocking = Callable[..., Awaitable[Any]]
+
+COUNTER_NAMES = (
+    "status_in", "status_malformed", "requests_served", "requests_refused", "rounds", "requests_failed",
+    "batches_fetched", "blocks_applied", "blocks_skipped", "peers_penalized",
+)
+
+
+class BlockSync:
+    """Peer heads, the decision to sync, and the sync itself (one owned task: `run()`)."""
+
+    def __init__(self, *, store: Store, kind: str, validators: Sequence[str], request: Request, apply: Apply,
+                 run_blocking: RunBlocking, sync_hint: Callable[[], int | None],
+                 max_payload_bytes: Callable[[], int], settings: SyncSettings,
+                 on_syncing: Callable[[bool], None], logger: logging.Logger,
+                 clock: Callable[[], float] = time.monotonic, rng: random.Random | None = None) -> None:
+        self._store = store
+        self._kind = kind
+        self._validators = tuple(validators)
+        self._request = request
+        self._apply = apply
+        self._run_blocking = run_blocking
+        self._sync_hint = sync_hint
+        self._max_payload_bytes = max_payload_bytes
+        self.settings = settings
+        self._on_syncing = on_syncing
+        self._log = logger
+        self._clock = clock
+        self._rng = rng if rng is not None else random.Random()
+        self.heads: dict[str, PeerHead] = {}
+        self._penalties: dict[str, _Penalty] = {}
+        self.counters: dict[str, int] = dict.fromkeys(COUNTER_NAMES, 0)
+        self.syncing = False
+        self.target: int | None = None
+        self._wakeup = asyncio.Event()
+        self._seen_height = store.tip.height
+        self._behind_since: float | None = None
+
+    # --- inputs ---------------------------------------------------------------------------------
+
+    def on_status(self, peer: str, data: bytes) -> None:
+        message = decode_status(data)
+        if message is None:
+            self.counters["status_malformed"] += 1
+            return
+        self.counters["status_in"] += 1
+        self.heads[peer] = PeerHead(message.height, message.hash, self._clock())
+        if message.height >= self._store.tip.height + 2:
+            self._wakeup.set()
+
+    def serve(self, data: bytes) -> bytes:
+        try:
+            answer = serve_blocks(self._store, data, self.settings.batch_blocks, self._max_payload_bytes())
+        except RefusedRequest:
+            self.counters["requests_refused"] += 1
+            raise
+        self.counters["requests_served"] += 1
+        return answer
+
+    # --- what /v1/status shows ------------------------------------------------------------------
+
+    def best_height(self) -> int:
+        """The highest head a peer reported recently (0 if none)."""
+        fresh_after = self._clock() - STATUS_STALE_INTERVALS * self.settings.status_interval_s
+        return max((h.height for h in self.heads.values() if h.seen_at >= fresh_after), default=0)
+
+    def peer_height(self, peer: str) -> int | None:
+        head = self.heads.get(peer)
+        return None if head is None else head.height
+
+    def penalized_for_s(self, peer: str) -> float:
+        penalty = self._penalties.get(peer)
+        return 0.0 if penalty is None else max(0.0, penalty.until - self._clock())
+
+    def status(self) -> dict[str, Any]:
+        """`syncing`: fetching blocks right now; `sync_target_height`: the best head known (peers,
+        engine), when above ours; `blocks_behind`: how far below it this node is."""
+        own = self._store.tip.height
+        best = max(self.best_height(), self._sync_hint() or 0, (self.target or 0) if self.syncing else 0)
+        behind = max(0, best - own)
+        return {"syncing": self.syncing, "sync_target_height": best if behind else None,
+                "blocks_behind": behind}
+
+    # --- the loop -------------------------------------------------------------------------------
+
+    def wanted_target(self) -> int | None:
+        """The height to sync to now, or None when consensus can be trusted to catch up alone."""
+        now = self._clock()
+        own = self._store.tip.height
+        if own != self._seen_height:
+            self._seen_height = own
+            self._behind_since = None
+        hint = self._sync_hint()
+        target = max(self.best_height(), hint or 0)
+        if target <= own:
+            self._behind_since = None
+            return None
+        if target >= own + 2 or (hint is not None and hint > own):
+            return target
+        if self._behind_since is None:
+            self._behind_since = now
+            return None
+        return target if now - self._behind_since >= self.settings.lag_grace_s else None
+
+    async def run(self) -> None:
+        check_s = min(self.settings.status_interval_s, self.settings.lag_grace_s) / 2
+        while True:
+            self._wakeup.clear()
+            target = self.wanted_target()
+            if target is not None and await self.sync_to(target):
+                continue  # progress: look again at once (the others may have moved on meanwhile)
+            with suppress(TimeoutError):
+                async with asyncio.timeout(check_s):
+                    await self._wakeup.wait()
+
+    async def sync_to(self, target: int) -> bool:
+        """Fetch and commit blocks until this node reaches `target` (or the best head seen since);
+        False when no peer could give anything."""
+        self.counters["rounds"] += 1
+        self.syncing, self.target = True, target
+        self._on_syncing(True)
+        start = self._store.tip.height
+        self._log.debug("block sync: at %d, peers at %d", start, target)
+        try:
+            while True:
+                own = self._store.tip.height
+                self.target = target = max(target, self.best_height(), self._sync_hint() or 0)
+                if own >= target:
+                    break
+                for peer in self._candidates(own):
+                    if await self._fetch_and_apply(peer, own + 1):
+                        break
+                else:
+                    break
+        finally:
+            self.syncing = False
+            self._on_syncing(False)
+        end = self._store.tip.height
+        if end > start:
+            self._log.info("block sync: committed blocks %d..%d (peers at %d)", start + 1, end, target)
+        return end > start
+
+    def _candidates(self, own: int) -> list[str]:
+        peers = [(head.height, self._rng.random(), peer) for peer, head in self.heads.items()
+                 if head.height > own and self.penalized_for_s(peer) == 0]
+        return [peer for _, _, peer in sorted(peers, reverse=True)]
+
+    async def _fetch_and_apply(self, peer: str, from_height: int) -> bool:
+        request = SyncRequest(from_height=from_height, max_blocks=self.settings.batch_blocks)
+        try:
+            answer = await self._request(peer, SYNC_TOPIC, request.model_dump_json().encode(),
+                                         self.settings.request_timeout_s)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the transport's typed failures: no answer is no fault
+            self.counters["requests_failed"] += 1
+            self._log.debug("block sync: %s… did not answer: %s", peer[:16], exc)
+            return False
+        try:
+            peer_tip, blocks = await self._run_blocking(self._check, answer, from_height)
+        except BadBatch as exc:
+            self.penalize(peer, exc.reason)
+            return False
+        self.counters["batches_fetched"] += 1
+        head = self.heads.get(peer)
+        if head is not None:
+            head.height = peer_tip  # its answer is fresher than its last status
+        if not blocks:
+            return False
+        outcome = await self._apply(blocks)
+        self.counters["blocks_applied"] += outcome.applied
+        self.counters["blocks_skipped"] += outcome.skipped
+        if outcome.error is not None and outcome.error_height is not None:
+            self.penalize(peer, outcome.error)
+        return self._store.tip.height >= from_height
+
+    def _check(self, answer: bytes, from_height: int) -> tuple[int, list[tuple[Block, dict[str, Any]]]]:
+        peer_tip, blocks = decode_batch(answer, from_height, self._store.chain_id, self.settings.batch_blocks)
+        verify_batch(self._kind, self._validators, blocks)
+        return peer_tip, blocks
+
+    def penalize(self, peer: str, reason: str) -> None:
+        penalty = self._penalties.setdefault(peer, _Penalty())
+        penalty.level += 1
+        duration = min(self.settings.penalty_max_s, self.settings.penalty_s * 2 ** (penalty.level - 1))
+        penalty.until = self._clock() + duration
+        self.counters["peers_penalized"] += 1
+        self._log.warning("block sync: peer %s… served an invalid block (%s); not asking it again for %.0fs",
+                          peer[:16], reason, duration)

@@ -1,0 +1,123 @@
+"""`ledgerd testnet`: generate the homes of a local (or docker compose) cluster.
+
+Writes, under `out_dir`:
+
+    node0/ .. node{N-1}/   node_key.pem (the node's Ed25519 key), config.toml, genesis.json
+    accounts/              account0.pem .. account{M-1}.pem (funded keys, PKCS#8 PEM) and
+                           index.json: [{"name", "address", "key_file", "balance"}]
+
+Every node gets the identical genesis file. Node k serves REST on base_port+k and p2p on
+base_port+1000+k; `hosts[k]` (default 127.0.0.1) is both its bind address and the host its peers
+dial, which is what docker compose needs (service names node0..node3).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ledger import keys
+from ledger.genesis import ENGINES, Genesis, Validator
+from ledger.tx import CHAIN_ID_RE, MAX_SAFE_INT
+from node.config import ConfigError, NodeConfig, save_config
+
+P2P_PORT_OFFSET = 1000
+DEFAULT_ACCOUNT_BALANCE = 1_000_000_000_000
+MAX_VALIDATORS = 100
+MAX_ACCOUNTS = 100_000
+NODE_KEY_FILE = "node_key.pem"
+GENESIS_FILE = "genesis.json"
+
+
+@dataclass(frozen=True)
+class Testnet:
+    """What `make_testnet` wrote."""
+
+    out_dir: Path
+    genesis: Genesis
+    node_homes: tuple[Path, ...]
+    node_ids: tuple[str, ...]
+    account_files: tuple[Path, ...]
+    rest_urls: tuple[str, ...]
+
+
+def peer_url(host: str, port: int) -> str:
+    # No path: the p2p layer adds its own (p2p.P2P_PATH) to a bare ws://host:port.
+    return f"ws://{host}:{port}"
+
+
+def make_testnet(
+    out_dir: Path, validators: int = 4, consensus: str = "pbft", chain_id: str = "ledger-local",
+    accounts: int = 4, base_port: int = 8001, hosts: list[str] | None = None,
+    account_balance: int | None = None,
+) -> Testnet:
+    """Write a fresh testnet; raises ConfigError for bad arguments or a non-empty `out_dir`."""
+    out_dir = Path(out_dir)
+    if not 1 <= validators <= MAX_VALIDATORS:
+        raise ConfigError(f"--validators must be between 1 and {MAX_VALIDATORS}")
+    if consensus not in ENGINES:
+        raise ConfigError(f"--consensus must be one of {', '.join(ENGINES)}")
+    if not CHAIN_ID_RE.fullmatch(chain_id):
+        raise ConfigError("--chain-id must be 1 to 64 characters of [A-Za-z0-9._-], starting alphanumeric")
+    if not 0 <= accounts <= MAX_ACCOUNTS:
+        raise ConfigError(f"--accounts must be between 0 and {MAX_ACCOUNTS}")
+    if not 1 <= base_port or base_port + P2P_PORT_OFFSET + validators - 1 > 65535:
+        raise ConfigError(f"--base-port must leave room for {validators} REST and p2p ports below 65536")
+    if hosts is None:
+        hosts = ["127.0.0.1"] * validators
+    if len(hosts) != validators or any(not h or any(c.isspace() or c in "/:@" for c in h) for h in hosts):
+        raise ConfigError(f"--hosts must list {validators} host names (one per node), comma-separated")
+    balance = account_balance if account_balance is not None else \
+        min(DEFAULT_ACCOUNT_BALANCE, MAX_SAFE_INT // max(accounts, 1))
+    if accounts and not 1 <= balance * accounts <= MAX_SAFE_INT:
+        raise ConfigError("the total genesis allocation must be between 1 and 2^53-1")
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise ConfigError(f"{out_dir} already exists and is not empty; refusing to overwrite it")
+
+    node_keys = [keys.PrivateKey.generate() for _ in range(validators)]
+    account_keys = [keys.PrivateKey.generate() for _ in range(accounts)]
+    genesis = Genesis(
+        chain_id=chain_id,
+        genesis_time=int(time.time() * 1000),
+        consensus=consensus,
+        validators=tuple(Validator(k.address, f"node{i}") for i, k in enumerate(node_keys)),
+        allocations=tuple((k.address, balance) for k in account_keys),
+    )
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        homes = []
+        for i, node_key in enumerate(node_keys):
+            home = out_dir / f"node{i}"
+            home.mkdir()
+            node_key.save(home / NODE_KEY_FILE)
+            genesis.save(home / GENESIS_FILE)
+            peers = {other.address: peer_url(hosts[j], base_port + P2P_PORT_OFFSET + j)
+                     for j, other in enumerate(node_keys) if j != i}
+            config = NodeConfig.model_validate({
+                "home": home, "consensus": consensus,
+                "node_key_file": NODE_KEY_FILE, "genesis_file": GENESIS_FILE, "data_dir": "data",
+                "rest_host": hosts[i], "rest_port": base_port + i,
+                "p2p_host": hosts[i], "p2p_port": base_port + P2P_PORT_OFFSET + i, "peers": peers,
+            })
+            save_config(config, home)
+            homes.append(home)
+        accounts_dir = out_dir / "accounts"
+        accounts_dir.mkdir()
+        files = []
+        index = []
+        for i, account_key in enumerate(account_keys):
+            path = accounts_dir / f"account{i}.pem"
+            account_key.save(path)
+            files.append(path)
+            index.append({"name": f"account{i}", "address": account_key.address, "key_file": path.name,
+                          "balance": {"LDG": balance}})
+        (accounts_dir / "index.json").write_text(json.dumps(index, indent=2) + "\n")
+    except OSError as exc:
+        raise ConfigError(f"cannot write the testnet to {out_dir}: {exc.strerror or exc}") from exc
+    return Testnet(
+        out_dir=out_dir, genesis=genesis, node_homes=tuple(homes),
+        node_ids=tuple(k.address for k in node_keys), account_files=tuple(files),
+        rest_urls=tuple(f"http://{hosts[i]}:{base_port + i}" for i in range(validators)),
+    )
