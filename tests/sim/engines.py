@@ -1,0 +1,126 @@
+"""The simulator's engine registry: how to build, check and attack each consensus engine.
+
+The simulator itself knows nothing about any engine's messages. Everything engine-specific is in
+an `EngineSpec`: the constructor, the certificate check, how many faulty nodes the engine
+tolerates, how to summarise one of its messages (for traces and for the "an honest node never
+signs two different things in one slot" checker), and, for engines that claim to tolerate
+Byzantine validators, an adversary that rewrites a faulty node's traffic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from consensus.api import Engine, EngineContext, Verifier
+from consensus.bft import BftEngine, verify_certificate
+from consensus.bft.messages import DecodeError, Kind, decode
+from consensus.bft.rounds import max_faulty
+from consensus.raft import RaftEngine
+from consensus.raft import messages as raft_messages
+from consensus.raft import verify_certificate as raft_verify_certificate
+from ledger.block import Block
+from tests.sim.broken import (
+    CommitsOnTwoF,
+    ForgetsItsHardState,
+    IgnoresPreparedCertificate,
+    NeverChangesRound,
+    verify_two_f_certificate,
+)
+from tests.sim.byzantine import BEHAVIOURS, AdversaryContext, BftAdversary
+
+
+@dataclass(frozen=True)
+class MessageInfo:
+    author: str  # node id of the signer, or "" when the frame names none
+    slot: tuple[Any, ...] | None  # an honest node signs at most one content per slot; None: unchecked
+    content: str
+    text: str  # one line for traces
+
+
+class Adversary(Protocol):
+    def outgoing(self, to: str | None, data: bytes) -> list[tuple[str, bytes]]: ...
+
+    def received(self, data: bytes) -> list[tuple[str, bytes]]: ...
+
+    def spontaneous(self) -> list[tuple[str, bytes]]: ...
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    name: str
+    make: Callable[[EngineContext], Engine]
+    verify_certificate: Callable[[Block, Any, Sequence[str], Verifier], bool]
+    max_faulty: Callable[[int], int]  # f for n nodes: Byzantine for BFT, crashed for Raft
+    describe: Callable[[bytes, Sequence[str]], MessageInfo | None]
+    adversary: Callable[[AdversaryContext], Adversary] | None = None  # None: no Byzantine faults
+    behaviours: tuple[str, ...] = ()
+    checker_once: bool = True  # the engine promises one BlockChecker call per distinct block
+    # What node/node.py configures the executor with: BFT must propose (maybe empty) to end a round
+    # change; Raft's round is its term, and an idle Raft leader proposes nothing.
+    empty_block_after_round_0: bool = True
+
+
+def describe_bft(data: bytes, validators: Sequence[str]) -> MessageInfo | None:
+    try:
+        msg = decode(data)
+    except DecodeError:
+        return None
+    author = validators[msg.author] if msg.author < len(validators) else ""
+    text = f"{msg.kind.name} h={msg.height} r={msg.round} {msg.digest[:8]}"
+    if msg.kind == Kind.ROUND_CHANGE:
+        text += f" prepared={msg.prepared_round if msg.prepared_round >= 0 else '-'}"
+    if msg.kind == Kind.PROPOSAL and msg.claims:
+        text += f" justified by {len(msg.claims)} round changes" + (" + certificate" if msg.votes else "")
+    slot = None if msg.kind == Kind.DECIDED else (msg.chain_id, int(msg.kind), msg.height, msg.round)
+    return MessageInfo(author, slot, f"{msg.digest}/{msg.prepared_round}", text)
+
+
+def describe_raft(data: bytes, validators: Sequence[str]) -> MessageInfo | None:
+    """Raft messages are not signed, but each names its sender and the engine checks that against
+    the authenticated peer. Votes: a RequestVote is the candidate's vote for itself, a granted
+    VoteResponse a vote for the candidate; one per term. Entries: a leader sends one block per
+    index in its term. Pre-votes bind nothing."""
+    try:
+        m = raft_messages.decode_message(data, None, 1 << 16, 1 << 30)
+    except raft_messages.MalformedMessage:
+        return None
+    if isinstance(m, raft_messages.RequestVote):
+        kind = "PreVote" if m.pre else "RequestVote"
+        slot = None if m.pre else ("vote", m.term)
+        return MessageInfo(m.sender, slot, m.sender,
+                           f"{kind} t={m.term} last={m.last_index}/{m.last_term} commit={m.commit}")
+    if isinstance(m, raft_messages.VoteResponse):
+        kind = "PreVoteResponse" if m.pre else "VoteResponse"
+        slot = ("vote", m.term) if m.granted and not m.pre else None
+        answer = "grant" if m.granted else "refuse"
+        return MessageInfo(m.sender, slot, m.candidate, f"{kind} t={m.term} {answer} {m.candidate[:8]}")
+    if isinstance(m, raft_messages.AppendEntries):
+        entry = ("entry", m.term, m.prev_index + 1) if m.entries else None
+        first = m.entries[0].block.hash if m.entries else ""
+        return MessageInfo(m.sender, entry, first,
+                           f"AppendEntries t={m.term} prev={m.prev_index}/{m.prev_term} "
+                           f"entries={len(m.entries)} {first[:8]} commit={m.commit} certs={len(m.certs)}")
+    if isinstance(m, raft_messages.AppendResponse):
+        answer = "ok" if m.success else f"reject hint={m.hint}"
+        return MessageInfo(m.sender, None, "", f"AppendResponse t={m.term} {answer} index={m.index} "
+                           f"commit={m.commit}")
+    return MessageInfo(m.sender, None, "", f"SyncHint t={m.term} height={m.height}")
+
+
+def _bft(name: str, make: Callable[[EngineContext], Engine],
+         verify: Callable[[Block, Any, Sequence[str], Verifier], bool]) -> EngineSpec:
+    return EngineSpec(name, make, verify, max_faulty, describe_bft, BftAdversary, BEHAVIOURS)
+
+
+ENGINES: dict[str, EngineSpec] = {
+    "pbft": _bft("pbft", BftEngine, verify_certificate),
+    # Deliberately broken variants: tests/sim/test_checkers_bite.py proves the simulator catches them.
+    "pbft-commit-2f": _bft("pbft-commit-2f", CommitsOnTwoF, verify_two_f_certificate),
+    "pbft-ignore-prepared": _bft("pbft-ignore-prepared", IgnoresPreparedCertificate, verify_certificate),
+    "pbft-amnesia": _bft("pbft-amnesia", ForgetsItsHardState, verify_certificate),
+    "pbft-no-round-change": _bft("pbft-no-round-change", NeverChangesRound, verify_certificate),
+    "raft": EngineSpec("raft", RaftEngine, raft_verify_certificate, max_faulty=lambda n: (n - 1) // 2,
+                       describe=describe_raft, empty_block_after_round_0=False),
+}

@@ -1,0 +1,150 @@
+"""Run seeds and report: the library behind `scripts/simulate` and the simulation tests."""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from tests.sim.engines import ENGINES
+from tests.sim.world import Violation, World
+
+CHAOS_TICKS = 400
+LIVENESS_HEIGHTS = 3
+# The liveness bound is stated in units of the largest round timeout the seed uses (see
+# world.make_plan: 8 x the base timeout): heal, converge on a round, skip up to f faulty proposers.
+LIVENESS_BOUND_MAX_TIMEOUTS = 12
+MAX_STEPS_PER_NODE = 60_000
+
+
+@dataclass(frozen=True)
+class SeedResult:
+    engine: str
+    nodes: int
+    seed: int
+    harsh: bool
+    ok: bool
+    violation: str
+    kind: str
+    heights: int  # the lowest chain height among honest nodes at the end
+    commits: int
+    deliveries: int
+    ticks: int
+    liveness_ticks: int | None
+    counters: dict[str, int]
+
+    def replay_command(self) -> str:
+        harsh = " --harsh" if self.harsh else ""
+        return (f"./scripts/simulate --engine {self.engine} --nodes {self.nodes}{harsh} --seed {self.seed} "
+                "--trace")
+
+
+def run_seed(engine: str, nodes: int, seed: int, trace: Callable[[str], None] | None = None,
+             chaos_ticks: int = CHAOS_TICKS, harsh: bool = False) -> SeedResult:
+    spec = ENGINES[engine]
+    world = World(spec, nodes, seed, chaos_ticks, LIVENESS_HEIGHTS, LIVENESS_BOUND_MAX_TIMEOUTS,
+                  MAX_STEPS_PER_NODE * nodes, trace, harsh)
+    violation, kind = "", ""
+    try:
+        world.run()
+    except Violation as exc:
+        violation, kind = str(exc), exc.kind
+        world.trace(f"VIOLATION {exc}")
+    except Exception as exc:  # a bug in the simulator itself: report it like a failing seed
+        violation, kind = f"simulator error: {exc!r}", "simulator_error"
+        world.trace(traceback.format_exc())
+    world.finish()
+    honest = [n for n in world.nodes if n.honest and not n.down_forever]
+    return SeedResult(engine, nodes, seed, harsh, not violation, violation, kind,
+                      min(len(n.chain) for n in honest), world.stats.commits, world.stats.deliveries,
+                      world.now, world.stats.liveness_ticks, world.stats.counters)
+
+
+def _run_one(args: tuple[str, int, int, int, bool]) -> SeedResult:
+    engine, nodes, seed, chaos_ticks, harsh = args
+    return run_seed(engine, nodes, seed, chaos_ticks=chaos_ticks, harsh=harsh)
+
+
+def run_seeds(engine: str, nodes: int, seeds: range, jobs: int = 1, chaos_ticks: int = CHAOS_TICKS,
+              harsh: bool = False) -> Iterator[SeedResult]:
+    work = [(engine, nodes, s, chaos_ticks, harsh) for s in seeds]
+    if jobs <= 1:
+        yield from map(_run_one, work)
+        return
+    with multiprocessing.get_context("fork").Pool(jobs) as pool:
+        yield from pool.imap(_run_one, work, chunksize=8)
+
+
+def _seed_range(text: str) -> range:
+    lo, sep, hi = text.partition("-")
+    try:
+        first = int(lo)
+        last = int(hi) if sep else first
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected A-B or N, got {text!r}") from None
+    if first < 0 or last < first:
+        raise argparse.ArgumentTypeError(f"empty or negative seed range {text!r}")
+    return range(first, last + 1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="scripts/simulate",
+        description="Deterministic simulation of a consensus engine under network faults, crashes and "
+                    "Byzantine validators. Exit status 1 when any seed violates safety or liveness.")
+    parser.add_argument("--engine", default="pbft", choices=sorted(ENGINES))
+    parser.add_argument("--nodes", type=int, default=4)
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--seeds", type=_seed_range, default=range(0, 100), help="a range A-B (inclusive)")
+    group.add_argument("--seed", type=int, help="run one seed")
+    parser.add_argument("--trace", action="store_true", help="print a readable event trace (with --seed)")
+    parser.add_argument("--jobs", type=int, default=1, help="worker processes")
+    parser.add_argument("--chaos-ticks", type=int, default=CHAOS_TICKS, help="length of the fault phase")
+    parser.add_argument("--counters", action="store_true",
+                        help="also print the honest engines' counters (drops by reason, round changes, ...)")
+    parser.add_argument("--harsh", action="store_true",
+                        help="every seed gets every kind of fault (the default mix keeps some calm seeds)")
+    args = parser.parse_args(argv)
+    if args.nodes < 1:
+        parser.error("--nodes must be at least 1")
+    if args.trace and args.seed is None:
+        parser.error("--trace needs --seed N")
+    if args.seed is not None:
+        trace = print if args.trace else None
+        result = run_seed(args.engine, args.nodes, args.seed, trace, args.chaos_ticks, args.harsh)
+        status = "ok" if result.ok else f"FAIL {result.violation}"
+        print(f"{args.engine} n={args.nodes} seed {args.seed}: {status}; heights {result.heights}, "
+              f"{result.deliveries} deliveries, {result.ticks} ticks, "
+              f"liveness in {result.liveness_ticks} ticks")
+        if not result.ok and not args.trace:
+            print(f"replay: {result.replay_command()}")
+        return 0 if result.ok else 1
+    started = time.monotonic()
+    failures: list[SeedResult] = []
+    heights = deliveries = count = 0
+    worst_liveness = 0
+    counters: dict[str, int] = {}
+    for result in run_seeds(args.engine, args.nodes, args.seeds, args.jobs, args.chaos_ticks, args.harsh):
+        count += 1
+        heights += result.heights
+        deliveries += result.deliveries
+        worst_liveness = max(worst_liveness, result.liveness_ticks or 0)
+        for name, value in result.counters.items():
+            counters[name] = counters.get(name, 0) + value
+        if not result.ok:
+            failures.append(result)
+            print(f"FAIL seed {result.seed}: {result.violation}\n  replay: {result.replay_command()}",
+                  file=sys.stderr)
+    elapsed = time.monotonic() - started
+    profile = " harsh" if args.harsh else ""
+    print(f"{args.engine} n={args.nodes}{profile} seeds {args.seeds.start}-{args.seeds.stop - 1}: "
+          f"{count - len(failures)} passed, {len(failures)} failed; {heights} honest blocks, "
+          f"{deliveries} deliveries, slowest liveness {worst_liveness} ticks; {elapsed:.1f}s")
+    if args.counters:
+        for name in sorted(counters):
+            print(f"  {name:45s} {counters[name]:>10d}")
+    return 1 if failures else 0
