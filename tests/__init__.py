@@ -1,0 +1,1 @@
+"""The ledgerd test suite: unit, simulation (tests.sim), integration and e2e tests."""

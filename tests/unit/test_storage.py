@@ -1,0 +1,211 @@
+"""Storage contract (GUIDE section 5): atomic block batches, order-preserving keys, engine records,
+and a clear StorageError for databases that are locked, corrupt, foreign or unwritable."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import plyvel
+import pytest
+
+from ledger.genesis import Genesis
+from ledger.state import account_key, decode_account
+from storage import StorageError, Store
+from storage.store import BLOCK, height_key
+from tests.helpers.chain import CHAIN, certificate_for, key, make_genesis, next_block, transfer
+
+V0 = key(0, b"node")
+ALICE, BOB = key(1), key(2)
+
+
+def genesis(chain_id: str = CHAIN) -> Genesis:
+    return make_genesis([V0], [ALICE, BOB], chain_id=chain_id)
+
+
+def balance(store: Store, who: str) -> int:
+    return decode_account(store.state.get(account_key(who))).balances.get("LDG", 0)
+
+
+def test_first_open_writes_genesis_state_and_head_at_height_zero(tmp_path: Path) -> None:
+    g = genesis()
+    store = Store.open(tmp_path / "db", g)
+    try:
+        assert store.tip.height == 0
+        assert store.tip.block_hash == g.hash()
+        assert store.tip.app_hash == g.initial_app_hash()
+        assert balance(store, ALICE.address) == 1_000_000
+        assert store.load_block(0) is None and store.load_block(1) is None
+    finally:
+        store.close()
+
+
+def test_committed_block_survives_reopen_with_index_receipts_and_state(tmp_path: Path) -> None:
+    g = genesis()
+    store = Store.open(tmp_path / "db", g)
+    txs = [transfer(ALICE, 0, BOB, 10), transfer(ALICE, 1, BOB, 5_000_000)]
+    block, execution = next_block(store, txs, V0.address)
+    store.save_block(block, certificate_for(block), execution)
+    store.close()
+
+    store = Store.open(tmp_path / "db", g)
+    try:
+        tip = store.tip
+        assert (tip.height, tip.block_hash, tip.app_hash) == (1, block.hash, block.header.app_hash)
+        loaded = store.load_block(1)
+        assert loaded is not None and loaded.hash == block.hash
+        assert [t.hash for t in loaded.txs] == [t.hash for t in txs]
+        assert store.load_certificate(1) == certificate_for(block)
+        assert store.load_receipts(1) == [{"code": "ok"}, execution.receipts[1].to_json()]
+        assert store.load_receipts(1)[1]["code"] == "insufficient_funds"  # type: ignore[index]
+        assert store.load_tx_location(txs[1].hash) == (1, 1)
+        assert store.load_tx(txs[1].hash) == (1, 1, execution.receipts[1].to_json())
+        assert store.load_tx(txs[0].hash) == (1, 0, {"code": "ok"})
+        assert store.load_tx_location("00" * 32) is None
+        assert balance(store, BOB.address) == 1_000_010
+    finally:
+        store.close()
+
+
+def test_a_block_that_does_not_extend_the_head_is_refused(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "db", genesis())
+    try:
+        block, execution = next_block(store, [transfer(ALICE, 0, BOB)], V0.address)
+        store.save_block(block, certificate_for(block), execution)
+        with pytest.raises(StorageError, match="stored chain ends at height 1"):
+            store.save_block(block, certificate_for(block), execution)
+        assert store.tip.height == 1
+    finally:
+        store.close()
+
+
+def test_height_keys_sort_in_height_order_and_blocks_read_by_range(tmp_path: Path) -> None:
+    heights = [1, 2, 255, 256, 65_536, 2**40]
+    keys_ = [height_key(BLOCK, h) for h in heights]
+    assert sorted(keys_) == keys_
+    store = Store.open(tmp_path / "db", genesis())
+    try:
+        hashes = []
+        for nonce in range(4):
+            block, execution = next_block(store, [transfer(ALICE, nonce, BOB)], V0.address)
+            store.save_block(block, certificate_for(block), execution)
+            hashes.append(block.hash)
+        got = list(store.load_blocks(2, 4))
+        assert [h for h, _ in got] == [2, 3]
+        assert list(store.load_blocks(0, 100))[0][0] == 1
+        assert len(list(store.load_blocks(0, 100))) == 4
+        assert list(store.load_blocks(5, 10)) == []
+    finally:
+        store.close()
+
+
+def test_engine_records_are_namespaced_saved_and_deleted(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "db", genesis())
+    store.save_engine({"view": b"\x00\x01", "locked": b"abc"}, ())
+    store.save_engine({"view": b"\x00\x02"}, ("locked",))
+    store.close()
+    store = Store.open(tmp_path / "db", genesis())
+    try:
+        assert store.load_engine() == {"view": b"\x00\x02"}
+        assert balance(store, ALICE.address) == 1_000_000
+    finally:
+        store.close()
+
+
+def test_a_database_of_another_chain_is_refused(tmp_path: Path) -> None:
+    Store.open(tmp_path / "db", genesis()).close()
+    with pytest.raises(StorageError, match="belongs to chain 'ledger-test'.*not to 'other-chain'"):
+        Store.open(tmp_path / "db", genesis("other-chain"))
+    # Same chain id, different genesis (other allocations): still another chain.
+    other = make_genesis([V0], [ALICE], amount=7)
+    with pytest.raises(StorageError, match="belongs to chain"):
+        Store.open(tmp_path / "db", other)
+
+
+def test_a_database_locked_by_another_process_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "db"
+    Store.open(path, genesis()).close()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(f"""
+            import plyvel, sys
+            db = plyvel.DB({str(path)!r})
+            print("open", flush=True)
+            sys.stdin.read()
+        """)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "open"
+        with pytest.raises(StorageError, match="in use by another process"):
+            Store.open(path, genesis())
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_database_open_twice_in_one_process_is_refused(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "db", genesis())
+    try:
+        with pytest.raises(StorageError, match="in use"):
+            Store.open(tmp_path / "db", genesis())
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("damage", ["current", "manifest"])
+def test_a_corrupt_database_is_refused(tmp_path: Path, damage: str) -> None:
+    path = tmp_path / "db"
+    Store.open(path, genesis()).close()
+    if damage == "current":
+        (path / "CURRENT").write_text("MANIFEST-999999\n")
+    else:
+        manifest = next(p for p in path.iterdir() if p.name.startswith("MANIFEST"))
+        manifest.write_bytes(b"\xff" * manifest.stat().st_size)
+    with pytest.raises(StorageError, match="corrupt"):
+        Store.open(path, genesis())
+
+
+def test_a_head_that_names_a_missing_block_is_corruption(tmp_path: Path) -> None:
+    path = tmp_path / "db"
+    store = Store.open(path, genesis())
+    block, execution = next_block(store, [transfer(ALICE, 0, BOB)], V0.address)
+    store.save_block(block, certificate_for(block), execution)
+    store.close()
+    db = plyvel.DB(str(path))
+    db.delete(height_key(BLOCK, 1), sync=True)
+    db.close()
+    with pytest.raises(StorageError, match="corrupt: block 1 named by the head is missing"):
+        Store.open(path, genesis())
+
+
+def test_a_leveldb_that_is_not_ours_is_refused(tmp_path: Path) -> None:
+    db = plyvel.DB(str(tmp_path / "db"), create_if_missing=True)
+    db.put(b"hello", b"world")
+    db.close()
+    with pytest.raises(StorageError, match="not a ledgerd database"):
+        Store.open(tmp_path / "db", genesis())
+
+
+def test_an_unusable_data_dir_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(StorageError, match="cannot"):
+        Store.open(tmp_path / "file" / "db", genesis())
+    if os.geteuid() != 0:
+        ro = tmp_path / "ro"
+        ro.mkdir(mode=0o500)
+        with pytest.raises(StorageError, match="cannot"):
+            Store.open(ro / "db", genesis())
+
+
+def test_a_failed_durable_write_raises_instead_of_being_ignored(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "db", genesis())
+    block, execution = next_block(store, [transfer(ALICE, 0, BOB)], V0.address)
+    store.close()
+    with pytest.raises(StorageError, match="durable write of block 1 .* failed"):
+        store.save_block(block, certificate_for(block), execution)
+    with pytest.raises(StorageError, match="durable write of consensus state"):
+        store.save_engine({"x": b"1"}, ())
+    assert store.tip.height == 0

@@ -1,0 +1,163 @@
+"""Block sync's pure parts: the batch format a peer answers with, when a node decides to sync,
+and how accepted transactions are batched for gossip."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from consensus.api import ChainTip
+from ledger import keys
+from node.gossip import TxBatcher
+from node.sync import (
+    MAGIC,
+    BadBatch,
+    BlockSync,
+    RefusedRequest,
+    SyncSettings,
+    decode_batch,
+    decode_status,
+    encode_status,
+    serve_blocks,
+)
+from storage import Store
+from tests.helpers.chain import CHAIN, certificate_for, key, make_genesis, next_block, transfer
+
+VALIDATOR = key(0, b"node")
+ACCOUNTS = [key(i) for i in range(2)]
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    s = Store.open(tmp_path / "db", make_genesis([VALIDATOR], ACCOUNTS))
+    for nonce in range(5):
+        block, execution = next_block(s, [transfer(ACCOUNTS[0], nonce, ACCOUNTS[1])], VALIDATOR.address)
+        s.save_block(block, certificate_for(block), execution)
+    return s
+
+
+def request(from_height: int, max_blocks: int = 64) -> bytes:
+    return json.dumps({"from_height": from_height, "max_blocks": max_blocks}).encode()
+
+
+def test_a_served_batch_decodes_to_the_stored_blocks_and_certificates(store: Store) -> None:
+    peer_tip, blocks = decode_batch(serve_blocks(store, request(2), 64, 1 << 20), 2, CHAIN, 64)
+    assert peer_tip == 5
+    assert [b.height for b, _ in blocks] == [2, 3, 4, 5]
+    for block, cert in blocks:
+        assert block.encode() == store.load_block_bytes(block.height)
+        assert cert == store.load_certificate(block.height)
+
+
+def test_serving_stops_at_the_batch_limit_the_payload_limit_and_the_head(store: Store) -> None:
+    assert len(decode_batch(serve_blocks(store, request(1, 2), 64, 1 << 20), 1, CHAIN, 64)[1]) == 2
+    assert len(decode_batch(serve_blocks(store, request(1), 3, 1 << 20), 1, CHAIN, 64)[1]) == 3
+    one = len(serve_blocks(store, request(1, 1), 64, 1 << 20))
+    assert len(decode_batch(serve_blocks(store, request(1), 64, one + 10), 1, CHAIN, 64)[1]) == 1
+    assert decode_batch(serve_blocks(store, request(6), 64, 1 << 20), 6, CHAIN, 64) == (5, [])
+    with pytest.raises(RefusedRequest):
+        serve_blocks(store, request(1), 64, 50)  # not even one block fits
+    for bad in (b"{}", b"junk", request(0), json.dumps({"from_height": 1, "max_blocks": 1, "x": 1}).encode()):
+        with pytest.raises(RefusedRequest):
+            serve_blocks(store, bad, 64, 1 << 20)
+
+
+def test_a_malformed_or_inconsistent_batch_is_the_peers_fault(store: Store) -> None:
+    good = serve_blocks(store, request(1), 64, 1 << 20)
+    cases: list[tuple[bytes, int, str]] = [
+        (b"nonsense", 1, "not a sync batch"),
+        (good[:-1], 1, "cut short"),
+        (good + b"x", 1, "trailing"),
+        (good, 2, "expected block 2"),  # blocks from another height than asked
+    ]
+    for data, from_height, reason in cases:
+        with pytest.raises(BadBatch, match=reason):
+            decode_batch(data, from_height, CHAIN, 64)
+    with pytest.raises(BadBatch, match="more than"):
+        decode_batch(good, 1, CHAIN, 3)
+    with pytest.raises(BadBatch, match="for chain"):
+        decode_batch(good, 1, "other-chain", 64)
+    # A block that does not link to the one before it.
+    b1 = store.load_block_bytes(1)
+    b3 = store.load_block_bytes(3)
+    assert b1 is not None and b3 is not None
+    body = bytearray(good[:len(MAGIC) + 12])
+    for raw in (b1, b3.replace(b'"height":3', b'"height":2')):
+        cert = b"{}"
+        body += len(raw).to_bytes(4, "big") + raw + len(cert).to_bytes(4, "big") + cert
+    body[len(MAGIC) + 8:len(MAGIC) + 12] = (2).to_bytes(4, "big")
+    with pytest.raises(BadBatch, match="does not link"):
+        decode_batch(bytes(body), 1, CHAIN, 64)
+
+
+def test_status_messages_round_trip_and_refuse_anything_else() -> None:
+    message = decode_status(encode_status(7, "ab" * 32))
+    assert message is not None and (message.height, message.hash) == (7, "ab" * 32)
+    for bad in (b"", b"[]", b'{"height": -1, "hash": "' + b"ab" * 32 + b'"}',
+                b'{"height": "7", "hash": "' + b"ab" * 32 + b'"}', b'{"height": 7, "hash": "xyz"}',
+                b'{"height": 7, "hash": "' + b"ab" * 32 + b'", "extra": 1}'):
+        assert decode_status(bad) is None
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def deciding_sync(height: int, clock: Clock, hint: list[int | None]) -> tuple[BlockSync, Any]:
+    head = SimpleNamespace(tip=ChainTip(height, "00" * 32, 0, "00" * 32), chain_id=CHAIN)
+
+    async def never(*args: Any) -> Any:
+        raise AssertionError("the decision tests do not fetch")
+
+    sync = BlockSync(store=head, kind="pbft", validators=[VALIDATOR.address],  # type: ignore[arg-type]
+                     request=never, apply=never, run_blocking=never, sync_hint=lambda: hint[0],
+                     max_payload_bytes=lambda: 1 << 20, settings=SyncSettings(lag_grace_s=2.0),
+                     on_syncing=lambda on: None, logger=logging.getLogger("test"), clock=clock)
+    return sync, head
+
+
+def test_sync_starts_two_blocks_behind_at_once_and_one_block_behind_only_after_the_grace() -> None:
+    clock, hint = Clock(), [None]
+    sync, head = deciding_sync(10, clock, hint)
+    peer = keys.PrivateKey.from_seed(b"p".ljust(32, b"\0")).address
+    assert sync.wanted_target() is None
+    sync.on_status(peer, encode_status(11, "ab" * 32))
+    assert sync.wanted_target() is None  # one behind: consensus usually finishes the height itself
+    clock.now += 1.0
+    assert sync.wanted_target() is None
+    clock.now += 1.5
+    assert sync.wanted_target() == 11  # still one behind, no progress, after the grace
+    head.tip = ChainTip(11, "00" * 32, 0, "00" * 32)
+    assert sync.wanted_target() is None
+    sync.on_status(peer, encode_status(13, "ab" * 32))
+    assert sync.wanted_target() == 13
+    assert sync.status() == {"syncing": False, "sync_target_height": 13, "blocks_behind": 2}
+    # A head not refreshed for several status intervals no longer counts.
+    clock.now += 60
+    assert sync.wanted_target() is None and sync.status()["blocks_behind"] == 0
+    # The engine's own hint (Raft needs_sync) counts at once.
+    hint[0] = 12
+    assert sync.wanted_target() == 12
+
+
+def test_gossip_batches_respect_the_count_and_byte_limits() -> None:
+    sent: list[bytes] = []
+    overflow: list[int] = []
+    txs = [transfer(ACCOUNTS[0], n, ACCOUNTS[1]) for n in range(7)]
+    size = len(txs[0].encode())
+    batcher = TxBatcher(sent.append, max_batch_txs=3, max_batch_bytes=2 + 2 * size + 1, max_pending_txs=5,
+                        flush_s=0, on_overflow=overflow.append)
+    batcher.add(txs)
+    assert overflow == [2]  # only max_pending_txs are taken
+    batches = [json.loads(b) for b in sent]
+    assert [len(b) for b in batches] == [2, 2, 1]  # the byte limit binds before the count limit
+    assert [t["body"]["nonce"] for b in batches for t in b] == [0, 1, 2, 3, 4]
