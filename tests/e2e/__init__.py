@@ -1,0 +1,1 @@
+"""End-to-end tests against a docker compose cluster built from this repository (see conftest.py)."""
