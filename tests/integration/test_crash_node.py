@@ -4,49 +4,17 @@ engine resumes from its persisted records, and it goes on committing."""
 
 from __future__ import annotations
 
-import os
 import random
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 from ledger.genesis import Genesis
 from node.node import Node
 from storage import Store
 from tests.helpers.chain import replay_chain, stored_state
+from tests.helpers.crash import run_until_killed
 from tests.helpers.nodes import pay, single_node_net
 
-REPO = Path(__file__).resolve().parents[2]
 WAIT_S = 10.0
-
-
-def run_until_killed(home: Path, rng: random.Random) -> int:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.helpers.node_loop", str(home)],
-        cwd=REPO, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
-    try:
-        assert proc.stdout is not None
-        first = proc.stdout.readline().split()
-        assert first and first[0] == "start", first
-        start = int(first[1])
-        target = start + rng.randint(2, 8)
-        last = start
-        deadline = time.monotonic() + 60
-        while last < target:
-            assert time.monotonic() < deadline, "the node made no progress"
-            line = proc.stdout.readline()
-            assert line, "the node exited early"
-            last = int(line.split()[1])
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-        return last
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 async def test_sigkill_while_committing_restarts_consistent_and_keeps_going(tmp_path: Path) -> None:
@@ -55,7 +23,7 @@ async def test_sigkill_while_committing_restarts_consistent_and_keeps_going(tmp_
     genesis = Genesis.load(home / "genesis.json")
     rng = random.Random(7)
     for _round in range(2):
-        last_seen = run_until_killed(home, rng)
+        last_seen = run_until_killed("tests.helpers.node_loop", home, rng, 2, 8)
         store = Store.open(home / "data", genesis)
         try:
             assert last_seen <= store.tip.height <= last_seen + 1
