@@ -8,7 +8,7 @@ so the signed bytes are canonical whatever spacing or key order the client sent.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ledger import keys
@@ -67,6 +67,7 @@ class Transaction:
     signature: bytes
     signing_bytes: bytes
     hash: str
+    _encoded: list[bytes] = field(default_factory=list, init=False, repr=False, compare=False)
 
     def body(self) -> dict[str, Any]:
         return {
@@ -81,7 +82,10 @@ class Transaction:
         return {"body": self.body(), "signature": self.signature.hex()}
 
     def encode(self) -> bytes:
-        return canonical_json_trusted(self.to_json())
+        """Canonical JSON of the whole transaction, computed once (blocks and gossip both need it)."""
+        if not self._encoded:
+            self._encoded.append(canonical_json_trusted(self.to_json()))
+        return self._encoded[0]
 
     def signature_valid(self) -> bool:
         return keys.verify(self.sender, self.signature, self.signing_bytes)
@@ -97,10 +101,20 @@ def _malformed(message: str) -> Rejected:
     return Rejected("malformed", message)
 
 
+_KEY_SETS: dict[tuple[str, ...], frozenset[str]] = {}
+
+
+def _key_set(expected: tuple[str, ...]) -> frozenset[str]:
+    found = _KEY_SETS.get(expected)
+    if found is None:
+        found = _KEY_SETS[expected] = frozenset(expected)
+    return found
+
+
 def _exact_keys(obj: Any, where: str, expected: tuple[str, ...]) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise _malformed(f"{where} must be a JSON object")
-    if len(obj) != len(expected) or any(k not in obj for k in expected):
+    if obj.keys() != _key_set(expected):
         missing = [k for k in expected if k not in obj]
         extra = sorted(k for k in obj if k not in expected)
         parts = []
@@ -180,7 +194,20 @@ def decode_payload(tx_type: str, obj: Any) -> Payload:
 
 
 def decode_tx(obj: Any) -> Transaction:
-    """Decode one transaction from parsed JSON; raises Rejected for anything off-contract."""
+    """Decode one transaction from parsed JSON; raises Rejected for anything off-contract.
+
+    A transaction seen before (the same JSON, by value and by JSON type) answers the Transaction
+    decoded then: a replica meets most transactions twice, in gossip and again in a proposal.
+    """
+    hit = _memo.get(obj)
+    if hit is not None:
+        return hit
+    tx = _decode_tx(obj)
+    _memo.put(tx)
+    return tx
+
+
+def _decode_tx(obj: Any) -> Transaction:
     tx = _exact_keys(obj, "transaction", ("body", "signature"))
     body = _exact_keys(tx["body"], "body", ("chain_id", "sender", "nonce", "type", "payload"))
     chain_id = _string(body["chain_id"], "body.chain_id")
@@ -195,7 +222,81 @@ def decode_tx(obj: Any) -> Transaction:
     sig_hex = tx["signature"]
     if not isinstance(sig_hex, str) or not keys.is_hex(sig_hex, 128):
         raise _malformed("signature must be 128 lowercase hex characters")
-    return build(chain_id, sender, nonce, tx_type, payload, bytes.fromhex(sig_hex))
+    signing = SIGNING_PREFIX + _validated_body_json(chain_id, sender, nonce, tx_type, payload)
+    return Transaction(chain_id, sender, nonce, tx_type, payload, bytes.fromhex(sig_hex), signing,
+                       sha256_hex(signing))
+
+
+def _validated_body_json(chain_id: str, sender: str, nonce: int, tx_type: str, payload: Payload) -> bytes:
+    """The canonical JSON of a body whose fields the decoder has checked, without a generic encoder.
+
+    Byte-for-byte what `canonical_json_trusted(body)` gives (a test holds the two together): keys
+    in sorted order, and every string but a record's key and value is from an alphabet that JSON
+    never escapes (chain_id, hex, asset symbols, the type names), so only those two go through the
+    encoder.
+    """
+    if type(payload) is Transfer:
+        inner = f'{{"amount":{payload.amount},"asset":"{payload.asset}","to":"{payload.to}"}}'
+    elif type(payload) is Issue:
+        inner = f'{{"asset":"{payload.asset}","supply":{payload.supply}}}'
+    else:
+        assert type(payload) is Record
+        inner = f'{{"key":{_json_string(payload.key)},"value":{_json_string(payload.value)}}}'
+    return (f'{{"chain_id":"{chain_id}","nonce":{nonce},"payload":{inner},'
+            f'"sender":"{sender}","type":"{tx_type}"}}').encode()
+
+
+def _json_string(text: str) -> str:
+    return canonical_json_trusted(text).decode()
+
+
+class _DecodeMemo:
+    """Recently decoded transactions by signature, so that decoding the same JSON twice is cheap.
+
+    A hit needs the new object to equal the remembered transaction's JSON *and* to carry integers
+    where it has integers: Python's `==` says 1 == 1.0 == True, and a strict decoder refuses a
+    float or boolean nonce or amount, so equality alone would let a memo accept what a fresh decode
+    refuses (and nodes with different memories disagree about a block). Strings, objects and key
+    sets compare exactly. The memo never changes a result, only its cost; it is bounded, evicts
+    oldest first, and its dict operations are safe under the GIL from any thread.
+    """
+
+    MAX_ENTRIES = 65_536
+
+    def __init__(self) -> None:
+        self._by_signature: dict[str, tuple[dict[str, Any], Transaction]] = {}
+
+    def get(self, obj: Any) -> Transaction | None:
+        if type(obj) is not dict:
+            return None
+        sig = obj.get("signature")
+        if type(sig) is not str:
+            return None
+        hit = self._by_signature.get(sig)
+        if hit is None or hit[0] != obj:
+            return None
+        body = obj["body"]
+        if type(body["nonce"]) is not int:
+            return None
+        for value in body["payload"].values():
+            if type(value) is bool or type(value) is float:
+                return None
+        return hit[1]
+
+    def put(self, tx: Transaction) -> None:
+        memo = self._by_signature
+        memo[tx.signature.hex()] = (tx.to_json(), tx)
+        if len(memo) > self.MAX_ENTRIES:
+            try:
+                memo.pop(next(iter(memo)), None)
+            except (RuntimeError, StopIteration):  # another thread changed it meanwhile: next time
+                pass
+
+    def clear(self) -> None:
+        self._by_signature.clear()
+
+
+_memo = _DecodeMemo()
 
 
 def build(chain_id: str, sender: str, nonce: int, tx_type: str, payload: Payload, signature: bytes) -> Transaction:

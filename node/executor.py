@@ -6,7 +6,8 @@ answers the engine's `BuildProposal`. Executing a block is the expensive part of
 committing a block this node already checked executes nothing again.
 
 Signatures are verified once per node: a transaction this node's mempool admitted (with the same
-signature) is not verified again when it shows up in a block.
+signature) is not verified again when it shows up in a block, and one first met in a block is
+noted with the mempool, so its later arrival by gossip is not verified again either.
 """
 
 from __future__ import annotations
@@ -85,6 +86,7 @@ class BlockExecutor:
                 self.signatures_verified += 1
                 if not tx.signature_valid():
                     return f"transaction {index} ({tx.hash}) has an invalid signature"
+                self._mempool.note_verified(tx)
         try:
             execution = execute(self._store.state, header.chain_id, header.height, block.txs, parent.app_hash)
         except Rejected as exc:

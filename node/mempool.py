@@ -2,7 +2,10 @@
 
 Admission (`add`) runs the cheap checks first and the signature last but one, so floods of
 duplicates cost little, and it verifies each signature once: the block checker asks `is_verified`
-and skips transactions this node already admitted with the same signature.
+and skips transactions this node already admitted with the same signature, and tells the mempool
+(`note_verified`) about the ones it verified itself, so that the same transaction arriving later
+by gossip is not verified a second time. `is_stale` lets the node skip verifying a transaction the
+mempool is bound to refuse anyway (its nonce was already used).
 
 What admission refuses, in order (stable codes; the API maps them to HTTP statuses):
 
@@ -147,6 +150,8 @@ class Mempool:
         self._reap_start = 0
         self._epoch = 0  # commits seen
         self._unreported: list[Dropped] = []  # drops found outside on_committed/expire
+        # tx hash -> signature, for transactions verified outside admission (in a proposal), oldest first
+        self._verified_elsewhere: OrderedDict[str, bytes] = OrderedDict()
 
     # --- queries ----------------------------------------------------------------------------
 
@@ -165,9 +170,25 @@ class Mempool:
         return None if entry is None else entry.tx
 
     def is_verified(self, tx: Transaction) -> bool:
-        """True when this exact transaction (same signature) was verified at admission."""
+        """True when this exact transaction (same signature) was verified here before."""
         entry = self._by_hash.get(tx.hash)
-        return entry is not None and entry.tx.signature == tx.signature
+        if entry is not None:
+            return entry.tx.signature == tx.signature
+        return self._verified_elsewhere.get(tx.hash) == tx.signature
+
+    def note_verified(self, tx: Transaction) -> None:
+        """Remember a signature found valid outside admission (bounded by `max_txs`, oldest out)."""
+        memory = self._verified_elsewhere
+        memory[tx.hash] = tx.signature
+        if len(memory) > self.limits.max_txs:
+            memory.popitem(last=False)
+
+    def is_stale(self, tx: Transaction) -> bool:
+        """True when admission would refuse `tx` for its nonce before looking at its signature."""
+        sender = self._senders.get(tx.sender)
+        if sender is not None:
+            return tx.nonce < sender.next_nonce and tx.hash not in self._by_hash
+        return tx.nonce < StateOverlay(self._committed.state, self.chain_id).account(tx.sender).nonce
 
     def dropped(self, tx_hash: str) -> Dropped | None:
         return self._dropped.get(tx_hash)
@@ -184,11 +205,13 @@ class Mempool:
 
     # --- admission --------------------------------------------------------------------------
 
-    def add(self, txs: Sequence[Transaction], verified: Sequence[bool] | None = None) -> list[SubmitOutcome]:
+    def add(self, txs: Sequence[Transaction], verified: Sequence[bool | None] | None = None
+            ) -> list[SubmitOutcome]:
         """Admit decoded transactions in order; one outcome per transaction.
 
-        `verified[i]`, when given, is the result of checking `txs[i]`'s signature already (the node
-        verifies batches on worker threads); otherwise admission verifies it when it gets that far.
+        `verified[i]`, when given and not None, is the result of checking `txs[i]`'s signature
+        already (the node verifies batches on worker threads); otherwise admission verifies it when
+        it gets that far.
         """
         now = self._clock()
         if verified is None:

@@ -59,6 +59,7 @@ from storage import StorageError, Store
 STARTUP_ERRORS = (ConfigError, StorageError)
 VERIFY_THREADS = 2
 VERIFY_CHUNK = 64  # transactions per worker job; below this a batch is verified in one job
+VERIFY_INLINE_BELOW = 8  # fewer signatures than this are checked on the loop, without a thread handoff
 
 
 class TxGossip(Protocol):
@@ -356,25 +357,41 @@ class Node:
         verified = await self._verify(txs)
         return await self.runtime.submit(txs, verified)
 
-    async def _verify(self, txs: list[Transaction]) -> list[bool] | None:
+    async def _verify(self, txs: list[Transaction]) -> list[bool | None] | None:
         """Check signatures on worker threads (the crypto releases the GIL), skipping known ones.
 
-        None when there are no workers: admission then verifies on the loop itself.
+        Answers one verdict per transaction: True/False when checked here or known, None when the
+        check was skipped because admission refuses the transaction by its nonce first (it then
+        verifies it itself if, after all, it gets that far). None overall when there are no
+        workers: admission then verifies on the loop itself.
         """
         pool = self._verify_pool
         if pool is None:
             return None
-        todo = [tx for tx in txs if not self.mempool.is_verified(tx)]
-        results: dict[int, bool] = {}
-        if todo:
+        mempool = self.mempool
+        verdicts: list[bool | None] = []
+        todo: list[int] = []
+        for i, tx in enumerate(txs):
+            if mempool.is_verified(tx):
+                verdicts.append(True)
+            elif mempool.is_stale(tx):  # typically gossip of a transaction a block already brought
+                verdicts.append(None)
+            else:
+                verdicts.append(False)
+                todo.append(i)
+        if len(todo) < VERIFY_INLINE_BELOW:  # a handoff to a thread costs more than a few checks
+            for i in todo:
+                verdicts[i] = txs[i].signature_valid()
+        else:
             loop = asyncio.get_running_loop()
             chunk = max(VERIFY_CHUNK, -(-len(todo) // VERIFY_THREADS))
             jobs = [todo[i:i + chunk] for i in range(0, len(todo), chunk)]
-            for job, verdicts in zip(jobs, await asyncio.gather(
-                    *(loop.run_in_executor(pool, _verify_all, job) for job in jobs)), strict=True):
-                for tx, ok in zip(job, verdicts, strict=True):
-                    results[id(tx)] = ok
-        return [results.get(id(tx), True) for tx in txs]
+            for job, results in zip(jobs, await asyncio.gather(
+                    *(loop.run_in_executor(pool, _verify_all, [txs[i] for i in job]) for job in jobs)),
+                    strict=True):
+                for i, ok in zip(job, results, strict=True):
+                    verdicts[i] = ok
+        return verdicts
 
     async def wait_committed(self, tx_hash: str, timeout_s: float) -> TxStatus | None:
         status = self.tx_status(tx_hash)

@@ -104,7 +104,7 @@ class _Synced:
 class _Submit:
     __slots__ = ("txs", "verified", "future")
 
-    def __init__(self, txs: Sequence[Transaction], verified: Sequence[bool] | None,
+    def __init__(self, txs: Sequence[Transaction], verified: Sequence[bool | None] | None,
                  future: asyncio.Future[list[SubmitOutcome]]) -> None:
         self.txs = txs
         self.verified = verified
@@ -169,7 +169,7 @@ class Runtime:
         self._wakeup.set()
         return True
 
-    async def submit(self, txs: Sequence[Transaction], verified: Sequence[bool] | None = None
+    async def submit(self, txs: Sequence[Transaction], verified: Sequence[bool | None] | None = None
                      ) -> list[SubmitOutcome]:
         """Admit transactions through the loop; `verified[i]` is a signature check already done."""
         if self._stopping:

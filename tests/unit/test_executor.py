@@ -110,6 +110,9 @@ def test_a_foreign_block_is_checked_and_its_unknown_signatures_verified(store: S
     assert executor.signatures_verified == 1  # only the one this node had not admitted itself
     assert executor.check_block(block, store.tip) is None
     assert executor.signatures_verified == 1  # a re-proposal of the same block is free
+    # The one verified for the block is known to admission too: its gossip copy is not checked again.
+    assert mempool.is_verified(unknown)
+    assert not mempool.is_verified(resigned(unknown, ALICE))
 
 
 def test_an_invalid_signature_is_refused_even_for_a_block_hash_seen_before(store: Store) -> None:

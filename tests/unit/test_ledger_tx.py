@@ -81,6 +81,8 @@ def test_signature_over_other_bytes_is_invalid() -> None:
         (lambda t: t["body"].update(nonce=-1), "malformed"),
         (lambda t: t["body"].update(nonce=1.0), "malformed"),
         (lambda t: t["body"].update(nonce=True), "malformed"),
+        (lambda t: t["body"].update(nonce=0.0), "malformed"),  # == 0: must not hit the decode memo
+        (lambda t: t["body"].update(nonce=False), "malformed"),  # == 0 as well
         (lambda t: t["body"].update(sender=ADDRESS.upper()), "malformed"),
         (lambda t: t["body"].update(sender=ADDRESS[:-2]), "malformed"),
         (lambda t: t["body"].update(type="mint"), "malformed"),
@@ -101,6 +103,7 @@ def test_signature_over_other_bytes_is_invalid() -> None:
     ],
 )
 def test_off_contract_input_is_rejected_with_a_stable_code(mutate, code) -> None:
+    decode_tx(vector_tx())  # the valid original is in the decode memo: a near-copy must not pass by it
     obj = vector_tx()
     mutate(obj)
     with pytest.raises(Rejected) as info:
@@ -157,3 +160,25 @@ def test_canonical_json_refuses_floats() -> None:
     with pytest.raises(Rejected):
         canonical_json({"a": 1.5})
     assert canonical_json({"b": [1, "é"], "a": None}) == '{"a":null,"b":[1,"é"]}'.encode()
+
+
+def test_decoded_signing_bytes_equal_the_generic_canonical_encoding() -> None:
+    key = keys.PrivateKey.from_seed(SEED)
+    texts = ["k", "quote\" back\\ slash", "tab\tnew\nline\u0001", "caf\u00e9 \u2603 \U0001f600", "</script>"]
+    payloads = [Transfer(TO, "LDG", 1), Transfer(TO, "A1B2", 2**53 - 1), Issue("GOLD", 7)]
+    payloads += [Record(k, v) for k in texts for v in texts + [""]]
+    for nonce, payload in enumerate(payloads):
+        signed = sign_tx(key, "chain.A-1_z", nonce, payload)
+        decoded = decode_tx(json.loads(json.dumps(signed.to_json())))
+        assert decoded.signing_bytes == b"ledgerd-tx-v1:" + canonical_json(signed.body())
+        assert decoded.hash == signed.hash and decoded.signature_valid()
+
+
+def test_decoding_the_same_json_again_answers_the_same_transaction() -> None:
+    first = decode_tx(vector_tx())
+    assert decode_tx(vector_tx()) is first
+    assert decode_tx(json.loads(json.dumps(vector_tx()))) is first
+    changed = vector_tx()
+    changed["body"]["payload"]["amount"] = 11
+    other = decode_tx(changed)
+    assert other is not first and other.payload.amount == 11 and other.signature == first.signature

@@ -251,6 +251,41 @@ def test_signature_checks_done_elsewhere_are_used_and_ready_count_tracks_nonces(
         mp.add(txs, [True])
 
 
+def test_signatures_verified_elsewhere_are_remembered_within_the_mempool_bound(store: Store) -> None:
+    calls: list[str] = []
+
+    def verify(tx: Transaction) -> bool:
+        calls.append(tx.hash)
+        return tx.signature_valid()
+
+    mp = Mempool(store, CHAIN, MempoolLimits(max_txs=2), Clock(), verify)
+    seen = [transfer(ALICE, n, BOB) for n in range(3)]
+    for tx in seen:
+        mp.note_verified(tx)
+    assert not mp.is_verified(seen[0]) and mp.is_verified(seen[1]) and mp.is_verified(seen[2])
+    assert not mp.is_verified(resigned(seen[2], BOB))
+
+
+def test_stale_means_admission_refuses_by_nonce_before_the_signature(store: Store) -> None:
+    calls: list[str] = []
+
+    def verify(tx: Transaction) -> bool:
+        calls.append(tx.hash)
+        return tx.signature_valid()
+
+    mp = Mempool(store, CHAIN, MempoolLimits(), Clock(), verify)
+    first, second = transfer(ALICE, 0, BOB), transfer(ALICE, 1, BOB)
+    assert not mp.is_stale(first)
+    commit(store, mp, [first])
+    assert mp.is_stale(first) and not mp.is_stale(second)  # nonce 0 is used on chain
+    assert codes(mp.add([second])) == ["accepted"]
+    other = transfer(ALICE, 1, CAROL)  # same nonce as a pending one, another transaction
+    assert mp.is_stale(other) and not mp.is_stale(second)  # the pending one itself is a duplicate
+    calls.clear()
+    assert codes(mp.add([first, other], [None, None])) == ["duplicate", "nonce_pending"]
+    assert calls == []  # refused without looking at the signature, as is_stale promised
+
+
 def test_the_size_the_mempool_counts_is_the_encoded_size() -> None:
     for tx in (transfer(ALICE, 0, BOB), sign_tx(BOB, CHAIN, 7, Record("ключ", "значение \"q\" \u2028")),
                sign_tx(CAROL, CHAIN, 2**40, Issue("GOLD", 2**53 - 1))):
