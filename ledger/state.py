@@ -76,10 +76,24 @@ OK = Receipt("ok")
 
 
 def decode_account(raw: bytes | None) -> Account:
+    """A fresh (mutable) Account from its stored bytes; the parse is remembered by those bytes."""
     if raw is None:
         return Account(0, {})
-    obj = json.loads(raw)
-    return Account(obj["nonce"], obj["balances"])
+    known = _parsed_accounts.get(raw)
+    if known is None:
+        obj = json.loads(raw)
+        known = (obj["nonce"], obj["balances"])
+        if len(_parsed_accounts) >= MAX_PARSED_ACCOUNTS:
+            _parsed_accounts.clear()
+        _parsed_accounts[raw] = known
+    return Account(known[0], dict(known[1]))
+
+
+# Stored account bytes -> (nonce, balances). Every admission and execution reads accounts, most of
+# them unchanged since the last read; equal bytes always parse to equal values, and callers get a
+# copy of the balances, so remembering the parse changes nothing but its cost.
+MAX_PARSED_ACCOUNTS = 65_536
+_parsed_accounts: dict[bytes, tuple[int, dict[str, int]]] = {}
 
 
 class StateOverlay:

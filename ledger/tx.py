@@ -82,9 +82,13 @@ class Transaction:
         return {"body": self.body(), "signature": self.signature.hex()}
 
     def encode(self) -> bytes:
-        """Canonical JSON of the whole transaction, computed once (blocks and gossip both need it)."""
+        """Canonical JSON of the whole transaction, computed once (blocks and gossip both need it).
+
+        `{"body":B,"signature":S}` with B the canonical body, which the signing bytes already hold.
+        """
         if not self._encoded:
-            self._encoded.append(canonical_json_trusted(self.to_json()))
+            body = self.signing_bytes[len(SIGNING_PREFIX):]
+            self._encoded.append(b'{"body":' + body + b',"signature":"' + self.signature.hex().encode() + b'"}')
         return self._encoded[0]
 
     def signature_valid(self) -> bool:
@@ -203,7 +207,7 @@ def decode_tx(obj: Any) -> Transaction:
     if hit is not None:
         return hit
     tx = _decode_tx(obj)
-    _memo.put(tx)
+    _memo.put(obj["signature"], tx)
     return tx
 
 
@@ -261,10 +265,10 @@ class _DecodeMemo:
     oldest first, and its dict operations are safe under the GIL from any thread.
     """
 
-    MAX_ENTRIES = 65_536
+    MAX_ENTRIES = 16_384  # several full blocks between gossip and proposal; bounds what it keeps alive
 
     def __init__(self) -> None:
-        self._by_signature: dict[str, tuple[dict[str, Any], Transaction]] = {}
+        self._by_signature: dict[str, Transaction] = {}
 
     def get(self, obj: Any) -> Transaction | None:
         if type(obj) is not dict:
@@ -273,7 +277,7 @@ class _DecodeMemo:
         if type(sig) is not str:
             return None
         hit = self._by_signature.get(sig)
-        if hit is None or hit[0] != obj:
+        if hit is None or hit.to_json() != obj:
             return None
         body = obj["body"]
         if type(body["nonce"]) is not int:
@@ -281,11 +285,11 @@ class _DecodeMemo:
         for value in body["payload"].values():
             if type(value) is bool or type(value) is float:
                 return None
-        return hit[1]
+        return hit
 
-    def put(self, tx: Transaction) -> None:
+    def put(self, sig_hex: str, tx: Transaction) -> None:
         memo = self._by_signature
-        memo[tx.signature.hex()] = (tx.to_json(), tx)
+        memo[sig_hex] = tx
         if len(memo) > self.MAX_ENTRIES:
             try:
                 memo.pop(next(iter(memo)), None)

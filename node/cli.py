@@ -185,7 +185,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     try:
         return run_bench(args.nodes, None if args.max else args.rate, args.duration, args.accounts,
-                         Path(args.keys), args.pids, args.presign)
+                         Path(args.keys), args.pids, args.presign, args.window)
     except BenchError as exc:
         raise CliError(str(exc)) from None
 
@@ -386,6 +386,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the nodes' process ids, in --nodes order, for CPU and peak memory figures")
     p.add_argument("--presign", type=_int_in(1, 10_000_000, "--presign"), metavar="N",
                    help="transactions to sign ahead (default rate*duration; with --max 8000*duration)")
+    p.add_argument("--window", type=_int_in(1, 1_000_000, "--window"), default=4000, metavar="W",
+                   help="closed-loop: most transactions sent but not yet committed (default 4000); "
+                        "keeps --max measuring throughput, not how deep the mempools can fill")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("status", help="show a node's status: node, chain, height, peers, consensus")

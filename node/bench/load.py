@@ -3,10 +3,12 @@
 Account a's transactions always go to node a mod N, in nonce order, so a node sees each sender's
 nonces in sequence. Open-loop: a ticker releases `rate` transactions per second into per-node batches
 and fires each batch without waiting for earlier ones; a refusal counts as dropped. Closed-loop: a
-few workers per node each post the next batch as soon as the previous one is answered; refusals the
-node marks retryable (and nonce_too_far, which only means an earlier batch is still in flight) are
-re-posted after Retry-After. Commits come from one node's GET /v1/events stream; latency is from the
-moment a transaction's batch was posted to the moment its block event arrived.
+few workers per node each post the next batch as soon as the previous one is answered, while at most
+`window` transactions are sent and not yet committed (without that bound the loop measures how deep
+the mempools fill, and latency grows with the run); refusals the node marks retryable (and
+nonce_too_far, which only means an earlier batch is still in flight) are re-posted after Retry-After.
+Commits come from one node's GET /v1/events stream; latency is from the moment a transaction's batch
+was posted to the moment its block event arrived.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import sys
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 
@@ -50,7 +53,7 @@ class Counters:
 
 class Bench:
     def __init__(self, nodes: list[str], txs: list[SignedTx], *, rate: float | None, duration_s: float,
-                 drain_s: float, tty: bool) -> None:
+                 drain_s: float, tty: bool, window: int = 4000) -> None:
         self.nodes = nodes
         self.rate = rate
         self.duration_s = duration_s
@@ -63,7 +66,8 @@ class Bench:
             self.queues[tx.sender_index % len(nodes)].append(tx)
         self.total = len(txs)
         self.t0 = 0.0
-        self.sending_done = asyncio.Event()
+        self.window = window
+        self.ran_out_s: float | None = None  # when every pre-signed transaction had been sent early
 
     # --- submission ---------------------------------------------------------------------------------
 
@@ -85,11 +89,17 @@ class Bench:
             return list(batch) if retry else self._drop(batch, "http_error")
         if isinstance(answer, dict):  # the whole batch was refused
             code = str((answer.get("error") or {}).get("code", "unknown"))
-            results = [{"status": "rejected", "error": {"code": code}}] * len(batch)
-        else:
+            results: list[Any] = [{"status": "rejected", "error": {"code": code}}] * len(batch)
+        elif isinstance(answer, list) and len(answer) == len(batch):
             results = answer
+        else:
+            self.c.http_errors += 1
+            return self._drop(batch, "unexpected_answer")
         again = []
         for tx, result in zip(batch, results, strict=False):
+            if not isinstance(result, dict):
+                self._drop([tx], "unexpected_answer")
+                continue
             if result.get("status") == "pending":
                 self.c.accepted += 1
                 continue
@@ -145,11 +155,16 @@ class Bench:
     async def _closed_worker(self, session: aiohttp.ClientSession, index: int, end: float) -> None:
         queue = self.queues[index]
         while time.monotonic() < end and queue:
+            if len(self.c.submitted_at) + MAX_BATCH > self.window:
+                await asyncio.sleep(TICK_S / 4)  # noqa: ASYNC110 - waiting for commits to open the window
+                continue
             batch = [queue.popleft() for _ in range(min(MAX_BATCH, len(queue)))]
             while batch and time.monotonic() < end:
                 batch = await self._post(session, self.nodes[index], batch, True)
             if batch:  # the clock ran out while these were being refused
                 self._drop(batch, "not_sent_in_time")
+        if not any(self.queues) and self.ran_out_s is None and time.monotonic() < end:
+            self.ran_out_s = time.monotonic() - self.t0
 
     async def _closed_loop(self, session: aiohttp.ClientSession) -> None:
         end = self.t0 + self.duration_s

@@ -20,7 +20,7 @@ DRAIN_S = 15.0  # after sending stops, how long to wait for accepted transaction
 
 
 def run_bench(nodes: list[str], rate: float | None, duration_s: float, accounts: int, keys_dir: Path,
-              pids: list[int] | None, presign_count: int | None) -> int:
+              pids: list[int] | None, presign_count: int | None, window: int = 4000) -> int:
     if pids is not None and len(pids) != len(nodes):
         raise BenchError(f"--pids lists {len(pids)} PIDs for {len(nodes)} nodes; give one per node")
     client = LedgerClient(nodes[0])
@@ -41,7 +41,8 @@ def run_bench(nodes: list[str], rate: float | None, duration_s: float, accounts:
           f"{how} "
           f"for {duration_s:g}s to {len(nodes)} node(s)", file=sys.stderr, flush=True)
 
-    bench = Bench(nodes, txs, rate=rate, duration_s=duration_s, drain_s=DRAIN_S, tty=sys.stderr.isatty())
+    bench = Bench(nodes, txs, rate=rate, duration_s=duration_s, drain_s=DRAIN_S, tty=sys.stderr.isatty(),
+                  window=window)
     before = [cpu_sample(p, time.monotonic()) if p else None for p in (pids or [0] * len(nodes))]
     t0 = asyncio.run(bench.run())
     end = bench.c.last_commit_s or time.monotonic()
@@ -57,6 +58,10 @@ def run_bench(nodes: list[str], rate: float | None, duration_s: float, accounts:
                      offered_tps=rate if rate is not None else bench.c.sent / duration_s,
                      duration_s=duration_s, elapsed_s=end - t0, cpu_cores=os.cpu_count() or 0,
                      nodes=node_stats, mode="open-loop" if rate is not None else "closed-loop")
+    if bench.ran_out_s is not None:
+        print(f"warning: all {len(txs)} pre-signed transactions were sent after {bench.ran_out_s:.1f}s of "
+              f"{duration_s:g}s; the figures cover a shorter run (pass --presign N for more)",
+              file=sys.stderr, flush=True)
     print(table(result))
     print(json_line(result), flush=True)
     return 0 if bench.c.committed > 0 else 1

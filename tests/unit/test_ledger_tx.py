@@ -172,6 +172,7 @@ def test_decoded_signing_bytes_equal_the_generic_canonical_encoding() -> None:
         decoded = decode_tx(json.loads(json.dumps(signed.to_json())))
         assert decoded.signing_bytes == b"ledgerd-tx-v1:" + canonical_json(signed.body())
         assert decoded.hash == signed.hash and decoded.signature_valid()
+        assert decoded.encode() == signed.encode() == canonical_json(signed.to_json())
 
 
 def test_decoding_the_same_json_again_answers_the_same_transaction() -> None:
