@@ -96,3 +96,8 @@ def verify(address: str, signature: bytes, data: bytes) -> bool:
     except (InvalidSignature, ValueError):
         return False
     return True
+
+
+def verify_many(items: list[tuple[str, bytes, bytes]]) -> list[bool]:
+    """`verify` over (address, signature, data) triples: one call per batch, for a worker process."""
+    return [verify(address, signature, data) for address, signature, data in items]

@@ -75,6 +75,13 @@ class Receipt:
 OK = Receipt("ok")
 
 
+def encode_account(acct: Account) -> bytes:
+    """`canonical_json_trusted(acct.to_json())`, formatted directly: balances are keyed by asset
+    symbols (genesis's native asset and `issue`'s checked symbols), which JSON never escapes."""
+    balances = ",".join([f'"{k}":{v}' for k, v in sorted(acct.balances.items())])
+    return f'{{"balances":{{{balances}}},"nonce":{acct.nonce}}}'.encode()
+
+
 def decode_account(raw: bytes | None) -> Account:
     """A fresh (mutable) Account from its stored bytes; the parse is remembered by those bytes."""
     if raw is None:
@@ -94,6 +101,17 @@ def decode_account(raw: bytes | None) -> Account:
 # copy of the balances, so remembering the parse changes nothing but its cost.
 MAX_PARSED_ACCOUNTS = 65_536
 _parsed_accounts: dict[bytes, tuple[int, dict[str, int]]] = {}
+_parsed_assets: dict[bytes, dict[str, Any]] = {}
+
+
+def _parse_asset(raw: bytes) -> dict[str, Any]:
+    """A fresh copy of a stored asset record; the parse is remembered by its bytes (as accounts)."""
+    known = _parsed_assets.get(raw)
+    if known is None:
+        if len(_parsed_assets) >= MAX_PARSED_ACCOUNTS:
+            _parsed_assets.clear()
+        known = _parsed_assets[raw] = json.loads(raw)
+    return dict(known)
 
 
 class StateOverlay:
@@ -118,7 +136,7 @@ class StateOverlay:
     def asset(self, symbol: str) -> dict[str, Any] | None:
         if symbol not in self._assets:
             raw = self._reader.get(asset_key(symbol))
-            self._assets[symbol] = None if raw is None else json.loads(raw)
+            self._assets[symbol] = None if raw is None else _parse_asset(raw)
         return self._assets[symbol]
 
     def check_valid(self, tx: Transaction) -> None:
@@ -182,7 +200,7 @@ class StateOverlay:
     def writes(self) -> dict[bytes, bytes]:
         out: dict[bytes, bytes] = {}
         for address in self._dirty_accounts:
-            out[account_key(address)] = canonical_json_trusted(self._accounts[address].to_json())
+            out[account_key(address)] = encode_account(self._accounts[address])
         for symbol in self._dirty_assets:
             out[asset_key(symbol)] = canonical_json_trusted(self._assets[symbol])
         for (owner, key), rec in self._records.items():

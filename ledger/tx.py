@@ -268,7 +268,11 @@ class _DecodeMemo:
     MAX_ENTRIES = 16_384  # several full blocks between gossip and proposal; bounds what it keeps alive
 
     def __init__(self) -> None:
-        self._by_signature: dict[str, Transaction] = {}
+        # Two generations: lookups try both; when the young one is full it becomes the old one and
+        # the old one is dropped. O(1) per operation (popping a dict's oldest key is not: iterating
+        # from the front skips every slot deleted before it).
+        self._young: dict[str, Transaction] = {}
+        self._old: dict[str, Transaction] = {}
 
     def get(self, obj: Any) -> Transaction | None:
         if type(obj) is not dict:
@@ -276,7 +280,7 @@ class _DecodeMemo:
         sig = obj.get("signature")
         if type(sig) is not str:
             return None
-        hit = self._by_signature.get(sig)
+        hit = self._young.get(sig) or self._old.get(sig)
         if hit is None or hit.to_json() != obj:
             return None
         body = obj["body"]
@@ -288,16 +292,13 @@ class _DecodeMemo:
         return hit
 
     def put(self, sig_hex: str, tx: Transaction) -> None:
-        memo = self._by_signature
-        memo[sig_hex] = tx
-        if len(memo) > self.MAX_ENTRIES:
-            try:
-                memo.pop(next(iter(memo)), None)
-            except (RuntimeError, StopIteration):  # another thread changed it meanwhile: next time
-                pass
+        young = self._young
+        young[sig_hex] = tx
+        if len(young) >= self.MAX_ENTRIES // 2:
+            self._old, self._young = young, {}
 
     def clear(self) -> None:
-        self._by_signature.clear()
+        self._young, self._old = {}, {}
 
 
 _memo = _DecodeMemo()

@@ -56,6 +56,10 @@ class NodeConfig(BaseModel):
         default=50, ge=1, le=10_000, description="consensus tick; engine timeouts count ticks")
     max_body_bytes: int = Field(default=MiB, ge=1024, description="largest REST request body")
     max_batch_txs: int = Field(default=1000, ge=1, description="most transactions in one POST array")
+    verify_processes: int = Field(
+        default=2, ge=0, le=64,
+        description="worker processes that check transaction signatures, started on first use "
+                    "(0: two threads inside the node process)")
     mempool_max_txs: int = Field(
         default=50_000, ge=1, description="most transactions waiting in the mempool")
     mempool_max_bytes: int = Field(

@@ -34,7 +34,7 @@ import random
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -54,6 +54,7 @@ from node.mempool import Dropped, Mempool, MempoolLimits
 from node.metrics import NodeMetrics
 from node.runtime import CommittedBlock, Runtime, SyncOutcome, Transport
 from node.service import SubmitOutcome, TxStatus
+from node.sigworkers import signature_workers
 from storage import StorageError, Store
 
 STARTUP_ERRORS = (ConfigError, StorageError)
@@ -130,6 +131,8 @@ class Node:
         self._waiters: dict[str, list[asyncio.Future[TxStatus | None]]] = {}
         self._subscribers: set[_Subscriber] = set()
         self._verify_pool: ThreadPoolExecutor | None = None
+        self._sig_pool: Executor | None = None  # the verify threads, or worker processes
+        self._sig_workers = VERIFY_THREADS
         self.network: PeerNetwork | None = None
         if len(genesis.validator_ids) > 1:
             self.network = PeerNetwork(
@@ -204,6 +207,10 @@ class Node:
         if self._state != "new":
             raise RuntimeError(f"Node.start() called in state {self._state!r}")
         self._verify_pool = ThreadPoolExecutor(VERIFY_THREADS, f"verify-{self.node_id[:8]}")
+        self._sig_pool = self._verify_pool
+        if self.config.verify_processes > 0:
+            self._sig_workers = self.config.verify_processes
+            self._sig_pool = signature_workers(self._sig_workers)
         if self.network is not None:
             await self.network.start()
             self.runtime.transport = self.network.consensus
@@ -258,6 +265,8 @@ class Node:
             await self._task
         self._end_streams()
         self._release_waiters()
+        if self._sig_pool is not None and self._sig_pool is not self._verify_pool:
+            self._sig_pool.shutdown(wait=True, cancel_futures=True)
         if self._verify_pool is not None:
             self._verify_pool.shutdown(wait=True)
         self.store.close()
@@ -365,7 +374,7 @@ class Node:
         verifies it itself if, after all, it gets that far). None overall when there are no
         workers: admission then verifies on the loop itself.
         """
-        pool = self._verify_pool
+        pool = self._sig_pool
         if pool is None:
             return None
         mempool = self.mempool
@@ -384,10 +393,12 @@ class Node:
                 verdicts[i] = txs[i].signature_valid()
         else:
             loop = asyncio.get_running_loop()
-            chunk = max(VERIFY_CHUNK, -(-len(todo) // VERIFY_THREADS))
+            chunk = max(VERIFY_CHUNK, -(-len(todo) // self._sig_workers))
             jobs = [todo[i:i + chunk] for i in range(0, len(todo), chunk)]
             for job, results in zip(jobs, await asyncio.gather(
-                    *(loop.run_in_executor(pool, _verify_all, [txs[i] for i in job]) for job in jobs)),
+                    *(loop.run_in_executor(pool, keys.verify_many,
+                                           [(txs[i].sender, txs[i].signature, txs[i].signing_bytes) for i in job])
+                      for job in jobs)),
                     strict=True):
                 for i, ok in zip(job, results, strict=True):
                     verdicts[i] = ok
@@ -598,10 +609,6 @@ class Node:
         for sub in self._subscribers:
             sub.closed = True
             sub.wakeup.set()
-
-
-def _verify_all(txs: Sequence[Transaction]) -> list[bool]:
-    return [tx.signature_valid() for tx in txs]
 
 
 def _block_event(block_hash: str, header: Mapping[str, Any], txs: Sequence[tuple[str, Mapping[str, Any]]],

@@ -27,7 +27,7 @@ from node.bench.stats import percentile
 
 TICK_S = 0.02
 MAX_BATCH = 200  # transactions per POST; well under the node's default batch limit of 1000
-CONNECTIONS_PER_NODE = 4
+CONNECTIONS_PER_NODE = 8
 HTTP_TIMEOUT_S = 30.0
 DEFAULT_RETRY_AFTER_S = 1.0
 PROGRESS_TTY_S = 0.5

@@ -18,7 +18,7 @@ def percentile(sorted_values: list[float], fraction: float) -> float | None:
 
 @dataclass(frozen=True)
 class CpuSample:
-    cpu_s: float  # user + system time the process has used so far
+    cpu_s: dict[int, float]  # user + system time used so far, per process (the node and its workers)
     wall_s: float
 
 
@@ -29,8 +29,21 @@ def _clock_ticks() -> int:
         return 100
 
 
-def cpu_sample(pid: int, now_s: float) -> CpuSample | None:
-    """The process's CPU time so far, or None when it is gone or this is not Linux."""
+def family(pid: int) -> list[int]:
+    """`pid` and its live descendants (a node's signature worker processes), from /proc."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        for task in Path(f"/proc/{current}/task").glob("*/children"):
+            try:
+                todo.extend(int(child) for child in task.read_text().split())
+            except (OSError, ValueError):
+                continue
+    return found
+
+
+def _cpu_s(pid: int) -> float | None:
     try:
         text = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
@@ -38,25 +51,35 @@ def cpu_sample(pid: int, now_s: float) -> CpuSample | None:
     # Fields after the command name, which is in parentheses and may itself hold spaces.
     fields = text.rsplit(")", 1)[-1].split()
     try:
-        utime, stime = int(fields[11]), int(fields[12])
+        return (int(fields[11]) + int(fields[12])) / _clock_ticks()
     except (IndexError, ValueError):
         return None
-    return CpuSample((utime + stime) / _clock_ticks(), now_s)
+
+
+def cpu_sample(pid: int, now_s: float) -> CpuSample | None:
+    """CPU time so far of the process and its descendants, or None when it is gone or not Linux."""
+    times = {p: t for p in family(pid) if (t := _cpu_s(p)) is not None}
+    return CpuSample(times, now_s) if pid in times else None
 
 
 def cpu_percent(before: CpuSample | None, after: CpuSample | None) -> float | None:
-    """Percent of one core used between two samples (a busy 2-thread process can show up to 200)."""
+    """Percent of one core used between two samples by the process and its workers (a busy
+    2-process node can show up to 200); a worker started meanwhile counts all its time."""
     if before is None or after is None or after.wall_s <= before.wall_s:
         return None
-    return round(100.0 * (after.cpu_s - before.cpu_s) / (after.wall_s - before.wall_s), 1)
+    used = sum(t - before.cpu_s.get(p, 0.0) for p, t in after.cpu_s.items())
+    return round(100.0 * used / (after.wall_s - before.wall_s), 1)
 
 
 def peak_rss_mb(pid: int) -> float | None:
-    """VmHWM (the resident-set high-water mark) in MiB, or None when unavailable."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
+    """VmHWM (resident-set high-water mark) in MiB, summed over the process and its live workers
+    (an upper bound: their peaks need not coincide), or None when unavailable."""
+    total = None
+    for member in family(pid):
+        try:
+            for line in Path(f"/proc/{member}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    total = (total or 0.0) + int(line.split()[1]) / 1024
+        except (OSError, ValueError, IndexError):
+            continue
+    return None if total is None else round(total, 1)

@@ -6,9 +6,10 @@ import pytest
 
 from ledger import keys
 from ledger.block import decode_block, make_block
+from ledger.encoding import canonical_json
 from ledger.errors import Rejected
 from ledger.genesis import Genesis, Validator
-from ledger.state import StateOverlay, account_key, decode_account, execute
+from ledger.state import Account, StateOverlay, account_key, decode_account, encode_account, execute
 from ledger.tx import Issue, Record, Transfer, sign_tx
 
 CHAIN = "ledger-test"
@@ -131,3 +132,14 @@ def test_block_round_trips_and_detects_tampering() -> None:
     assert info.value.code == "malformed_block"
     with pytest.raises(Rejected):
         decode_block(b"\xff not json")
+
+
+@pytest.mark.parametrize("account", [Account(0, {}), Account(7, {"LDG": 1}),
+                                     Account(2**53 - 1, {"ZZ9": 3, "AB": 2**53 - 1, "LDG": 5})])
+def test_account_bytes_are_the_canonical_encoding_and_parse_back_to_a_copy(account: Account) -> None:
+    raw = encode_account(account)
+    assert raw == canonical_json(account.to_json())
+    first, second = decode_account(raw), decode_account(raw)
+    assert first == account == second
+    first.balances["LDG"] = 0  # callers mutate what they get; the remembered parse must not change
+    assert decode_account(raw) == account
