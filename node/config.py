@@ -90,6 +90,9 @@ class NodeConfig(BaseModel):
     gossip_flush_ms: int = Field(
         default=5, ge=0, le=1000,
         description="accepted transactions are gathered this long into one gossip batch (0: send at once)")
+    gossip_resend_after_s: float = Field(
+        default=3.0, gt=0, le=3600,
+        description="a transaction pending here this long is gossiped again (gossip is best effort)")
     gossip_max_pending_txs: int = Field(
         default=50_000, ge=1, description="accepted transactions waiting to be gossiped; more are not gossiped")
     status_interval_s: float = Field(

@@ -4,9 +4,11 @@ The validators form a full mesh, so a transaction needs one hop: the node that a
 client broadcasts it to every peer, and a node never passes on what it received by gossip (no
 echo, no endless re-broadcast). What is accepted within `flush_s` goes out together, as JSON
 arrays of at most `max_batch_txs` transactions and `max_batch_bytes` bytes (the receiving node
-refuses bigger arrays, the transport bigger frames). Gossip is best effort: a transaction a
-peer misses still commits when another validator proposes it, and a client resubmitting a
-pending transaction sends it out again (see `Node.submit`).
+refuses bigger arrays, the transport bigger frames). Gossip is best effort, so what stays pending
+is sent again: every `gossip_resend_after_s` a node re-gossips its transactions pending at least
+that long (`Node._regossip`; without it a Raft follower's transaction that the leader missed
+would never commit), and a client resubmitting a pending transaction sends it out again
+(`Node.submit`). Both are bounded: nothing is re-sent more often than the resend period.
 
 Must not import the p2p package: the broadcast function is handed in.
 """

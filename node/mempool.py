@@ -97,12 +97,13 @@ class Dropped:
 
 
 class _Entry:
-    __slots__ = ("tx", "size", "added_s")
+    __slots__ = ("tx", "size", "added_s", "sent_s")
 
     def __init__(self, tx: Transaction, size: int, added_s: float) -> None:
         self.tx = tx
         self.size = size
         self.added_s = added_s
+        self.sent_s = added_s  # when it was last gossiped (at admission, by the node)
 
 
 class _Sender:
@@ -175,6 +176,23 @@ class Mempool:
         if entry is not None:
             return entry.tx.signature == tx.signature
         return self._verified_elsewhere.get(tx.hash) == tx.signature
+
+    def take_stale(self, age_s: float, limit: int) -> list[Transaction]:
+        """Up to `limit` pending transactions added and last gossiped at least `age_s` ago, oldest
+        first; each is marked as gossiped now (the caller sends them out again).
+
+        Entries are kept in admission order, so the scan stops at the first one added later.
+        """
+        now = self._clock()
+        before_s = now - age_s
+        out: list[Transaction] = []
+        for entry in self._by_hash.values():
+            if entry.added_s > before_s or len(out) >= limit:
+                break
+            if entry.sent_s <= before_s:
+                entry.sent_s = now
+                out.append(entry.tx)
+        return out
 
     def note_verified(self, tx: Transaction) -> None:
         """Remember a signature found valid outside admission (bounded by `max_txs`, oldest out)."""

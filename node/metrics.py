@@ -18,6 +18,8 @@ class NodeMetrics:
         self.mempool_size = Gauge("ledgerd_mempool_txs", "Transactions waiting in the mempool", registry=r)
         self.txs_rejected = Counter("ledgerd_txs_rejected", "Transactions refused at submission", ["code"],
                                     registry=r)
+        self.txs_regossiped = Counter("ledgerd_txs_regossiped",
+                                      "Pending transactions gossiped again after gossip_resend_after_s", registry=r)
         self.request_latency = Histogram(
             "ledgerd_http_request_duration_seconds", "REST request latency", ["method", "route", "status"],
             buckets=LATENCY_BUCKETS_S, registry=r,

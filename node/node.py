@@ -60,6 +60,7 @@ from storage import StorageError, Store
 STARTUP_ERRORS = (ConfigError, StorageError)
 VERIFY_THREADS = 2
 VERIFY_CHUNK = 64  # transactions per worker job; below this a batch is verified in one job
+GOSSIP_BATCHES_PER_ROUND = 64  # queued gossip batches admitted together in one round
 VERIFY_INLINE_BELOW = 8  # fewer signatures than this are checked on the loop, without a thread handoff
 
 
@@ -126,6 +127,7 @@ class Node:
         self._state = "new"
         self._task: asyncio.Task[None] | None = None
         self._gossip_task: asyncio.Task[None] | None = None
+        self._regossip_task: asyncio.Task[None] | None = None
         self._gossip_in: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue(config.gossip_inbox_batches)
         self._stopped = asyncio.Event()
         self._waiters: dict[str, list[asyncio.Future[TxStatus | None]]] = {}
@@ -219,6 +221,7 @@ class Node:
         self._state = "running"
         self._task = asyncio.create_task(self._run(), name=f"runtime-{self.node_id[:8]}")
         self._gossip_task = asyncio.create_task(self._gossip_intake(), name=f"tx-gossip-{self.node_id[:8]}")
+        self._regossip_task = asyncio.create_task(self._regossip(), name=f"tx-regossip-{self.node_id[:8]}")
         self.log.info("node started", extra={"fields": {
             "chain_id": self.chain_id, "height": self.height, "consensus": self.genesis.consensus}})
 
@@ -254,10 +257,11 @@ class Node:
             return
         if self._state != "halted":
             self._state = "stopping"
-        if self._gossip_task is not None:
-            self._gossip_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._gossip_task
+        for task in (self._gossip_task, self._regossip_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self.network is not None:
             await self.network.stop()
         self.runtime.request_stop()
@@ -320,24 +324,52 @@ class Node:
         return True
 
     async def _gossip_intake(self) -> None:
-        """The owned task that admits gossiped transactions, one batch at a time."""
+        """The owned task that admits gossiped transactions.
+
+        Every batch already queued is taken together into one admission round (one verification
+        fan-out, one trip through the runtime): taking them one by one, a burst from several peers
+        outran the intake, the queue overflowed and a Raft leader lost transactions it then never
+        proposed. Each round also re-gossips transactions that have waited here too long.
+        """
         while True:
-            _peer, data = await self._gossip_in.get()
-            try:
-                items = json.loads(data)
-            except ValueError:
-                items = None
-            if not isinstance(items, list) or len(items) > self.config.max_batch_txs:
-                self.metrics.dropped.labels("malformed_tx_gossip").inc()
-                continue
+            batches = [await self._gossip_in.get()]
+            while not self._gossip_in.empty() and len(batches) < GOSSIP_BATCHES_PER_ROUND:
+                batches.append(self._gossip_in.get_nowait())
             decoded = []
-            for raw in items:
+            for _peer, data in batches:
                 try:
-                    decoded.append(decode_tx(raw))
-                except Rejected:
+                    items = json.loads(data)
+                except ValueError:
+                    items = None
+                if not isinstance(items, list) or len(items) > self.config.max_batch_txs:
                     self.metrics.dropped.labels("malformed_tx_gossip").inc()
+                    continue
+                for raw in items:
+                    try:
+                        decoded.append(decode_tx(raw))
+                    except Rejected:
+                        self.metrics.dropped.labels("malformed_tx_gossip").inc()
             if decoded:
                 await self._admit(decoded)
+
+    async def _regossip(self) -> None:
+        """The owned task that sends out again what has been pending here for a while.
+
+        Gossip is best effort (a peer's intake may be full, a link may drop), and a transaction
+        only this node holds would wait for this node to propose: under Raft, forever on a
+        follower. Every `gossip_resend_after_s`, pending transactions at least that old and not
+        sent that recently go out again (at most `max_batch_txs` per peer round, oldest first);
+        a peer that has them answers `duplicate` at the cost of a dictionary lookup.
+        """
+        period = self.config.gossip_resend_after_s
+        while True:
+            await asyncio.sleep(period)
+            if self._tx_out is None or self._state != "running":
+                continue
+            stale = self.mempool.take_stale(period, self.config.max_batch_txs)
+            if stale:
+                self.metrics.txs_regossiped.inc(len(stale))
+                self._tx_out.add(stale)
 
     def deliver(self, peer: str, data: bytes) -> bool:
         """An engine message from an authenticated peer; False when it was dropped (inbox full)."""

@@ -12,12 +12,21 @@ if [ ! -x "$VENV/bin/python" ]; then
   echo "creating $VENV" >&2
   "$PY" -m venv "$VENV"
 fi
-STAMP="$VENV/.ledgerd-installed"
-WANT="$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1)-${LEDGERD_EXTRAS:-test}"
-if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
+STAMP="$VENV/.ledgerd-installed"  # "<sha256 of pyproject.toml> <installed extras, comma-separated>"
+HASH="$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1)"
+WANT="${LEDGERD_EXTRAS:-test}"
+HAVE=""
+if [ -f "$STAMP" ] && [ "$(cut -d' ' -f1 "$STAMP")" = "$HASH" ]; then HAVE="$(cut -s -d' ' -f2 "$STAMP")"; fi
+MISSING=0
+for extra in ${WANT//,/ }; do
+  case ",$HAVE," in *",$extra,"*) ;; *) MISSING=1 ;; esac
+done
+if [ "$MISSING" = 1 ]; then
+  # Install the union, so that scripts wanting different extras do not undo each other.
+  EXTRAS="$( (echo "${WANT//,/$'\n'}"; echo "${HAVE//,/$'\n'}") | grep -v '^$' | sort -u | paste -sd, -)"
   echo "installing ledgerd and its dependencies into $VENV" >&2
   "$VENV/bin/python" -m pip install --quiet --upgrade pip >&2
-  "$VENV/bin/python" -m pip install --quiet -e "$ROOT[${LEDGERD_EXTRAS:-test}]" >&2
-  echo "$WANT" > "$STAMP"
+  "$VENV/bin/python" -m pip install --quiet -e "$ROOT[$EXTRAS]" >&2
+  echo "$HASH $EXTRAS" > "$STAMP"
 fi
 export PATH="$VENV/bin:$PATH"

@@ -69,6 +69,7 @@ def plot(rows: list[dict[str, Any]], out: Path) -> None:
         raise SystemExit("the plot needs matplotlib: pip install -e '.[bench]'") from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # type: ignore[import-not-found, unused-ignore]
+    import matplotlib.ticker  # type: ignore[import-not-found, unused-ignore]
 
     curves: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
@@ -78,17 +79,21 @@ def plot(rows: list[dict[str, Any]], out: Path) -> None:
         raise SystemExit("no *-curve runs in the results: nothing to plot")
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     top = 0.0
-    for name, points in sorted(curves.items()):
+    for index, (name, points) in enumerate(sorted(curves.items())):
+        color = f"C{index}"
         points.sort(key=lambda r: r["offered_tps"])
         offered = [r["offered_tps"] for r in points]
         top = max(top, *offered)
-        left.plot(offered, [r["committed_tps"] for r in points], marker="o", label=name)
-        right.plot(offered, [r["latency_ms_p50"] for r in points], marker="o", label=f"{name} p50")
-        right.plot(offered, [r["latency_ms_p99"] for r in points], marker="^", linestyle="--",
+        left.plot(offered, [r["committed_tps"] for r in points], marker="o", color=color, label=name)
+        right.plot(offered, [r["latency_ms_p50"] for r in points], marker="o", color=color, label=f"{name} p50")
+        right.plot(offered, [r["latency_ms_p99"] for r in points], marker="^", linestyle="--", color=color,
                    label=f"{name} p99")
     left.plot([0, top], [0, top], color="grey", linewidth=0.8, linestyle=":", label="committed = offered")
     left.set(xlabel="offered tx/s", ylabel="committed tx/s", title="Throughput")
     right.set(xlabel="offered tx/s", ylabel="latency, submit to commit (ms)", title="Latency", yscale="log")
+    right.yaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+    right.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    right.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     for axis in (left, right):
         axis.grid(True, alpha=0.3)
         axis.legend(fontsize=8)

@@ -293,6 +293,36 @@ async def test_accepted_submissions_are_gossiped_and_gossip_is_admitted(net: Net
     assert dropped == 2
 
 
+async def test_transactions_pending_too_long_are_gossiped_again(net: Net) -> None:
+    """Gossip is best effort: what stays pending (here: future nonces behind a gap) goes out again
+    every gossip_resend_after_s, and what committed does not."""
+    alice, bob, _ = net.accounts
+    node = Node.open(net.home, {"tick_ms": 10, "gossip_resend_after_s": 0.2}, environ={})
+    await node.start()
+    try:
+        gossip = Recorder()
+        node.set_transport(None, gossip, lambda: [])
+        waiting = [pay(alice, 1, bob), pay(alice, 2, bob)]  # nonce 0 is missing: never ready here
+        done = pay(bob, 0, alice)
+        assert all(o.accepted for o in await node.submit(wire(*waiting, done)))
+        status = await node.wait_committed(done.hash, WAIT_S)
+        assert status is not None and status.status == "committed"
+
+        def sent_nonces() -> list[list[tuple[str, int]]]:
+            return [[(t["body"]["sender"], t["body"]["nonce"]) for t in json.loads(b)] for b in gossip.sent]
+
+        for _ in range(int(WAIT_S / 0.05)):  # two resend periods, polled with a deadline
+            if len(gossip.sent) >= 3:
+                break
+            await asyncio.sleep(0.05)
+        batches = sent_nonces()
+        assert batches[0] == [(alice.address, 1), (alice.address, 2), (bob.address, 0)]  # at admission
+        assert batches[1:3] == [[(alice.address, 1), (alice.address, 2)]] * 2  # again, not the committed one
+        assert node.metrics.registry.get_sample_value("ledgerd_txs_regossiped_total") >= 4
+    finally:
+        await node.stop()
+
+
 async def test_draining_a_deep_mempool_yields_between_blocks(net: Net) -> None:
     """The runtime queues each proposal behind the inbox, so other tasks run while the chain drains
     many blocks' worth of transactions (HTTP handlers must not wait for the whole backlog)."""

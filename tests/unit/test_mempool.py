@@ -318,3 +318,21 @@ def test_a_long_lived_sender_queue_keeps_admitting_across_many_commits(store: St
     block = mp.reap(1000, 1 << 20)
     assert [t.nonce for t in block] == list(range(280, 400))
     assert commit(store, mp, block) == [] and len(mp) == 0
+
+
+def test_take_stale_answers_old_pending_transactions_once_per_period(store: Store) -> None:
+    clock = Clock()
+    mp = pool(store, clock)
+    old = [transfer(ALICE, n, BOB) for n in range(3)]
+    mp.add(old)
+    clock.now += 5
+    young = transfer(BOB, 0, ALICE)
+    mp.add([young])
+    assert mp.take_stale(3, 2) == old[:2]  # oldest first, within the limit
+    assert mp.take_stale(3, 10) == old[2:]  # the first two were just sent again
+    assert mp.take_stale(3, 10) == []
+    clock.now += 3
+    assert mp.take_stale(3, 10) == [*old, young]
+    commit(store, mp, old)
+    clock.now += 3
+    assert mp.take_stale(3, 10) == [young]  # committed transactions are gone from the mempool
