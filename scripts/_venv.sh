@@ -24,9 +24,15 @@ done
 if [ "$MISSING" = 1 ]; then
   # Install the union, so that scripts wanting different extras do not undo each other.
   EXTRAS="$( (echo "${WANT//,/$'\n'}"; echo "${HAVE//,/$'\n'}") | grep -v '^$' | sort -u | paste -sd, -)"
-  echo "installing ledgerd and its dependencies into $VENV" >&2
-  "$VENV/bin/python" -m pip install --quiet --upgrade pip >&2
-  "$VENV/bin/python" -m pip install --quiet -e "$ROOT[$EXTRAS]" >&2
+  echo "installing ledgerd and its dependencies into $VENV (log: $VENV/install.log)" >&2
+  # pip and the build backend are chatty (setuptools warns about every editable install of a flat
+  # layout); their output goes to the log, and only to the terminal when the install fails.
+  if ! { "$VENV/bin/python" -m pip install --upgrade pip \
+         && "$VENV/bin/python" -m pip install -e "$ROOT[$EXTRAS]"; } >"$VENV/install.log" 2>&1; then
+    tail -25 "$VENV/install.log" >&2
+    echo "installing into $VENV failed; the whole log is $VENV/install.log" >&2
+    exit 1
+  fi
   echo "$HASH $EXTRAS" > "$STAMP"
 fi
 export PATH="$VENV/bin:$PATH"
