@@ -21,6 +21,11 @@ def figures(c: Counters, *, consensus: str, validators: int, tx_bytes: int, offe
     # Over the time from the first send to the last commit seen, so a closed-loop run that used up
     # its pre-signed stock early is not diluted by idle seconds.
     window = elapsed_s if c.committed and elapsed_s > 0 else float(duration_s)
+    # The cluster's cost per transaction, whatever the throughput: CPU time of every node (with its
+    # workers) over the run, per committed transaction. Steadier than tx/s on a noisy machine.
+    cpu = [n.get("cpu_s") for n in nodes]
+    cpu_ms_per_tx = (round(1000 * sum(cpu) / c.committed, 3)
+                     if cpu and None not in cpu and c.committed else None)
     return {
         "mode": mode, "consensus": consensus, "validators": validators, "tx_bytes": tx_bytes,
         "offered_tps": None if offered_tps is None else round(offered_tps, 1),
@@ -30,7 +35,8 @@ def figures(c: Counters, *, consensus: str, validators: int, tx_bytes: int, offe
         "committed_tps": round(c.committed / window, 1) if window > 0 else 0.0,
         "latency_ms_p50": ms(0.50), "latency_ms_p95": ms(0.95), "latency_ms_p99": ms(0.99),
         "latency_ms_max": round(lat[-1] * 1000, 1) if lat else None,
-        "duration_s": duration_s, "measured_s": round(window, 2), "cpu_cores": cpu_cores, "nodes": nodes,
+        "duration_s": duration_s, "measured_s": round(window, 2), "cpu_cores": cpu_cores,
+        "node_cpu_ms_per_tx": cpu_ms_per_tx, "nodes": nodes,
     }
 
 
@@ -51,6 +57,7 @@ def table(f: dict[str, Any]) -> str:
         ("tx size (bytes)", show(f["tx_bytes"])),
         ("measured over (s)", show(f["measured_s"])),
         ("client machine cores", show(f["cpu_cores"])),
+        ("node CPU per tx (ms, all nodes)", show(f["node_cpu_ms_per_tx"])),
     ]
     for node in f["nodes"]:
         rows.append((f"{node['url']} (pid {show(node['pid'])})",

@@ -12,7 +12,7 @@ from typing import Any
 from node.bench.load import Bench
 from node.bench.report import figures, json_line, table
 from node.bench.setup import BenchError, fund_accounts, load_funded_keys, presign
-from node.bench.stats import cpu_percent, cpu_sample, peak_rss_mb
+from node.bench.stats import cpu_percent, cpu_sample, cpu_used_s, peak_rss_mb
 from node.client import LedgerClient
 
 MAX_MODE_PRESIGN_TPS = 8000  # closed-loop pre-signs duration * this many (or --presign)
@@ -50,7 +50,9 @@ def run_bench(nodes: list[str], rate: float | None, duration_s: float, accounts:
     node_stats: list[dict[str, Any]] = []
     for i, url in enumerate(nodes):
         pid = pids[i] if pids else None
+        used = cpu_used_s(before[i], after[i])
         node_stats.append({"url": url, "pid": pid, "cpu_percent": cpu_percent(before[i], after[i]),
+                           "cpu_s": None if used is None else round(used, 2),
                            "peak_rss_mb": peak_rss_mb(pid) if pid else None})
     result = figures(bench.c, consensus=str(status.get("consensus")),
                      validators=len(status.get("validators") or []),

@@ -62,12 +62,20 @@ def cpu_sample(pid: int, now_s: float) -> CpuSample | None:
     return CpuSample(times, now_s) if pid in times else None
 
 
-def cpu_percent(before: CpuSample | None, after: CpuSample | None) -> float | None:
-    """Percent of one core used between two samples by the process and its workers (a busy
-    2-process node can show up to 200); a worker started meanwhile counts all its time."""
+def cpu_used_s(before: CpuSample | None, after: CpuSample | None) -> float | None:
+    """CPU seconds the process and its workers used between two samples (a worker started
+    meanwhile counts all its time)."""
     if before is None or after is None or after.wall_s <= before.wall_s:
         return None
-    used = sum(t - before.cpu_s.get(p, 0.0) for p, t in after.cpu_s.items())
+    return sum(t - before.cpu_s.get(p, 0.0) for p, t in after.cpu_s.items())
+
+
+def cpu_percent(before: CpuSample | None, after: CpuSample | None) -> float | None:
+    """Percent of one core used between two samples by the process and its workers (a busy
+    2-process node can show up to 200)."""
+    used = cpu_used_s(before, after)
+    if used is None or before is None or after is None:
+        return None
     return round(100.0 * used / (after.wall_s - before.wall_s), 1)
 
 

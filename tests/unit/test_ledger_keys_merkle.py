@@ -39,6 +39,31 @@ def test_verify_rejects_wrong_length_and_wrong_key() -> None:
     assert keys.verify(key.address, sig, b"m")
     assert not keys.verify(other.address, sig, b"m")
     assert not keys.verify(key.address, sig[:-1], b"m")
+    assert not keys.verify(key.address, sig, b"n")
+    assert not keys.verify("zz" * 32, sig, b"m")
+
+
+# The group order of Ed25519 (RFC 8032 section 5.1): S must be below it.
+ED25519_L = 2**252 + 27742317777372353535851937790883648493
+
+
+def test_a_malleated_signature_is_refused() -> None:
+    """RFC 8032 5.1.7: a verifier checks 0 <= S < L. S + L verifies the same equation, so a
+    verifier that skipped the check would accept a second signature (and hash) for one payment."""
+    key = keys.PrivateKey.generate()
+    sig = key.sign(b"pay bob 10")
+    s = int.from_bytes(sig[32:], "little") + ED25519_L
+    malleated = sig[:32] + s.to_bytes(32, "little")
+    assert keys.verify(key.address, sig, b"pay bob 10")
+    assert not keys.verify(key.address, malleated, b"pay bob 10")
+
+
+def test_a_small_order_public_key_verifies_nothing() -> None:
+    """The identity point as a public key with R = identity and S = 0 satisfies the verification
+    equation for every message; libsodium refuses small-order keys, so no one can forge for it."""
+    identity = (1).to_bytes(32, "little").hex()
+    forged = (1).to_bytes(32, "little") + bytes(32)
+    assert not keys.verify(identity, forged, b"anything")
 
 
 def _reference_root(items: list[bytes]) -> bytes:
