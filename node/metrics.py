@@ -3,7 +3,11 @@ so several nodes can run in one process and each /metrics shows only its node.""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -32,6 +36,11 @@ class NodeMetrics:
         self.peers = Gauge("ledgerd_peers_connected", "Validator peers currently connected", registry=r)
         self.syncing = Gauge("ledgerd_syncing", "1 while the node is catching up by block sync", registry=r)
 
+    def watch_engine(self, counters: Callable[[], Mapping[str, int]]) -> None:
+        """Export the consensus engine's own counters (round timeouts, elections, dropped messages by
+        reason, ...) as `ledgerd_engine_events_total{event}`, read at scrape time."""
+        self.registry.register(_EngineCollector(counters))
+
     def observe_commit(self, height: int, tx_count: int, seconds: float) -> None:
         self.height.set(height)
         self.blocks_committed.inc()
@@ -43,3 +52,16 @@ class NodeMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _EngineCollector(Collector):
+    def __init__(self, counters: Callable[[], Mapping[str, int]]) -> None:
+        self._counters = counters
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily("ledgerd_engine_events", "Consensus engine events (round timeouts, "
+                                     "round changes, elections, dropped messages by reason), by event",
+                                     labels=["event"])
+        for name, value in sorted(self._counters().items()):
+            family.add_metric([name], value)
+        yield family

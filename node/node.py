@@ -116,6 +116,7 @@ class Node:
             config=EngineConfig(),
         )
         self.engine = engine_factory(genesis.consensus, context)
+        metrics.watch_engine(lambda: dict(self.engine.counters))
         self.runtime = Runtime(
             self.engine, store, self.executor, self.mempool, metrics, tick_ms=config.tick_ms,
             max_inbox=config.runtime_max_inbox, on_commit=self._on_commit, on_dropped=self._on_dropped,
