@@ -15,7 +15,7 @@ from ledger import keys
 from ledger.encoding import canonical_json_trusted, sha256_hex
 from ledger.errors import Rejected
 from ledger.merkle import merkle_root_hex
-from ledger.tx import CHAIN_ID_RE, Transaction, decode_tx
+from ledger.tx import CHAIN_ID_RE, Transaction, decode_canonical_array, decode_tx
 
 BLOCK_PREFIX = b"ledgerd-block-v1:"
 HEADER_FIELDS = ("app_hash", "chain_id", "height", "prev_hash", "proposer", "timestamp", "tx_count", "tx_root")
@@ -113,8 +113,32 @@ def decode_header(obj: Any) -> BlockHeader:
     )
 
 
+_TXS_OPEN = b',"txs":['
+
+
+def _decode_canonical_block(data: bytes, max_txs: int) -> tuple[BlockHeader, tuple[Transaction, ...]] | None:
+    """Header and transactions of a block in its own canonical encoding (`Block.encode`), without
+    parsing the transactions as JSON; None for anything else (the caller decodes it strictly)."""
+    if not data.startswith(b'{"header":{') or not data.endswith(b"]}"):
+        return None
+    header_end = data.find(b"}", 10) + 1  # the header is flat: its first closing brace ends it
+    if header_end == 0 or data[header_end:header_end + len(_TXS_OPEN)] != _TXS_OPEN:
+        return None
+    try:
+        header = decode_header(json.loads(data[10:header_end]))
+    except (ValueError, UnicodeDecodeError, Rejected):
+        return None
+    txs = decode_canonical_array(data, header_end + len(_TXS_OPEN) - 1, len(data) - 1)
+    if txs is None or len(txs) > max_txs:
+        return None
+    return header, tuple(txs)
+
+
 def decode_block(data: bytes, max_txs: int = 100_000) -> Block:
     """Decode a block's bytes and check its internal consistency (tx_count, tx_root)."""
+    fast = _decode_canonical_block(data, max_txs)
+    if fast is not None:
+        return _checked_block(data, *fast)
     try:
         obj = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -128,6 +152,10 @@ def decode_block(data: bytes, max_txs: int = 100_000) -> Block:
         txs = tuple(decode_tx(t) for t in obj["txs"])
     except Rejected as exc:
         raise Rejected("malformed_block", f"block holds a malformed transaction: {exc.message}") from exc
+    return _checked_block(data, header, txs)
+
+
+def _checked_block(data: bytes, header: BlockHeader, txs: tuple[Transaction, ...]) -> Block:
     if header.tx_count != len(txs):
         raise Rejected("malformed_block", "header.tx_count does not match the transactions")
     if header.tx_root != merkle_root_hex([t.hash for t in txs]):

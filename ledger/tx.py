@@ -3,6 +3,13 @@
 The decoder is the single gate for transactions from anywhere (REST, gossip, blocks). It accepts
 exactly the contract's shape, with no unknown fields, and rebuilds the body from the parsed values,
 so the signed bytes are canonical whatever spacing or key order the client sent.
+
+Most bytes a node reads are already canonical: gossip and blocks carry `Transaction.encode()`, and
+clients that sign usually send what they signed. `decode_canonical_array` reads such bytes with
+one regular expression per transaction, without building JSON objects, and answers None as soon
+as anything is not in canonical form, so the caller falls back to the strict decoder. It accepts
+only what `decode_tx` accepts, and decodes it to the same transaction (tests hold the two
+together); refusals, with their precise error codes, always come from `decode_tx`.
 """
 
 from __future__ import annotations
@@ -197,6 +204,92 @@ def decode_payload(tx_type: str, obj: Any) -> Payload:
     raise _malformed(f"body.type must be one of {', '.join(TX_TYPES)}")
 
 
+# --- the fast path for canonical bytes ---------------------------------------------------------------
+
+# Integers: canonical JSON has no leading zeros; 16 digits bound them below 10^16 (the range check
+# against 2^53-1 is in code). Strings: canonical JSON leaves printable ASCII but `"` and `\` as is.
+_INT = rb"(0|[1-9][0-9]{0,15})"
+_POS = rb"([1-9][0-9]{0,15})"
+_HEX64 = rb"([0-9a-f]{64})"
+_ASSET = rb"([A-Z][A-Z0-9]{1,11})"
+_PLAIN = rb'([\x20\x21\x23-\x5b\x5d-\x7e]*)'
+_CANONICAL_TX = re.compile(
+    rb'\{"body":(\{"chain_id":"([A-Za-z0-9][A-Za-z0-9._-]{0,63})","nonce":' + _INT + rb',"payload":\{(?:'
+    rb'"amount":' + _POS + rb',"asset":"' + _ASSET + rb'","to":"' + _HEX64 + rb'"'
+    rb'|"asset":"' + _ASSET + rb'","supply":' + _POS +
+    rb'|"key":"' + _PLAIN + rb'","value":"' + _PLAIN + rb'"'
+    rb')\},"sender":"' + _HEX64 + rb'","type":"(transfer|issue|record)"\}),"signature":"([0-9a-f]{128})"\}')
+
+
+def _decode_canonical(match: re.Match[bytes]) -> Transaction | None:
+    """The transaction a `_CANONICAL_TX` match spells, or None if it breaks a rule the regex
+    cannot express (ranges, the payload fitting the type); `decode_tx` then says why."""
+    (body, chain_id, nonce, amount, asset, to, issue_asset, supply, key, value, sender, tx_type,
+     signature) = match.groups()
+    raw = match.group(0)
+    sig_hex = signature.decode()
+    hit = _memo.lookup(sig_hex)
+    if hit is not None and hit.encode() == raw:
+        return hit
+    payload: Payload
+    if tx_type == b"transfer" and amount is not None:
+        payload = Transfer(to.decode(), asset.decode(), int(amount))
+        if payload.amount > MAX_SAFE_INT:
+            return None
+    elif tx_type == b"issue" and supply is not None:
+        payload = Issue(issue_asset.decode(), int(supply))
+        if payload.supply > MAX_SAFE_INT:
+            return None
+    elif tx_type == b"record" and key is not None:
+        if not 1 <= len(key) <= MAX_RECORD_KEY_BYTES or len(value) > MAX_RECORD_VALUE_BYTES:
+            return None
+        payload = Record(key.decode(), value.decode())
+    else:
+        return None
+    nonce_value = int(nonce)
+    if nonce_value > MAX_SAFE_INT:
+        return None
+    signing = SIGNING_PREFIX + body
+    tx = Transaction(chain_id.decode(), sender.decode(), nonce_value, tx_type.decode(), payload,
+                     bytes.fromhex(sig_hex), signing, sha256_hex(signing))
+    tx._encoded.append(raw)
+    _memo.put(sig_hex, tx)
+    return tx
+
+
+def decode_canonical_array(data: bytes, start: int = 0, end: int | None = None) -> list[Transaction] | None:
+    """Transactions from `data[start:end]` when it is a JSON array of canonical transactions
+    (`[` tx `,` tx ... `]`, no whitespace); None when it is anything else, for `decode_tx`."""
+    end = len(data) if end is None else end
+    if end - start < 2 or data[start] != 0x5B or data[end - 1] != 0x5D:  # [ ... ]
+        return None
+    txs: list[Transaction] = []
+    pos = start + 1
+    if pos == end - 1:
+        return txs
+    match_at = _CANONICAL_TX.match
+    while True:
+        match = match_at(data, pos, end)
+        if match is None:
+            return None
+        tx = _decode_canonical(match)
+        if tx is None:
+            return None
+        txs.append(tx)
+        pos = match.end()
+        if pos == end - 1:
+            return txs
+        if data[pos] != 0x2C:  # ,
+            return None
+        pos += 1
+
+
+def decode_canonical_tx(data: bytes) -> Transaction | None:
+    """One canonical transaction from all of `data`, or None (see `decode_canonical_array`)."""
+    match = _CANONICAL_TX.fullmatch(data)
+    return None if match is None else _decode_canonical(match)
+
+
 def decode_tx(obj: Any) -> Transaction:
     """Decode one transaction from parsed JSON; raises Rejected for anything off-contract.
 
@@ -273,6 +366,10 @@ class _DecodeMemo:
         # from the front skips every slot deleted before it).
         self._young: dict[str, Transaction] = {}
         self._old: dict[str, Transaction] = {}
+
+    def lookup(self, sig_hex: str) -> Transaction | None:
+        """The transaction remembered under this signature; the caller compares it with its input."""
+        return self._young.get(sig_hex) or self._old.get(sig_hex)
 
     def get(self, obj: Any) -> Transaction | None:
         if type(obj) is not dict:

@@ -24,6 +24,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from ledger.errors import Rejected
+from ledger.tx import Transaction, decode_canonical_array, decode_canonical_tx
 from node.config import NodeConfig
 from node.errors import ApiError, dumps, error_response, from_api_error, status_for
 from node.events_ws import EventStream
@@ -191,7 +192,16 @@ class _Handlers:
         if wait is not None and wait != "commit":
             raise ApiError("invalid_query", f"wait must be 'commit', got {_preview(wait)}")
         timeout_s = self._wait_timeout(request.query.get("timeout_s"), wait is not None)
-        body = parse_json(await read_body(request, self.limits.max_body_bytes))
+        raw = await read_body(request, self.limits.max_body_bytes)
+        # Canonical bytes (what a signing client usually sends) skip the JSON parser; anything else,
+        # including every malformed body, takes the strict path with its precise errors.
+        fast = decode_canonical_array(raw) if raw[:1] == b"[" else None
+        if fast is not None and not wait:
+            return await self._submit_batch(fast)
+        single = decode_canonical_tx(raw) if raw[:1] == b"{" else None
+        if single is not None:
+            return await self._submit_one(single, timeout_s if wait else None)
+        body = parse_json(raw)
         if isinstance(body, dict):
             return await self._submit_one(body, timeout_s if wait else None)
         if isinstance(body, list):
@@ -214,7 +224,7 @@ class _Handlers:
             raise ApiError("invalid_query", f"timeout_s must be a number of seconds in (0, {ceiling:g}]")
         return value
 
-    async def _submit_one(self, tx: dict[str, Any], timeout_s: float | None) -> web.StreamResponse:
+    async def _submit_one(self, tx: dict[str, Any] | Transaction, timeout_s: float | None) -> web.StreamResponse:
         outcomes = await self.service.submit([tx])
         if len(outcomes) != 1:
             raise RuntimeError(f"service.submit answered {len(outcomes)} outcomes for 1 transaction")

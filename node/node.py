@@ -45,7 +45,7 @@ from ledger.block import Block, BlockHeader
 from ledger.errors import Rejected
 from ledger.genesis import Genesis
 from ledger.state import account_key, decode_account, record_key
-from ledger.tx import Transaction, decode_tx
+from ledger.tx import Transaction, decode_canonical_array, decode_tx
 from node.cluster import PeerNetwork
 from node.config import ConfigError, NodeConfig, load_config
 from node.executor import BlockExecutor, BuildLimits
@@ -287,11 +287,14 @@ class Node:
         decoded: list[Transaction] = []
         positions: list[int] = []
         for i, raw in enumerate(txs):
-            try:
-                tx = decode_tx(raw)
-            except Rejected as exc:
-                outcomes[i] = SubmitOutcome(None, exc.code, exc.message)
-                continue
+            if isinstance(raw, Transaction):
+                tx = raw
+            else:
+                try:
+                    tx = decode_tx(raw)
+                except Rejected as exc:
+                    outcomes[i] = SubmitOutcome(None, exc.code, exc.message)
+                    continue
             decoded.append(tx)
             positions.append(i)
         if decoded:
@@ -338,6 +341,10 @@ class Node:
                 batches.append(self._gossip_in.get_nowait())
             decoded = []
             for _peer, data in batches:
+                fast = decode_canonical_array(data)
+                if fast is not None and len(fast) <= self.config.max_batch_txs:
+                    decoded.extend(fast)
+                    continue
                 try:
                     items = json.loads(data)
                 except ValueError:

@@ -43,7 +43,8 @@ class NodeService(Protocol):
     node_id: str
 
     async def submit(self, txs: list[Any]) -> list[SubmitOutcome]:
-        """Decode, check and admit parsed-JSON transactions to the mempool (and gossip them)."""
+        """Decode, check and admit transactions (parsed JSON, or `Transaction`s the caller already
+        decoded) to the mempool, and gossip them."""
         ...
 
     async def wait_committed(self, tx_hash: str, timeout_s: float) -> TxStatus | None:
