@@ -16,11 +16,15 @@ from ledger.block import Block
 class EngineKind(NamedTuple):
     make: Callable[[EngineContext], Engine]
     verify_certificate: Callable[[Block, Any, Sequence[str], Verifier], bool]
+    # The fault model. Byzantine (False): a validator may lie, so every node checks every signature
+    # itself. Crash-only (True): validators are trusted not to lie, so a transaction a peer
+    # gossips was verified by the validator that took it from the client, and is not checked again.
+    trusts_validators: bool
 
 
 ENGINES: dict[str, EngineKind] = {
-    "pbft": EngineKind(bft.BftEngine, bft.verify_certificate),
-    "raft": EngineKind(raft.RaftEngine, raft.verify_certificate),
+    "pbft": EngineKind(bft.BftEngine, bft.verify_certificate, trusts_validators=False),
+    "raft": EngineKind(raft.RaftEngine, raft.verify_certificate, trusts_validators=True),
 }
 
 
@@ -34,6 +38,11 @@ def _kind(kind: str) -> EngineKind:
 def make_engine(kind: str, ctx: EngineContext) -> Engine:
     """A new engine of `kind` ("pbft", ...) built from `ctx`."""
     return _kind(kind).make(ctx)
+
+
+def trusts_validators(kind: str) -> bool:
+    """True when engine `kind` assumes crash faults only, so validators' word is taken (see `EngineKind`)."""
+    return _kind(kind).trusts_validators
 
 
 def verify_certificate(kind: str, block: Block, certificate: Any, validators: Sequence[str],

@@ -18,6 +18,7 @@ import pytest
 from ledger import keys
 from node import testnet as tn
 from node.node import Node
+from tests.helpers.chain import resigned
 from tests.helpers.nodes import pay
 from tests.helpers.ports import free_base_port
 
@@ -103,3 +104,25 @@ async def test_a_validator_that_missed_a_commit_catches_up_by_sync(cluster: Node
     status = await late.wait_committed(second.hash, 30)
     assert status is not None and status.status == "committed" and status.height is not None
     assert status.height > head
+
+
+@pytest.mark.parametrize(("consensus", "admitted"), [("pbft", False), ("raft", True)])
+async def test_gossiped_signatures_are_checked_unless_the_engine_trusts_validators(
+        tmp_path: Path, consensus: str, admitted: bool) -> None:
+    """The fault model decides: under PBFT a validator may lie, so a forged signature gossiped by a
+    peer is refused; Raft assumes crash faults only, so a peer's gossip was verified by the validator
+    that took it from the client and is not checked again (the docs state this trade)."""
+    net = tn.make_testnet(tmp_path / "net", validators=2, consensus=consensus, accounts=2,
+                          base_port=free_base_port())
+    alice, bob = (keys.PrivateKey.load(p) for p in net.account_files)
+    honest = pay(alice, 0, bob)
+    forged = resigned(pay(alice, 1, bob), bob)  # alice's transfer, signed by bob
+    async with AsyncExitStack() as stack:
+        node = Node.open(net.node_homes[0], dict(FAST), environ={})
+        stack.push_async_callback(node.stop)
+        await node.start()
+        peer = node.genesis.validators[1].node_id
+        # Both in one batch: one admission round decides both, so waiting for one is waiting for both.
+        assert node.receive_txs(peer, b"[" + honest.encode() + b"," + forged.encode() + b"]")
+        await eventually(lambda: honest.hash in node.mempool, "the honest transaction to be admitted")
+        assert (forged.hash in node.mempool) is admitted
