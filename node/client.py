@@ -60,7 +60,10 @@ class LedgerClient:
         self.timeout_s = timeout_s
 
     def request(self, method: str, path: str, body: Any = None, timeout_s: float | None = None) -> Any:
-        data = None if body is None else json.dumps(body, separators=(",", ":")).encode()
+        # Canonical JSON (sorted keys, no spaces, UTF-8): for a transaction these are the bytes the
+        # node can read on its fast path (any JSON is accepted, canonical is simply cheaper).
+        data = None if body is None else json.dumps(body, separators=(",", ":"), sort_keys=True,
+                                                    ensure_ascii=False).encode()
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         req = urllib.request.Request(self.base_url + path, data=data, method=method, headers=headers)
         where = f"{method} {self.base_url}{path}"

@@ -8,7 +8,6 @@ every account's balance stays far above what it spends.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,6 +95,6 @@ def presign(accounts: list[keys.PrivateKey], chain_id: str, total: int) -> list[
         nonce = i // count
         to = accounts[(sender + 1) % count].address
         tx = sign_tx(accounts[sender], chain_id, nonce, Transfer(to, NATIVE_ASSET, TRANSFER_AMOUNT))
-        body = json.dumps(tx.to_json(), separators=(",", ":")).encode()
+        body = tx.encode()  # canonical JSON, as ledgerd's own client sends it
         out.append(SignedTx(tx.hash, sender, body))
     return out
