@@ -97,10 +97,21 @@ def _public_key(address: str) -> bytes:
 
 def verify(address: str, signature: bytes, data: bytes) -> bool:
     """True when `signature` is `address`'s Ed25519 signature of `data`."""
-    if len(signature) != 64 or len(address) != 64:
+    if len(address) != 64:
         return False
     try:
-        crypto_sign_open(signature + data, _public_key(address))
+        public_key = _public_key(address)
+    except ValueError:
+        return False
+    return verify_raw(public_key, signature, data)
+
+
+def verify_raw(public_key: bytes, signature: bytes, data: bytes) -> bool:
+    """`verify` with the raw 32-byte public key."""
+    if len(signature) != 64 or len(public_key) != 32:
+        return False
+    try:
+        crypto_sign_open(signature + data, public_key)
     except (CryptoError, ValueError, TypeError):  # BadSignatureError is a CryptoError
         return False
     return True
