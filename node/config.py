@@ -72,6 +72,10 @@ class NodeConfig(BaseModel):
         default=1, ge=1, description="Retry-After hint when the mempool is full")
     max_block_txs: int = Field(
         default=2000, ge=1, description="most transactions this node puts in a block")
+    block_interval_ms: int = Field(
+        default=50, ge=0, le=10_000,
+        description="a proposer builds its next block at least this long after the last commit, unless "
+                    "a full block is waiting (0: at once); fewer, fuller blocks under load")
     max_block_bytes: int = Field(  # the engines refuse blocks over EngineConfig.max_block_bytes (8 MiB)
         default=4 * MiB, ge=1024, le=8 * MiB, description="most bytes this node puts in a block")
     max_block_time_drift_ms: int = Field(

@@ -122,6 +122,7 @@ class Node:
         metrics.watch_engine(lambda: dict(self.engine.counters))
         self.runtime = Runtime(
             self.engine, store, self.executor, self.mempool, metrics, tick_ms=config.tick_ms,
+            block_interval_ms=config.block_interval_ms, full_block_txs=config.max_block_txs,
             max_inbox=config.runtime_max_inbox, on_commit=self._on_commit, on_dropped=self._on_dropped,
             logger=logger,
         )

@@ -68,6 +68,34 @@ async def test_a_transfer_commits_and_every_read_shows_it(net: Net, node: Node) 
     json.dumps(status_doc)  # the API serves it as is
 
 
+async def test_blocks_are_paced_by_block_interval_unless_a_full_block_waits(net: Net) -> None:
+    """An idle chain proposes its first transaction at once; the next block is built no sooner
+    than block_interval_ms after the last commit (header timestamps are taken when a block is
+    built); a full block (max_block_txs ready) does not wait."""
+    alice, bob = net.accounts[0], net.accounts[1]
+    paced = Node.open(net.home, {"tick_ms": 10, "block_interval_ms": 300, "max_block_txs": 2}, environ={})
+    await paced.start()
+    try:
+        [first] = await commit(paced, pay(alice, 0, bob))
+        [second] = await commit(paced, pay(alice, 1, bob))  # one transaction: not a full block
+        ts = [paced.block(h)["header"]["timestamp"] for h in (first.height, second.height)]  # type: ignore[index]
+        assert second.height == first.height + 1 and ts[1] - ts[0] >= 300
+    finally:
+        await paced.stop()
+    eager = Node.open(net.home, {"tick_ms": 10, "block_interval_ms": 10_000, "max_block_txs": 2}, environ={})
+    await eager.start()
+    try:
+        [a, b] = await commit(eager, pay(alice, 2, bob), pay(alice, 3, bob))  # a full block: at once
+        pair = [pay(alice, 4, bob), pay(alice, 5, bob)]
+        assert [o.code for o in await eager.submit(wire(*pair))] == ["accepted"] * 2
+        # Well inside the 10 s interval: only the full-block rule can have built this block.
+        c, d = [await eager.wait_committed(tx.hash, 5.0) for tx in pair]
+        assert c is not None and d is not None
+        assert a.height == b.height and c.height == d.height == a.height + 1
+    finally:
+        await eager.stop()
+
+
 async def test_failed_execution_and_records_issue(net: Net, node: Node) -> None:
     alice, bob = net.accounts[0], net.accounts[1]
     issue = signed(alice, 0, Issue("GOLD", 100))
