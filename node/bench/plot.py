@@ -32,9 +32,9 @@ def load(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _median(values: list[Any]) -> Any:
+def _median(values: list[Any], digits: int = 1) -> Any:
     present = [v for v in values if v is not None]
-    return round(float(statistics.median(present)), 1) if present else None
+    return round(float(statistics.median(present)), digits) if present else None
 
 
 def summary(rows: list[dict[str, Any]]) -> str:
@@ -42,8 +42,8 @@ def summary(rows: list[dict[str, Any]]) -> str:
     for row in rows:
         by_setup[row["setup"]].append(row)
     lines = ["| setup | runs | committed tx/s (median; each run) | p50 ms | p95 ms | p99 ms | "
-             "node CPU % (median of nodes) | peak RSS MiB (max of nodes) |",
-             "|---|---|---|---|---|---|---|---|"]
+             "node CPU % (median of nodes) | node CPU ms per tx (all nodes) | peak RSS MiB (max of nodes) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for setup, runs in by_setup.items():
         if setup.endswith(CURVE_SUFFIX):
             continue
@@ -53,7 +53,8 @@ def summary(rows: list[dict[str, Any]]) -> str:
         lines.append(
             f"| {setup} | {len(runs)} | **{_median(tps)}** ({', '.join(str(t) for t in tps)}) | "
             f"{_median([r['latency_ms_p50'] for r in runs])} | {_median([r['latency_ms_p95'] for r in runs])} | "
-            f"{_median([r['latency_ms_p99'] for r in runs])} | {_median(cpus)} | {max(rss) if rss else '-'} |")
+            f"{_median([r['latency_ms_p99'] for r in runs])} | {_median(cpus)} | "
+            f"{_median([r.get('node_cpu_ms_per_tx') for r in runs], 3)} | {max(rss) if rss else '-'} |")
     lines += ["", "| curve | offered tx/s | committed tx/s | p50 ms | p99 ms | dropped |", "|---|---|---|---|---|---|"]
     for row in sorted((r for r in rows if r["setup"].endswith(CURVE_SUFFIX)),
                       key=lambda r: (r["setup"], r["offered_tps"])):
