@@ -71,8 +71,15 @@ class Receipt:
     def to_json(self) -> dict[str, Any]:
         return {"code": self.code, "message": self.message} if self.message else {"code": self.code}
 
+    def encode(self) -> bytes:
+        """Canonical JSON of `to_json()`; the common "ok" receipt's bytes are made once."""
+        if self is OK:
+            return _OK_BYTES
+        return canonical_json_trusted(self.to_json())
+
 
 OK = Receipt("ok")
+_OK_BYTES = canonical_json_trusted(OK.to_json())
 
 
 def encode_account(acct: Account) -> bytes:

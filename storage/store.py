@@ -223,12 +223,12 @@ class Store:
             with self._db.write_batch(transaction=True, sync=True) as batch:
                 batch.put(BLOCK + height_bytes, block.encode())
                 batch.put(CERTIFICATE + height_bytes, canonical_json_trusted(dict(certificate)))
-                receipts = [r.to_json() for r in execution.receipts]
-                batch.put(RECEIPTS + height_bytes, canonical_json_trusted(receipts))
+                receipts = [r.encode() for r in execution.receipts]
+                batch.put(RECEIPTS + height_bytes, b"[" + b",".join(receipts) + b"]")
                 batch.put(TX_HASHES + height_bytes, b"".join(bytes.fromhex(tx.hash) for tx in block.txs))
                 for index, (tx, receipt) in enumerate(zip(block.txs, receipts, strict=True)):
                     location = height_bytes + index.to_bytes(4, "big")
-                    batch.put(tx_index_key(tx.hash), location + canonical_json_trusted(receipt))
+                    batch.put(tx_index_key(tx.hash), location + receipt)
                 for key, value in execution.writes.items():
                     batch.put(STATE + key, value)
                 batch.put(META_TIP, _tip_json(new_tip))

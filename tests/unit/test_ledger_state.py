@@ -9,7 +9,16 @@ from ledger.block import decode_block, make_block
 from ledger.encoding import canonical_json
 from ledger.errors import Rejected
 from ledger.genesis import Genesis, Validator
-from ledger.state import Account, StateOverlay, account_key, decode_account, encode_account, execute
+from ledger.state import (
+    OK,
+    Account,
+    Receipt,
+    StateOverlay,
+    account_key,
+    decode_account,
+    encode_account,
+    execute,
+)
 from ledger.tx import Issue, Record, Transfer, sign_tx
 
 CHAIN = "ledger-test"
@@ -143,3 +152,9 @@ def test_account_bytes_are_the_canonical_encoding_and_parse_back_to_a_copy(accou
     assert first == account == second
     first.balances["LDG"] = 0  # callers mutate what they get; the remembered parse must not change
     assert decode_account(raw) == account
+
+
+def test_receipt_bytes_are_the_canonical_json_of_the_receipt() -> None:
+    """What the store writes for receipts (the shared "ok" bytes included) reads back as to_json()."""
+    for receipt in (OK, Receipt("ok"), Receipt("insufficient_funds", 'balance of "LDG" is 5\\n, caf\u00e9')):
+        assert receipt.encode() == canonical_json(receipt.to_json())
