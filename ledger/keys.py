@@ -118,5 +118,5 @@ def verify_raw(public_key: bytes, signature: bytes, data: bytes) -> bool:
 
 
 def verify_many(items: list[tuple[str, bytes, bytes]]) -> list[bool]:
-    """`verify` over (address, signature, data) triples: one call per batch, for a worker process."""
+    """`verify` over (address, signature, data) triples: one call per batch (a verify thread's job)."""
     return [verify(address, signature, data) for address, signature, data in items]

@@ -377,7 +377,7 @@ class _DecodeMemo:
         sig = obj.get("signature")
         if type(sig) is not str:
             return None
-        hit = self._young.get(sig) or self._old.get(sig)
+        hit = self.lookup(sig)
         if hit is None or hit.to_json() != obj:
             return None
         body = obj["body"]

@@ -195,8 +195,8 @@ class _Handlers:
         raw = await read_body(request, self.limits.max_body_bytes)
         # Canonical bytes (what a signing client usually sends) skip the JSON parser; anything else,
         # including every malformed body, takes the strict path with its precise errors.
-        fast = decode_canonical_array(raw) if raw[:1] == b"[" else None
-        if fast is not None and not wait:
+        fast = decode_canonical_array(raw) if raw[:1] == b"[" and not wait else None
+        if fast is not None:
             return await self._submit_batch(fast)
         single = decode_canonical_tx(raw) if raw[:1] == b"{" else None
         if single is not None:

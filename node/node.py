@@ -343,8 +343,11 @@ class Node:
             decoded = []
             for _peer, data in batches:
                 fast = decode_canonical_array(data)
-                if fast is not None and len(fast) <= self.config.max_batch_txs:
-                    decoded.extend(fast)
+                if fast is not None:
+                    if len(fast) <= self.config.max_batch_txs:
+                        decoded.extend(fast)
+                    else:
+                        self.metrics.dropped.labels("malformed_tx_gossip").inc()
                     continue
                 try:
                     items = json.loads(data)

@@ -29,6 +29,7 @@ import signal
 import sys
 from collections import deque
 from collections.abc import Sequence
+from typing import BinaryIO
 
 from ledger import keys
 
@@ -202,8 +203,8 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
-def _read_exactly(stream: object, size: int) -> bytes | None:
-    read = stream.read  # type: ignore[attr-defined]
+def _read_exactly(stream: BinaryIO, size: int) -> bytes | None:
+    read = stream.read
     chunks = []
     while size:
         chunk = read(size)
