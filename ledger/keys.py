@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
@@ -90,17 +89,12 @@ class PrivateKey:
         return cls.from_pem(data)
 
 
-@lru_cache(maxsize=4096)
-def _public_key(address: str) -> bytes:
-    return bytes.fromhex(address)
-
-
 def verify(address: str, signature: bytes, data: bytes) -> bool:
     """True when `signature` is `address`'s Ed25519 signature of `data`."""
     if len(address) != 64:
         return False
     try:
-        public_key = _public_key(address)
+        public_key = bytes.fromhex(address)
     except ValueError:
         return False
     return verify_raw(public_key, signature, data)

@@ -44,7 +44,7 @@ from ledger import keys
 from ledger.block import Block, BlockHeader
 from ledger.errors import Rejected
 from ledger.genesis import Genesis
-from ledger.state import account_key, decode_account, record_key
+from ledger.state import ParseMemo, account_key, decode_account, record_key
 from ledger.tx import Transaction, decode_canonical_array, decode_tx
 from node.cluster import PeerNetwork
 from node.config import ConfigError, NodeConfig, load_config
@@ -98,16 +98,18 @@ class Node:
         self.metrics = metrics
         self.store = store
         self.log = logger
+        # Parsed accounts and assets by their stored bytes, shared by admission and execution.
+        self.parse_memo = ParseMemo()
         self.mempool = Mempool(store, genesis.chain_id, MempoolLimits(
             max_txs=config.mempool_max_txs, max_bytes=config.mempool_max_bytes,
             max_future_per_sender=config.mempool_max_future_per_sender, tx_ttl_s=config.mempool_tx_ttl_s,
             retry_after_s=config.mempool_retry_after_s, dropped_memory=config.dropped_tx_memory,
-        ), time.monotonic)
+        ), time.monotonic, memo=self.parse_memo)
         self.executor = BlockExecutor(
             store, self.mempool, key.address, genesis.validator_ids,
             BuildLimits(config.max_block_txs, config.max_block_bytes, config.max_block_time_drift_ms,
                         empty_block_after_round_0=genesis.consensus == "pbft"),
-            lambda: int(time.time() * 1000),
+            lambda: int(time.time() * 1000), self.parse_memo,
         )
         context = EngineContext(
             chain_id=genesis.chain_id, validators=genesis.validator_ids, signer=Ed25519Signer(key),
@@ -527,7 +529,7 @@ class Node:
     def account(self, address: str) -> dict[str, Any]:
         if not keys.is_address(address):
             raise Rejected("invalid_address", "an address is 64 lowercase hex characters")
-        account = decode_account(self.store.state.get(account_key(address)))
+        account = decode_account(self.store.state.get(account_key(address)), self.parse_memo)
         return {"address": address, "nonce": account.nonce, "balances": dict(account.balances)}
 
     def record(self, owner: str, key: str) -> dict[str, Any] | None:
