@@ -15,7 +15,9 @@ together); refusals, with their precise error codes, always come from `decode_tx
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from ledger import keys
@@ -112,20 +114,20 @@ def _malformed(message: str) -> Rejected:
     return Rejected("malformed", message)
 
 
-_KEY_SETS: dict[tuple[str, ...], frozenset[str]] = {}
-
-
-def _key_set(expected: tuple[str, ...]) -> frozenset[str]:
-    found = _KEY_SETS.get(expected)
-    if found is None:
-        found = _KEY_SETS[expected] = frozenset(expected)
-    return found
+_TX_KEYS = ("body", "signature")
+_BODY_KEYS = ("chain_id", "sender", "nonce", "type", "payload")
+_TRANSFER_KEYS = ("to", "asset", "amount")
+_ISSUE_KEYS = ("asset", "supply")
+_RECORD_KEYS = ("key", "value")
+# Each object's field names as a set, made once: comparing a dict's keys with a set is one C call.
+_KEY_SETS: Mapping[tuple[str, ...], frozenset[str]] = MappingProxyType(
+    {keys_: frozenset(keys_) for keys_ in (_TX_KEYS, _BODY_KEYS, _TRANSFER_KEYS, _ISSUE_KEYS, _RECORD_KEYS)})
 
 
 def _exact_keys(obj: Any, where: str, expected: tuple[str, ...]) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise _malformed(f"{where} must be a JSON object")
-    if obj.keys() != _key_set(expected):
+    if obj.keys() != _KEY_SETS[expected]:
         missing = [k for k in expected if k not in obj]
         extra = sorted(k for k in obj if k not in expected)
         parts = []
@@ -186,14 +188,14 @@ def _utf8_len(text: str, where: str) -> int:
 
 def decode_payload(tx_type: str, obj: Any) -> Payload:
     if tx_type == "transfer":
-        p = _exact_keys(obj, "payload", ("to", "asset", "amount"))
+        p = _exact_keys(obj, "payload", _TRANSFER_KEYS)
         return Transfer(_address(p["to"], "payload.to"), _asset(p["asset"], "payload.asset"),
                         _amount(p["amount"], "payload.amount"))
     if tx_type == "issue":
-        p = _exact_keys(obj, "payload", ("asset", "supply"))
+        p = _exact_keys(obj, "payload", _ISSUE_KEYS)
         return Issue(_asset(p["asset"], "payload.asset"), _amount(p["supply"], "payload.supply"))
     if tx_type == "record":
-        p = _exact_keys(obj, "payload", ("key", "value"))
+        p = _exact_keys(obj, "payload", _RECORD_KEYS)
         key = _string(p["key"], "payload.key")
         value = _string(p["value"], "payload.value")
         if not 1 <= _utf8_len(key, "payload.key") <= MAX_RECORD_KEY_BYTES:
@@ -305,8 +307,8 @@ def decode_tx(obj: Any) -> Transaction:
 
 
 def _decode_tx(obj: Any) -> Transaction:
-    tx = _exact_keys(obj, "transaction", ("body", "signature"))
-    body = _exact_keys(tx["body"], "body", ("chain_id", "sender", "nonce", "type", "payload"))
+    tx = _exact_keys(obj, "transaction", _TX_KEYS)
+    body = _exact_keys(tx["body"], "body", _BODY_KEYS)
     chain_id = _string(body["chain_id"], "body.chain_id")
     if not CHAIN_ID_RE.fullmatch(chain_id):
         raise _malformed("body.chain_id must be 1 to 64 characters of [A-Za-z0-9._-]")
