@@ -434,7 +434,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _describe_known(exc: Exception) -> str | None:
     from node.config import ConfigError
-    from storage.store import StorageError
+    from storage import StorageError
 
     if isinstance(exc, (ConfigError, StorageError)):
         return str(exc)
