@@ -14,7 +14,7 @@ The HTTP layer never reaches the engine or the database through anything but the
 submissions go through the runtime's inbox; reads (blocks, accounts, records, tx status) read
 committed data from the store on the event loop thread, where every commit is applied atomically.
 
-Peers: on a chain with more than one validator the node owns a `node.cluster.PeerNetwork` (its
+Peers: on a chain with more than one validator the node owns a `node.net.cluster.PeerNetwork` (its
 p2p listener on `p2p_host:p2p_port`, a link to every peer in `[peers]`, tx gossip, peer heads and
 block sync), started first by `start()` and stopped before the runtime by `stop()`. Tests may plug
 in a transport of their own instead with `set_transport(transport, tx_gossip)`: the runtime sends
@@ -46,12 +46,12 @@ from ledger.errors import Rejected
 from ledger.genesis import Genesis
 from ledger.state import ParseMemo, account_key, decode_account, record_key
 from ledger.tx import Transaction, decode_canonical_array, decode_tx
-from node.cluster import PeerNetwork
 from node.config import ConfigError, NodeConfig, load_config
-from node.executor import BlockExecutor, BuildLimits
-from node.gossip import TxBatcher
-from node.mempool import Dropped, Mempool, MempoolLimits
+from node.core.executor import BlockExecutor, BuildLimits
+from node.core.mempool import Dropped, Mempool, MempoolLimits
 from node.metrics import NodeMetrics
+from node.net.cluster import PeerNetwork
+from node.net.gossip import TxBatcher
 from node.runtime import CommittedBlock, Runtime, SyncOutcome, Transport
 from node.service import SubmitOutcome, TxStatus
 from node.sigworkers import SignatureWorkers, WorkerLost

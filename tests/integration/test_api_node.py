@@ -16,11 +16,11 @@ import aiohttp
 import pytest
 from openapi_schema_validator import OAS31Validator
 
+from cli.testnet import make_testnet
 from ledger import keys
 from ledger.tx import Issue, Payload, Record, Transaction, Transfer, sign_tx
-from node.api import ApiServer, limits_from_config, make_app
+from node.api.app import ApiServer, limits_from_config, make_app
 from node.node import Node
-from node.testnet import make_testnet
 
 CHAIN = "ledger-local"
 WAIT_S = 10.0

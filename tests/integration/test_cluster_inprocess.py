@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from ledger import keys
-from node import testnet as tn
+from cli import testnet as tn
 from node.node import Node
 from tests.helpers.chain import resigned
 from tests.helpers.nodes import pay

@@ -15,14 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from node.bench.stats import family
+from cli.bench.stats import family
 from node.node import VERIFY_INLINE_BELOW
 from tests.helpers.chain import resigned
 from tests.helpers.nodes import pay, single_node_net, wire
 from tests.helpers.ports import wait_for
 
 BIN = Path(sys.executable).parent / "ledgerd"
-CLI = [str(BIN)] if BIN.exists() else [sys.executable, "-m", "node"]
+CLI = [str(BIN)] if BIN.exists() else [sys.executable, "-m", "cli"]
 WORKERS = 2
 
 

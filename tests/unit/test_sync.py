@@ -13,8 +13,8 @@ import pytest
 
 from consensus.api import ChainTip
 from ledger import keys
-from node.gossip import TxBatcher
-from node.sync import (
+from node.net.gossip import TxBatcher
+from node.net.sync import (
     MAGIC,
     BadBatch,
     BlockSync,

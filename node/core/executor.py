@@ -20,7 +20,7 @@ from consensus.api import ChainTip
 from ledger.block import Block, make_block
 from ledger.errors import Rejected
 from ledger.state import Execution, ParseMemo, execute
-from node.mempool import Mempool
+from node.core.mempool import Mempool
 from storage import Store
 
 MAX_CACHED_EXECUTIONS = 16

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from node.bench.load import Counters
-from node.bench.stats import percentile
+from cli.bench.load import Counters
+from cli.bench.stats import percentile
 
 
 def figures(c: Counters, *, consensus: str, validators: int, tx_bytes: int, offered_tps: float | None,

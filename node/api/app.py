@@ -2,7 +2,7 @@
 
 Handlers only parse, validate and translate: they ask the service (which enqueues work for the node
 or reads committed data) and turn its answer into JSON. Every error, including unknown routes, wrong
-methods and bugs, leaves as the JSON error body of `node.errors`; nothing answers HTML or a traceback.
+methods and bugs, leaves as the JSON error body of `node.api.errors`; nothing answers HTML or a traceback.
 
 Limits (body size, batch size, commit wait, WebSocket subscribers) come in as an `ApiLimits`, built
 from the node's configuration by the caller.
@@ -25,11 +25,11 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from ledger.errors import Rejected
 from ledger.tx import Transaction, decode_canonical_array, decode_canonical_tx
+from node.api.errors import ApiError, dumps, error_response, from_api_error, status_for
+from node.api.events import EventStream
+from node.api.openapi import build_openapi
 from node.config import NodeConfig
-from node.errors import ApiError, dumps, error_response, from_api_error, status_for
-from node.events_ws import EventStream
 from node.metrics import NodeMetrics
-from node.openapi import build_openapi
 from node.service import NodeService, SubmitOutcome
 
 MAX_HEIGHT = 2**63 - 1  # storage keys hold heights in 8 bytes
@@ -393,7 +393,7 @@ def make_app(service: NodeService, metrics: NodeMetrics, limits: ApiLimits | Non
              logger: logging.Logger | None = None) -> web.Application:
     """The aiohttp application serving the REST API, the event stream, /healthz, /metrics, /openapi.json."""
     limits = limits or ApiLimits()
-    logger = logger or logging.getLogger("node.api")
+    logger = logger or logging.getLogger("ledgerd.api")
     # aiohttp's own cap is a second line of defence; handlers read bodies through read_body's cap.
     app = web.Application(middlewares=[make_error_middleware(metrics, logger)],
                           client_max_size=limits.max_body_bytes)

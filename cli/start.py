@@ -2,7 +2,7 @@
 
 Start order: logging, open the node (config, key, genesis, database: any problem is one line and
 exit 1), start it (on a chain with other validators: its p2p listener on p2p_host:p2p_port and a
-link to every peer in [peers], see `node.cluster`; then consensus), then serve the API and announce
+link to every peer in [peers], see `node.net.cluster`; then consensus), then serve the API and announce
 its URL. Stop order, on the first signal: stop accepting HTTP, close event streams, wait briefly for
 in-flight requests, stop the node (its peer links, then consensus, then its database). A second
 signal while stopping is ignored: stopping is already as fast as it can be without risking the
@@ -19,12 +19,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from cli.errors import CliError
 from node import logs
-from node.api import ApiServer, limits_from_config, make_app
-from node.cli import CliError
+from node.api.app import ApiServer, limits_from_config, make_app
 from node.config import load_config
 
-log = logging.getLogger("node.cli")
+log = logging.getLogger("ledgerd.cli")
 
 
 async def run_node(home: Path, overrides: Mapping[str, Any]) -> int:
@@ -48,7 +48,7 @@ async def run_node(home: Path, overrides: Mapping[str, Any]) -> int:
     try:
         await node.start()
         limits = limits_from_config(node.config)
-        server = ApiServer(make_app(node.service, node.metrics, limits, logging.getLogger("node.api")),
+        server = ApiServer(make_app(node.service, node.metrics, limits, logging.getLogger("ledgerd.api")),
                            node.config.rest_host, node.config.rest_port, limits.shutdown_timeout_s)
         try:
             await server.start()

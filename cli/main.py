@@ -1,4 +1,4 @@
-"""`ledgerd`: the one command-line entry point (console script `ledgerd = node.cli:main`).
+"""`ledgerd`: the one command-line entry point (console script `ledgerd = cli.main:main`).
 
 Exit codes: 0 success, 1 runtime failure, 2 usage error. Every error is one line on stderr; a Python
 traceback reaches the terminal only with LEDGERD_DEBUG=1.
@@ -15,18 +15,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
+from cli.client import ClientError, LedgerClient, RequestFailed, normalize_url
+from cli.errors import CliError
 from ledger import keys
 from ledger.errors import Rejected
 from ledger.tx import ASSET_RE, MAX_RECORD_KEY_BYTES, MAX_RECORD_VALUE_BYTES, MAX_SAFE_INT, Payload
-from node.client import ClientError, LedgerClient, RequestFailed, normalize_url
 
 PROG = "ledgerd"
 DEFAULT_NODE_URL = "http://127.0.0.1:8001"
 DEFAULT_LOCALNET_DIR = "localnet-data"
-
-
-class CliError(Exception):
-    """A runtime failure the user can act on; its text is the one line printed."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -126,7 +123,7 @@ def _load_key(path: str) -> keys.PrivateKey:
 
 
 def cmd_testnet(args: argparse.Namespace) -> int:
-    from node.testnet import make_testnet
+    from cli.testnet import make_testnet
 
     net = make_testnet(Path(args.out), validators=args.validators, consensus=args.consensus,
                        chain_id=args.chain_id, accounts=args.accounts, base_port=args.base_port,
@@ -142,7 +139,7 @@ def cmd_testnet(args: argparse.Namespace) -> int:
 
 
 def cmd_start(args: argparse.Namespace) -> int:
-    from node.cli_start import run_node
+    from cli.start import run_node
 
     overrides = {
         "rest_host": args.rest_host, "rest_port": args.rest_port, "p2p_host": args.p2p_host,
@@ -153,7 +150,7 @@ def cmd_start(args: argparse.Namespace) -> int:
 
 
 def cmd_localnet(args: argparse.Namespace) -> int:
-    from node.cli_localnet import run_localnet
+    from cli.localnet import run_localnet
 
     return run_localnet(Path(args.dir), validators=args.validators, consensus=args.consensus,
                         base_port=args.base_port, accounts=args.accounts, ready_timeout_s=args.ready_timeout)
@@ -180,8 +177,8 @@ def _pids(text: str) -> list[int]:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from node.bench.run import run_bench
-    from node.bench.setup import BenchError
+    from cli.bench.run import run_bench
+    from cli.bench.setup import BenchError
 
     try:
         return run_bench(args.nodes, None if args.max else args.rate, args.duration, args.accounts,

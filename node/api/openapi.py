@@ -1,7 +1,7 @@
 """The OpenAPI 3.1 document of the REST API, served at GET /openapi.json.
 
 Built in code rather than kept as a static file so the limits it quotes are the node's own and the
-error codes it lists come from the one table in `node.errors`. Tests check that every route of the
+error codes it lists come from the one table in `node.api.errors`. Tests check that every route of the
 application appears here and that real responses validate against these schemas.
 """
 
@@ -10,10 +10,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ledger.tx import ASSET_RE, CHAIN_ID_RE, MAX_RECORD_KEY_BYTES, MAX_RECORD_VALUE_BYTES, MAX_SAFE_INT
-from node.errors import STATUS_BY_CODE
+from node.api.errors import STATUS_BY_CODE
 
 if TYPE_CHECKING:
-    from node.api import ApiLimits
+    from node.api.app import ApiLimits
 
 OPENAPI_VERSION = "3.1.0"
 API_VERSION = "1"

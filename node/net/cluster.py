@@ -3,9 +3,9 @@
 Topics:
 
     consensus   engine messages, both ways (`p2p.TopicChannel` is the runtime's transport)
-    txs         batches of transactions this node admitted from clients (`node.gossip.TxBatcher`);
+    txs         batches of transactions this node admitted from clients (`node.net.gossip.TxBatcher`);
                 received ones go to the node's gossip intake and are never passed on
-    status      this node's head, broadcast every `status_interval_s` (`node.sync`)
+    status      this node's head, broadcast every `status_interval_s` (`node.net.sync`)
     sync        request/response: blocks with their certificates, for peers that are behind
 
 `PeerNetwork` owns its tasks (status announcements, the block syncer, the gossip batcher) and the
@@ -31,9 +31,9 @@ from ledger import keys
 from ledger.block import Block
 from ledger.genesis import Genesis
 from node.config import ConfigError, NodeConfig
-from node.gossip import TxBatcher
 from node.metrics import NodeMetrics
-from node.sync import STATUS_TOPIC, SYNC_TOPIC, BlockSync, RefusedRequest, SyncSettings, encode_status
+from node.net.gossip import TxBatcher
+from node.net.sync import STATUS_TOPIC, SYNC_TOPIC, BlockSync, RefusedRequest, SyncSettings, encode_status
 from p2p import P2PConfig, P2PNode, RequestRefused, TopicChannel
 from storage import Store
 

@@ -1,6 +1,6 @@
 """`ledgerd localnet`: a local cluster as child processes of one foreground command.
 
-Writes a testnet into the directory the first time, then runs `python -m node start --home DIR/nodeK`
+Writes a testnet into the directory the first time, then runs `python -m cli start --home DIR/nodeK`
 for every node, each logging to DIR/nodeK/node.log, waits until each one's /healthz answers (printing
 progress), prints the URLs and keeps watching. Ctrl-C or SIGTERM stops every child: SIGTERM first,
 SIGKILL for any that has not exited after `STOP_GRACE_S`. The children also get SIGTERM from the
@@ -21,7 +21,7 @@ from pathlib import Path
 from types import FrameType
 from typing import IO
 
-from node.client import ClientError, LedgerClient
+from cli.client import ClientError, LedgerClient
 from node.config import CONFIG_FILE, ConfigError, load_config
 
 STOP_GRACE_S = 15.0
@@ -71,7 +71,7 @@ def prepare(directory: Path, validators: int, consensus: str, base_port: int, ac
         return homes
     if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
         raise ConfigError(f"{directory} exists but holds no testnet; choose another --dir or empty it")
-    from node.testnet import make_testnet
+    from cli.testnet import make_testnet
 
     net = make_testnet(directory, validators=validators, consensus=consensus, base_port=base_port,
                        accounts=accounts)
@@ -87,7 +87,7 @@ def _start_child(home: Path) -> Child:
     log = (home / LOG_FILE).open("ab")
     try:
         process = subprocess.Popen(
-            [sys.executable, "-m", "node", "start", "--home", str(home)],
+            [sys.executable, "-m", "cli", "start", "--home", str(home)],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             # Its own session: a terminal's Ctrl-C reaches localnet only, which then stops the
             # children in order instead of racing them.

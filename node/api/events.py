@@ -19,7 +19,7 @@ from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from node.errors import ApiError, dumps
+from node.api.errors import ApiError, dumps
 from node.service import NodeService
 
 CLOSE_NORMAL = int(WSCloseCode.OK)  # the node has no more blocks to send (it is stopping)

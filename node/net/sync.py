@@ -43,7 +43,7 @@ from consensus.factory import verify_certificate
 from ledger.block import Block, decode_block
 from ledger.encoding import canonical_json_trusted
 from ledger.errors import Rejected
-from node.runtime import SyncOutcome
+from node.core import SyncOutcome
 from storage import Store
 
 SYNC_TOPIC = "sync"
