@@ -22,6 +22,24 @@ HEX64 = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
 HEX128 = {"type": "string", "pattern": "^[0-9a-f]{128}$"}
 AMOUNT = {"type": "integer", "minimum": 1, "maximum": MAX_SAFE_INT}
 ASSET = {"type": "string", "pattern": f"^{ASSET_RE.pattern}$"}
+MAX_HEIGHT = 2**63 - 1  # storage keys hold heights in 8 bytes
+HEIGHT = {"type": "integer", "minimum": 0, "maximum": MAX_HEIGHT}
+# The byte limit of the slowest (4-byte) UTF-8 characters, for the character counts of JSON Schema.
+UTF8_MAX_BYTES_PER_CHAR = 4
+
+
+def _utf8_string(min_bytes: int, max_bytes: int, what: str) -> dict[str, Any]:
+    """A string limited in UTF-8 bytes, which JSON Schema cannot count: ASCII up to the byte limit, or
+    any text short enough that it fits in the limit whatever its characters (a conservative bound)."""
+    return {
+        "anyOf": [
+            {"type": "string", "pattern": f"^[\\x00-\\x7f]{{{min_bytes},{max_bytes}}}$"},
+            {"type": "string", "minLength": min_bytes, "maxLength": max_bytes // UTF8_MAX_BYTES_PER_CHAR},
+        ],
+        "description": f"{what}: {min_bytes} to {max_bytes} bytes of UTF-8 (the node counts bytes; this "
+                       f"schema accepts ASCII up to {max_bytes} characters, other text up to "
+                       f"{max_bytes // UTF8_MAX_BYTES_PER_CHAR})",
+    }
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -52,18 +70,14 @@ def _schemas() -> dict[str, Any]:
         "TransferPayload": _obj({"to": HEX64, "asset": ASSET, "amount": AMOUNT}),
         "IssuePayload": _obj({"asset": ASSET, "supply": AMOUNT}),
         "RecordPayload": _obj({
-            "key": {"type": "string", "minLength": 1,
-                    "description": f"1 to {MAX_RECORD_KEY_BYTES} bytes of UTF-8"},
-            "value": {"type": "string", "description": f"at most {MAX_RECORD_VALUE_BYTES} bytes of UTF-8"},
+            "key": _utf8_string(1, MAX_RECORD_KEY_BYTES, "the record key"),
+            "value": _utf8_string(0, MAX_RECORD_VALUE_BYTES, "the value"),
         }),
-        "TransactionBody": _obj({
-            "chain_id": {"type": "string", "pattern": f"^{CHAIN_ID_RE.pattern}$"},
-            "sender": {**HEX64, "description": "the sender's Ed25519 public key, which is its address"},
-            "nonce": {"type": "integer", "minimum": 0, "maximum": MAX_SAFE_INT,
-                      "description": "the sender's next nonce: 0, then one more per executed transaction"},
-            "type": {"type": "string", "enum": ["transfer", "issue", "record"]},
-            "payload": {"oneOf": [_ref("TransferPayload"), _ref("IssuePayload"), _ref("RecordPayload")]},
-        }),
+        "TransactionBody": {
+            "oneOf": [_body("transfer", "TransferPayload"), _body("issue", "IssuePayload"),
+                      _body("record", "RecordPayload")],
+            "description": "The signed part of a transaction; `type` names the payload's shape.",
+        },
         "Transaction": _obj({
             "body": _ref("TransactionBody"),
             "signature": {**HEX128,
@@ -151,6 +165,17 @@ def _schemas() -> dict[str, Any]:
     }
 
 
+def _body(tx_type: str, payload: str) -> dict[str, Any]:
+    return _obj({
+        "chain_id": {"type": "string", "pattern": f"^{CHAIN_ID_RE.pattern}$"},
+        "sender": {**HEX64, "description": "the sender's Ed25519 public key, which is its address"},
+        "nonce": {"type": "integer", "minimum": 0, "maximum": MAX_SAFE_INT,
+                  "description": "the sender's next nonce: 0, then one more per executed transaction"},
+        "type": {"type": "string", "const": tx_type},
+        "payload": _ref(payload),
+    }, description=f"A `{tx_type}` transaction's body.")
+
+
 def _error(description: str, codes: list[str], retry_after: bool = False) -> dict[str, Any]:
     response: dict[str, Any] = {
         "description": f"{description} Codes: {', '.join(codes)}.",
@@ -174,9 +199,13 @@ def _common(*extra: tuple[str, dict[str, Any]]) -> dict[str, Any]:
     responses: dict[str, Any] = {
         "400": _error("Malformed request: an unknown query parameter or an invalid path parameter.",
                       ["invalid_query", "invalid_hash", "invalid_address", "invalid_height",
-                       "invalid_record_key"]),
+                       "invalid_record_key", "bad_request"]),
         "405": _error("The route does not take this method (the Allow header lists those it takes).",
                       ["method_not_allowed"]),
+        "417": _error("An Expect header other than 100-continue.", ["expectation_failed"]),
+        "429": _error("This source address already holds the most connections the node takes from one "
+                      "address (or the node its total); answered as the connection opens.",
+                      ["too_many_connections"], retry_after=True),
         "500": _error("A bug in the node; details are in its log, never in the answer.", ["internal_error"]),
     }
     for status, response in extra:
@@ -209,11 +238,12 @@ def build_openapi(limits: ApiLimits) -> dict[str, Any]:
             "parameters": [
                 {"name": "wait", "in": "query", "required": False,
                  "schema": {"type": "string", "enum": ["commit"]},
-                 "description": "wait until the transaction is committed (single transaction only)"},
+                 "description": "wait until the transaction is committed; a single transaction only (an "
+                                "array with wait is refused 400 invalid_query)"},
                 {"name": "timeout_s", "in": "query", "required": False,
                  "schema": {"type": "number", "exclusiveMinimum": 0, "maximum": limits.commit_wait_timeout_s},
-                 "description": f"with wait=commit: how long to wait (default and maximum "
-                                f"{limits.commit_wait_timeout_s:g})"},
+                 "description": f"only together with wait=commit (400 invalid_query otherwise): how long "
+                                f"to wait (default and maximum {limits.commit_wait_timeout_s:g})"},
             ],
             "requestBody": {"required": True, "content": {"application/json": {"schema": {"oneOf": [
                 _ref("Transaction"),
@@ -228,6 +258,10 @@ def build_openapi(limits: ApiLimits) -> dict[str, Any]:
                 "400": _error("Malformed body: not JSON, not a transaction of the contract's shape, wrong "
                               "types, unknown fields, an empty array, or a bad query.", _codes(400)),
                 "405": _error("Only POST is allowed here.", ["method_not_allowed"]),
+                "408": _error(f"The body did not arrive within {limits.body_timeout_s:g}s.", ["request_timeout"]),
+                "417": _error("An Expect header other than 100-continue.", ["expectation_failed"]),
+                "429": _error("Too many connections from this source address.", ["too_many_connections"],
+                              retry_after=True),
                 "409": _error("Conflicts with the sender's nonce or a transaction the node already holds.",
                               _codes(409)),
                 "413": _error("The body or the array is larger than the node's limits.", _codes(413)),
@@ -256,7 +290,7 @@ def build_openapi(limits: ApiLimits) -> dict[str, Any]:
         "/v1/blocks/{height}": {"get": {
             "operationId": "get_block",
             "summary": "The committed block at a height",
-            "parameters": [_path_param("height", {"type": "integer", "minimum": 0}, "the block height")],
+            "parameters": [_path_param("height", HEIGHT, "the block height")],
             "responses": _common(("200", _json(_ref("Block"), "The block.")),
                                  ("404", _error("No block at that height.", ["block_not_found"]))),
         }},
@@ -271,7 +305,8 @@ def build_openapi(limits: ApiLimits) -> dict[str, Any]:
             "summary": "The value an account stored under a key, with the height and tx that stored it",
             "parameters": [
                 _path_param("owner", HEX64, "the address of the account that stored the record"),
-                _path_param("key", {"type": "string"}, "the record key, percent-encoded"),
+                _path_param("key", _utf8_string(1, MAX_RECORD_KEY_BYTES, "the record key, percent-encoded"),
+                            f"the record key, percent-encoded; 1 to {MAX_RECORD_KEY_BYTES} bytes of UTF-8"),
             ],
             "responses": _common(("200", _json(_ref("Record"), "The record.")),
                                  ("404", _error("No record under that key.", ["record_not_found"]))),
@@ -294,8 +329,7 @@ def build_openapi(limits: ApiLimits) -> dict[str, Any]:
                 f"At most {limits.max_ws_subscribers} streams at once."
             ),
             "parameters": [{"name": "from_height", "in": "query", "required": False,
-                            "schema": {"type": "integer", "minimum": 0},
-                            "description": "first block height to send"}],
+                            "schema": HEIGHT, "description": "first block height to send"}],
             "responses": _common(
                 ("101", {"description": "Switching to the WebSocket protocol."}),
                 ("426", _error("Not a WebSocket upgrade request.", ["upgrade_required"])),
