@@ -30,7 +30,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from aiohttp import web
@@ -39,7 +41,7 @@ from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from node.api.errors import INTERNAL_ERROR_MESSAGE, RETRYABLE_CODES, dumps, error_body, error_response, status_for
 from node.metrics import NodeMetrics
 
-REASONS = {408: "Request Timeout", 429: "Too Many Requests"}
+REASONS: Mapping[int, str] = MappingProxyType({408: "Request Timeout", 429: "Too Many Requests"})
 CONNECTION_RETRY_AFTER_S = 1
 MAX_DETAIL_CHARS = 200  # parser messages quote the client's bytes; keep answers and log lines short
 

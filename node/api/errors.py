@@ -9,12 +9,14 @@ table, so a code has the same status wherever it comes from.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 from aiohttp import web
 
 # Grouped by status; the comment on each group says when the API answers it.
-STATUS_BY_CODE: dict[str, int] = {
+STATUS_BY_CODE: Mapping[str, int] = MappingProxyType({
     # 400: the request itself is malformed; nothing was looked at.
     "invalid_json": 400,  # the body is not valid UTF-8 JSON
     "malformed": 400,  # valid JSON, but not a transaction of the contract's shape (types, unknown fields)
@@ -66,7 +68,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "commit_timeout": 504,
     # 500: a bug; the details are in the node's log, never in the response.
     "internal_error": 500,
-}
+})
 
 # An unknown refusal code from the node is still a refusal of this input, never a server fault.
 DEFAULT_REFUSAL_STATUS = 422

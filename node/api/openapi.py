@@ -7,23 +7,25 @@ application appears here and that real responses validate against these schemas.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any
 
 from ledger.tx import ASSET_RE, CHAIN_ID_RE, MAX_RECORD_KEY_BYTES, MAX_RECORD_VALUE_BYTES, MAX_SAFE_INT
 from node.api.errors import STATUS_BY_CODE
-
-if TYPE_CHECKING:
-    from node.api.app import ApiLimits
+from node.api.limits import ApiLimits
 
 OPENAPI_VERSION = "3.1.0"
 API_VERSION = "1"
 
-HEX64 = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
-HEX128 = {"type": "string", "pattern": "^[0-9a-f]{128}$"}
-AMOUNT = {"type": "integer", "minimum": 1, "maximum": MAX_SAFE_INT}
-ASSET = {"type": "string", "pattern": f"^{ASSET_RE.pattern}$"}
+# Schema fragments shared by many places of the document: read-only here, copied by `_plain` when
+# the document is built, so that no caller can change what the next document says.
+HEX64 = MappingProxyType({"type": "string", "pattern": "^[0-9a-f]{64}$"})
+HEX128 = MappingProxyType({"type": "string", "pattern": "^[0-9a-f]{128}$"})
+AMOUNT = MappingProxyType({"type": "integer", "minimum": 1, "maximum": MAX_SAFE_INT})
+ASSET = MappingProxyType({"type": "string", "pattern": f"^{ASSET_RE.pattern}$"})
 MAX_HEIGHT = 2**63 - 1  # storage keys hold heights in 8 bytes
-HEIGHT = {"type": "integer", "minimum": 0, "maximum": MAX_HEIGHT}
+HEIGHT = MappingProxyType({"type": "integer", "minimum": 0, "maximum": MAX_HEIGHT})
 # The byte limit of the slowest (4-byte) UTF-8 characters, for the character counts of JSON Schema.
 UTF8_MAX_BYTES_PER_CHAR = 4
 
@@ -213,12 +215,26 @@ def _common(*extra: tuple[str, dict[str, Any]]) -> dict[str, Any]:
     return responses
 
 
-def _path_param(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+def _path_param(name: str, schema: Mapping[str, Any], description: str) -> dict[str, Any]:
     return {"name": name, "in": "path", "required": True, "schema": schema, "description": description}
 
 
+def _plain(value: Any) -> Any:
+    """A deep copy made of plain dicts and lists (the shared fragments are read-only mappings)."""
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
 def build_openapi(limits: ApiLimits) -> dict[str, Any]:
-    """The document for an API running with `limits`."""
+    """The document for an API running with `limits`: a fresh structure of plain dicts and lists."""
+    document: dict[str, Any] = _plain(_document(limits))
+    return document
+
+
+def _document(limits: ApiLimits) -> dict[str, Any]:
     submit_description = (
         "Submit one signed transaction, or a JSON array of 1 to "
         f"{limits.max_batch_txs} of them. The body may be at most {limits.max_body_bytes} bytes. "
