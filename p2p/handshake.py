@@ -34,6 +34,9 @@ from ledger.tx import CHAIN_ID_RE
 from p2p.errors import HandshakeError
 
 HANDSHAKE_VERSION = 1
+# The dialer names itself in its upgrade request, so the listener can admit it into the slots kept
+# for that node id before any frame flows; the hello must then carry the same id (and prove it).
+NODE_ID_HEADER = "Ledgerd-Node-Id"
 MAX_HANDSHAKE_FRAME_CHARS = 4096
 _DOMAIN = b"ledgerd-p2p-handshake-v1:"
 
