@@ -41,6 +41,9 @@ class P2PConfig(BaseModel):
     connect_rate_per_source: float = Field(default=5.0, gt=0)  # attempts per second, sustained
     connect_burst_per_source: int = Field(default=10, ge=1)
     max_tracked_sources: int = Field(default=4096, ge=1)  # buckets kept; the least recently used go
+    # Accepted TCP connections that have not sent their upgrade request yet; when more arrive, the
+    # oldest is closed to make room (each is closed after the pre-auth deadline anyway).
+    max_idle_connections: int = Field(default=256, ge=1)
 
     reconnect_backoff_min_s: float = Field(default=0.2, gt=0)
     reconnect_backoff_max_s: float = Field(default=10.0, gt=0)

@@ -7,6 +7,7 @@ import itertools
 import logging
 import random
 import socket
+from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -50,6 +51,7 @@ COUNTER_NAMES: tuple[str, ...] = (
     "connections_closed",
     "connections_replaced",
     "connections_refused_duplicate",
+    "connections_evicted_idle",  # closed for a newer one: too many had not sent their upgrade request
     "peers_disconnected_bad_frames",
     "frames_in",
     "frames_out",
@@ -180,6 +182,9 @@ class P2PNode:
             rate_per_s=config.connect_rate_per_source, burst=config.connect_burst_per_source,
             max_sources=config.max_tracked_sources)
         self._deadlines: dict[limits.Ticket, asyncio.Timeout] = {}  # of inbound handshakes in progress
+        # Inbound TCP connections that have not sent their upgrade request yet, oldest first.
+        self._idle: OrderedDict[web.RequestHandler, float] = OrderedDict()  # -> accepted at (loop time)
+        self._listener: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()  # dialers
         self._inbound: set[asyncio.Task[Any]] = set()  # aiohttp handler tasks serving inbound peers
         self._state = "new"
@@ -224,15 +229,17 @@ class P2PNode:
                                keepalive_timeout=self._preauth_timeout_s,
                                shutdown_timeout=self.config.close_timeout_s)
         await runner.setup()
+        self._runner = runner
         try:
             family = socket.AF_INET6 if ":" in self.config.listen_host else socket.AF_INET
             sock = socket.create_server((self.config.listen_host, self.config.listen_port), family=family)
-            site = web.SockSite(runner, sock)
-            await site.start()
+            # Our own listener rather than a web site: every accepted connection passes through
+            # _new_protocol, which bounds the connections that have not asked for anything yet.
+            self._listener = await asyncio.get_running_loop().create_server(self._new_protocol, sock=sock)
         except BaseException:
+            self._runner = None
             await runner.cleanup()
             raise
-        self._runner = runner
         self._port = sock.getsockname()[1]
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=None, connect=self.config.handshake_timeout_s))
@@ -260,12 +267,39 @@ class P2PNode:
         for task in owned:
             task.cancel()
         await asyncio.gather(*owned, return_exceptions=True)
-        assert self._runner is not None and self._session is not None
+        assert self._runner is not None and self._session is not None and self._listener is not None
+        self._listener.close()  # stop accepting; the runner then closes what is still open
         await self._runner.cleanup()
+        self._idle.clear()
         await self._session.close()
         self._conns.clear()
         self._state = "stopped"
         log.info("p2p %s stopped", self.node_id[:16])
+
+    def _new_protocol(self) -> asyncio.BaseProtocol:
+        """A protocol for one accepted TCP connection; evicts the oldest idle one when too many are.
+
+        An idle connection (no upgrade request yet) is closed anyway after the pre-auth deadline,
+        but thousands held open at once would cost a file descriptor each and could exhaust them.
+        Closing the oldest rather than refusing the newest keeps the port open to a validator
+        whatever a flood holds: a genuine dialer sends its request at once and stops being idle.
+        """
+        assert self._runner is not None and self._runner.server is not None
+        now = asyncio.get_running_loop().time()
+        if len(self._idle) >= self.config.max_idle_connections:
+            for old, accepted_at in list(self._idle.items()):
+                # No transport: closed since, unless accepted a moment ago and not yet connected.
+                gone = old.transport.is_closing() if old.transport is not None else now - accepted_at > 0.1
+                if gone:
+                    del self._idle[old]
+        if len(self._idle) >= self.config.max_idle_connections:
+            oldest = next(iter(self._idle))
+            del self._idle[oldest]
+            oldest.force_close()
+            self._counters.add("connections_evicted_idle")
+        handler = self._runner.server()
+        self._idle[handler] = now
+        return handler
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.create_task(coro, name=name)
@@ -500,6 +534,7 @@ class P2PNode:
     async def _accept(self, request: web.Request) -> web.StreamResponse:
         if self._state != "running":
             return web.Response(status=503, text="shutting down")
+        self._idle.pop(request.protocol, None)
         source = request.remote or "unknown"
         claimed = request.headers.get(handshake.NODE_ID_HEADER)
         if claimed is not None and (claimed not in self._ident.allowed or claimed == self.node_id):

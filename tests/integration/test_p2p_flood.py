@@ -27,7 +27,7 @@ from ledger import keys
 from ledger.keys import PrivateKey
 from node import testnet as tn
 from node.node import Node
-from p2p import P2PConfig, P2PNode
+from p2p import HandshakeError, P2PConfig, P2PNode, handshake
 from tests.helpers.nodes import pay
 from tests.helpers.ports import free_base_port
 
@@ -174,3 +174,94 @@ async def test_a_restarted_validator_rejoins_and_the_chain_commits_with_it_durin
             status = await restarted.wait_committed(tx.hash, 30)
             assert status is not None and status.status == "committed"
             assert flood.refused > 0
+
+
+# --- the pieces, one at a time, against one listener ------------------------------------------------
+
+
+@asynccontextmanager
+async def listener(**overrides: Any) -> AsyncIterator[tuple[P2PNode, list[PrivateKey], aiohttp.ClientSession]]:
+    """Node `a` listening (keys[0]); keys[1] and keys[2] are validators that have not connected."""
+    settings: dict[str, Any] = {"listen_port": 0, "close_timeout_s": 0.5, "reconnect_backoff_min_s": 0.05,
+                                "reconnect_backoff_max_s": 0.3}
+    settings.update(overrides)
+    node_keys = [PrivateKey.generate() for _ in range(3)]
+    async with AsyncExitStack() as stack:
+        a = P2PNode(P2PConfig(**settings), node_keys[0], CHAIN, [k.address for k in node_keys], {},
+                    lambda p, t, d: None, rng=random.Random(0))
+        await a.start()
+        stack.push_async_callback(a.stop)
+        session = await stack.enter_async_context(aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)))
+        yield a, node_keys, session
+
+
+async def start_peer(stack: AsyncExitStack, key: PrivateKey, a: P2PNode, validators: list[str]) -> P2PNode:
+    peer = P2PNode(P2PConfig(listen_port=0, reconnect_backoff_min_s=0.05, reconnect_backoff_max_s=0.3),
+                   key, CHAIN, validators, {a.node_id: a.url}, lambda p, t, d: None, rng=random.Random(1))
+    await peer.start()
+    stack.push_async_callback(peer.stop)
+    return peer
+
+
+async def closed(ws: aiohttp.ClientWebSocketResponse, within_s: float) -> int | None:
+    async with asyncio.timeout(within_s):
+        while not ws.closed:
+            await ws.receive()
+    return ws.close_code
+
+
+async def test_the_hello_must_come_within_the_short_pre_auth_deadline() -> None:
+    async with listener(hello_timeout_s=0.3, handshake_timeout_s=30) as (a, node_keys, session):
+        silent = await session.ws_connect(a.url, headers={handshake.NODE_ID_HEADER: node_keys[1].address})
+        assert await closed(silent, within_s=5) == handshake.CLOSE_MALFORMED  # not after 30 s
+        assert a.counters["handshake_failed_timeout"] == 1
+
+
+async def test_a_claimed_node_id_must_be_known_and_match_the_hello() -> None:
+    async with listener() as (a, node_keys, session):
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await session.ws_connect(a.url, headers={handshake.NODE_ID_HEADER: PrivateKey.generate().address})
+        assert refused.value.status == 403 and a.counters["handshake_failed_not_allowed"] == 1
+
+        # Claims one validator, then says hello (and proves the key) as another: refused.
+        ws = await session.ws_connect(a.url, headers={handshake.NODE_ID_HEADER: node_keys[1].address})
+        ident = handshake.Identity(node_keys[2], CHAIN, frozenset(k.address for k in node_keys))
+        with pytest.raises(HandshakeError):
+            await handshake.dial(ws, ident, a.node_id)
+        assert ws.close_code == handshake.CLOSE_NOT_ALLOWED
+        assert a.counters["handshake_failed_wrong_claim"] == 1 and a.connected_peers() == []
+
+
+async def test_squatters_on_a_validators_id_are_evicted_by_the_validator() -> None:
+    """Silent connections claiming b's id hold b's slots only until b itself dials."""
+    async with listener(hello_timeout_s=30, handshake_timeout_s=30) as (a, node_keys, session):
+        claim = {handshake.NODE_ID_HEADER: node_keys[1].address}
+        squatters = [await session.ws_connect(a.url, headers=claim) for _ in range(2)]
+        async with AsyncExitStack() as stack:
+            b = await start_peer(stack, node_keys[1], a, [k.address for k in node_keys])
+            await eventually(lambda: a.connected_peers() == [b.node_id], "b to get in", REJOIN_WITHIN_S)
+            assert a.counters["handshake_failed_evicted"] >= 1
+            assert await closed(squatters[0], within_s=5) == handshake.CLOSE_DUPLICATE
+
+
+async def test_idle_tcp_connections_beyond_the_limit_are_closed_oldest_first() -> None:
+    """Raw TCP connections that never send their upgrade request, far more than the idle limit, held
+    open (the pre-auth deadline is long here, so only the limit can close them): the node keeps at
+    most the limit of them, not one file descriptor per attacker socket, and a validator gets in."""
+    held = 400  # well above the limit, and within a default file-descriptor limit of 1024
+    async with listener(hello_timeout_s=60, handshake_timeout_s=60, max_idle_connections=32) as (a, node_keys, _):
+        conns: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        try:
+            for _ in range(held):
+                conns.append(await asyncio.open_connection("127.0.0.1", a.port))
+            await eventually(lambda: a.counters["connections_evicted_idle"] >= held - 32,
+                             "the oldest idle connections to be closed", 10)
+            async with asyncio.timeout(5):
+                assert await conns[0][0].read() == b""  # the oldest: closed by the listener
+            assert not conns[-1][0].at_eof()  # the newest: still open
+            async with AsyncExitStack() as stack:
+                b = await start_peer(stack, node_keys[1], a, [k.address for k in node_keys])
+                await eventually(lambda: a.connected_peers() == [b.node_id], "b to get in", REJOIN_WITHIN_S)
+        finally:
+            for _, writer in conns:
+                writer.close()
