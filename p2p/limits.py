@@ -10,10 +10,11 @@ Two pools, because a stranger must never be able to lock the validators out:
   and each source draws from a token bucket (`rate_per_s`, `burst`) on every attempt.
 - Claimed: connections whose upgrade request names a known node id (validator or observer). Each
   id has its own `max_pending_per_peer` slots, so outsiders cannot fill them; the handshake still
-  has to prove the key. When an id's slots are full, the newest claim evicts the oldest one: a
-  genuine dialer whose earlier attempt is still hanging (or an impostor squatting on its id)
-  never shuts it out. Claims draw from a token bucket per (source, id), not per source, so a
-  flood from an address the validators share (a NAT, or loopback in tests) does not starve them.
+  has to prove the key. When an id's slots are full, the newest claim evicts the oldest one that
+  has not said hello yet (else the oldest): a genuine dialer whose earlier attempt is still
+  hanging (or an impostor squatting on its id) never shuts it out. Claims draw from a token
+  bucket per (source, id), not per source, so a flood from an address the validators share (a
+  NAT, or loopback in tests) does not starve them.
 
 Memory is bounded: buckets are kept for at most `max_sources` keys (least recently used go first;
 a forgotten key starts again with a full bucket, which only ever errs towards admitting).
@@ -58,6 +59,7 @@ class Ticket:
     source: str
     claimed: str | None  # the node id the upgrade request named, if it named a known one
     evicted: bool = False  # set when a newer claim for the same id took this slot
+    said_hello: bool = False  # its hello came (with the claimed id); it is only a round trip from done
     released: bool = False
 
 
@@ -108,7 +110,8 @@ class Admission:
             slots = self._claims.setdefault(claimed, _PeerSlots())
             evicted = None
             if len(slots.pending) >= self.max_pending_per_peer:
-                evicted = slots.pending.popleft()
+                evicted = next((t for t in slots.pending if not t.said_hello), slots.pending[0])
+                slots.pending.remove(evicted)
                 evicted.evicted = True
             ticket = Ticket(source, claimed)
             slots.pending.append(ticket)

@@ -528,7 +528,7 @@ class P2PNode:
     def _evict(self, ticket: limits.Ticket) -> None:
         """A newer claim of the same node id took `ticket`'s slot: end that handshake now."""
         deadline = self._deadlines.get(ticket)
-        if deadline is not None:
+        if deadline is not None and not deadline.expired():  # an expired one cannot be rescheduled
             deadline.reschedule(asyncio.get_running_loop().time())
 
     async def _accept(self, request: web.Request) -> web.StreamResponse:
@@ -565,7 +565,8 @@ class P2PNode:
                 if peer_id != claimed and claimed is not None:
                     return HandshakeError("wrong_claim", f"the upgrade request claimed node {claimed[:16]}…, "
                                           f"the hello {peer_id[:16]}…", handshake.CLOSE_NOT_ALLOWED)
-                if not ticket.evicted:
+                if not ticket.evicted and not deadline.expired():
+                    ticket.said_hello = True
                     deadline.reschedule(started + self.config.handshake_timeout_s)
                 return self._admit(peer_id)
 

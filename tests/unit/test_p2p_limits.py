@@ -101,6 +101,16 @@ def test_a_new_claim_evicts_the_oldest_pending_claim_of_the_same_id() -> None:
     assert a.claims_pending(OTHER) == 0
 
 
+def test_a_claim_that_said_hello_is_evicted_last() -> None:
+    a = admission(max_pending_per_peer=2, burst=100)
+    genuine = a.admit("10.1.1.1", VALIDATOR, 0.0).ticket
+    squatter = a.admit("10.6.6.6", VALIDATOR, 0.0).ticket
+    assert genuine is not None and squatter is not None
+    genuine.said_hello = True  # one round trip from done: a silent newcomer must not cut it off
+    assert a.admit("10.6.6.6", VALIDATOR, 0.0).evicted is squatter
+    assert not genuine.evicted
+
+
 def test_limits_must_be_positive() -> None:
     with pytest.raises(ValueError):
         admission(max_pending_per_source=0)
