@@ -46,9 +46,10 @@ bounded, and refusals are cheap (an HTTP 429/503/403 before the WebSocket upgrad
 - Dialers name themselves in the upgrade request (header `Ledgerd-Node-Id`). A known id gets its
   own `max_pending_handshakes_per_peer` slots, which no outsider can fill: a newer claim of the
   same id evicts the oldest pending one that has not said hello (else the oldest), so a squatter
-  on a validator's id is pushed out by the validator itself. The hello must carry the claimed id and the handshake still proves the key.
-  Claims are rate-limited per (source address, id), so a flood from an address the validators
-  share (a NAT; 127.0.0.1 in tests) does not use up theirs. An unknown claimed id is refused (403).
+  on a validator's id is pushed out by the validator itself. The hello must carry the claimed
+  id, and the handshake still proves the key. Claims are rate-limited per (source address, id),
+  so a flood from an address the validators share (a NAT; 127.0.0.1 in tests) does not use up
+  theirs. An unknown claimed id is refused (403).
 - Everyone else (no claim; e.g. a dialer from before the header): `max_pending_handshakes` in all,
   `max_pending_handshakes_per_source` per source address, and a token bucket per source address
   (`connect_rate_per_source`, `connect_burst_per_source`; `max_tracked_sources` buckets kept).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import random
@@ -270,6 +271,9 @@ class P2PNode:
         assert self._runner is not None and self._session is not None and self._listener is not None
         self._listener.close()  # stop accepting; the runner then closes what is still open
         await self._runner.cleanup()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.config.close_timeout_s):
+                await self._listener.wait_closed()
         self._idle.clear()
         await self._session.close()
         self._conns.clear()
