@@ -17,8 +17,8 @@ from typing import Any
 
 import aiohttp
 import pytest
-from cli.testnet import make_testnet
 
+from cli.testnet import make_testnet
 from node.api.app import ApiServer, limits_from_config, make_app
 from node.node import Node
 

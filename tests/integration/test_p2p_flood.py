@@ -23,9 +23,9 @@ from typing import Any
 import aiohttp
 import pytest
 
+from cli import testnet as tn
 from ledger import keys
 from ledger.keys import PrivateKey
-from node import testnet as tn
 from node.node import Node
 from p2p import HandshakeError, P2PConfig, P2PNode, handshake
 from tests.helpers.nodes import pay
