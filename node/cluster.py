@@ -70,7 +70,9 @@ class PeerNetwork:
         self._validators = frozenset(validators) - {key.address}
         self.gossip = TxBatcher(
             TopicChannel(self.p2p, TXS_TOPIC).broadcast, max_batch_txs=config.max_batch_txs,
-            max_batch_bytes=self.p2p.max_payload_bytes, max_pending_txs=config.gossip_max_pending_txs,
+            # Peers refuse batches over gossip_max_batch_bytes unread; the frame limit binds too.
+            max_batch_bytes=min(self.p2p.max_payload_bytes, config.gossip_max_batch_bytes),
+            max_pending_txs=config.gossip_max_pending_txs,
             flush_s=config.gossip_flush_ms / 1000,
             on_overflow=lambda n: metrics.dropped.labels("tx_gossip_overflow").inc(n),
         )

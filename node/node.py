@@ -20,7 +20,9 @@ block sync), started first by `start()` and stopped before the runtime by `stop(
 in a transport of their own instead with `set_transport(transport, tx_gossip)`: the runtime sends
 engine messages through `transport`; accepted submissions are gossiped through `tx_gossip` as a
 JSON array of transactions; received engine messages go to `deliver` and gossiped transactions to
-`receive_txs`. Transactions received by gossip are never gossiped again.
+`receive_txs`. Transactions received by gossip are never gossiped again. A peer's batch is outside
+input: refused batches and items are dropped and counted by reason
+(`ledgerd_dropped_messages_total{reason}`), never raised into the intake.
 """
 
 from __future__ import annotations
@@ -45,11 +47,11 @@ from ledger.block import Block, BlockHeader
 from ledger.errors import Rejected
 from ledger.genesis import Genesis
 from ledger.state import account_key, decode_account, record_key
-from ledger.tx import Transaction, decode_canonical_array, decode_tx
+from ledger.tx import Transaction, decode_tx
 from node.cluster import PeerNetwork
 from node.config import ConfigError, NodeConfig, load_config
 from node.executor import BlockExecutor, BuildLimits
-from node.gossip import TxBatcher
+from node.gossip import TxBatch, TxBatcher, TxBatchLimits, read_tx_batch
 from node.mempool import Dropped, Mempool, MempoolLimits
 from node.metrics import NodeMetrics
 from node.runtime import CommittedBlock, Runtime, SyncOutcome, Transport
@@ -62,6 +64,7 @@ VERIFY_THREADS = 2
 VERIFY_CHUNK = 64  # transactions per worker job; below this a batch is verified in one job
 GOSSIP_BATCHES_PER_ROUND = 64  # queued gossip batches admitted together in one round
 VERIFY_INLINE_BELOW = 32  # fewer signatures than this are checked on the loop (see _verify)
+GOSSIP_FAILED = "tx_gossip_failed"  # drop reason: handling a peer's batch raised unexpectedly
 
 
 class TxGossip(Protocol):
@@ -134,6 +137,7 @@ class Node:
         self._gossip_task: asyncio.Task[None] | None = None
         self._regossip_task: asyncio.Task[None] | None = None
         self._gossip_in: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue(config.gossip_inbox_batches)
+        self._gossip_limits = TxBatchLimits(max_txs=config.max_batch_txs, max_bytes=config.gossip_max_batch_bytes)
         self._stopped = asyncio.Event()
         self._waiters: dict[str, list[asyncio.Future[TxStatus | None]]] = {}
         self._subscribers: set[_Subscriber] = set()
@@ -203,7 +207,8 @@ class Node:
         /v1/status); `start()` does this itself with the node's PeerNetwork."""
         self.runtime.transport = transport
         self._tx_out = None if tx_gossip is None else TxBatcher(
-            tx_gossip.broadcast, max_batch_txs=self.config.max_batch_txs, max_batch_bytes=1 << 62,
+            tx_gossip.broadcast, max_batch_txs=self.config.max_batch_txs,
+            max_batch_bytes=self.config.gossip_max_batch_bytes,
             max_pending_txs=self.config.gossip_max_pending_txs, flush_s=0,
             on_overflow=lambda n: self.metrics.dropped.labels("tx_gossip_overflow").inc(n))
         self._connected_peers = connected_peers
@@ -334,35 +339,43 @@ class Node:
         Every batch already queued is taken together into one admission round (one verification
         fan-out, one trip through the runtime): taking them one by one, a burst from several peers
         outran the intake, the queue overflowed and a Raft leader lost transactions it then never
-        proposed. Each round also re-gossips transactions that have waited here too long.
+        proposed. What a peer sent cannot end this task: a refused batch or item is counted by
+        reason, and anything unexpected while handling a round drops it, counted and logged.
         """
         while True:
             batches = [await self._gossip_in.get()]
             while not self._gossip_in.empty() and len(batches) < GOSSIP_BATCHES_PER_ROUND:
                 batches.append(self._gossip_in.get_nowait())
-            decoded = []
-            for _peer, data in batches:
-                fast = decode_canonical_array(data)
-                if fast is not None:
-                    if len(fast) <= self.config.max_batch_txs:
-                        decoded.extend(fast)
-                    else:
-                        self.metrics.dropped.labels("malformed_tx_gossip").inc()
-                    continue
-                try:
-                    items = json.loads(data)
-                except ValueError:
-                    items = None
-                if not isinstance(items, list) or len(items) > self.config.max_batch_txs:
-                    self.metrics.dropped.labels("malformed_tx_gossip").inc()
-                    continue
-                for raw in items:
-                    try:
-                        decoded.append(decode_tx(raw))
-                    except Rejected:
-                        self.metrics.dropped.labels("malformed_tx_gossip").inc()
-            if decoded:
+            decoded: list[Transaction] = []
+            for peer, data in batches:
+                decoded.extend(await self._read_gossip(peer, data))
+            if not decoded:
+                continue
+            try:
                 await self._admit(decoded, trusted=self._trust_peers)
+            except Exception as exc:
+                self.metrics.dropped.labels(GOSSIP_FAILED).inc(len(batches))
+                self.log.error("dropped %d gossiped transactions: admitting them failed: %s: %.200s",
+                               len(decoded), type(exc).__name__, exc)
+
+    async def _read_gossip(self, peer: str, data: bytes) -> list[Transaction]:
+        """The transactions in one batch from `peer`; decoding pauses to let the event loop run."""
+        reader = read_tx_batch(data, self._gossip_limits)
+        try:
+            while True:
+                try:
+                    next(reader)
+                except StopIteration as done:
+                    batch: TxBatch = done.value
+                    break
+                await asyncio.sleep(0)
+        except Exception as exc:
+            self.metrics.dropped.labels(GOSSIP_FAILED).inc()
+            self.log.error("dropped a tx gossip batch from peer %s: %s: %.200s", peer[:16], type(exc).__name__, exc)
+            return []
+        for reason in batch.dropped:
+            self.metrics.dropped.labels(reason).inc()
+        return batch.txs
 
     async def _regossip(self) -> None:
         """The owned task that sends out again what has been pending here for a while.
