@@ -5,10 +5,12 @@
     await node.start()                  # p2p listener and peers (if any), then the runtime task
     ...                                 # node.submit / tx_status / block / events ... (NodeService)
     await node.stop()                   # stop accepting, stop p2p, stop the runtime, wake waiters,
-                                        # close the DB
+                                        # close the DB: every part, even when one of them fails
 
 A node halts by itself on a fatal error (a failed durable write, a committed block it cannot
-execute): `await node.wait_stopped()` returns then, and `node.fatal_error` says why.
+execute, a task it owns that failed or ended): `await node.wait_stopped()` returns then, and
+`node.fatal_error` says why. Every task the node owns (the runtime, the gossip intake, re-gossip,
+and the peer network's) is started through `Node._spawn`, which watches it: none can die unseen.
 
 The HTTP layer never reaches the engine or the database through anything but these methods:
 submissions go through the runtime's inbox; reads (blocks, accounts, records, tx status) read
@@ -28,14 +30,13 @@ input: refused batches and items are dropped and counted by reason
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
 import random
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
@@ -139,6 +140,7 @@ class Node:
         self._gossip_in: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue(config.gossip_inbox_batches)
         self._gossip_limits = TxBatchLimits(max_txs=config.max_batch_txs, max_bytes=config.gossip_max_batch_bytes)
         self._stopped = asyncio.Event()
+        self._stop_lock = asyncio.Lock()
         self._waiters: dict[str, list[asyncio.Future[TxStatus | None]]] = {}
         self._subscribers: set[_Subscriber] = set()
         self._verify_pool: ThreadPoolExecutor | None = None  # block sync checks; signatures without workers
@@ -148,7 +150,7 @@ class Node:
             self.network = PeerNetwork(
                 config=config, key=key, genesis=genesis, store=store, metrics=metrics, logger=logger,
                 deliver=self.deliver, receive_txs=self.receive_txs, apply_synced=self._apply_synced,
-                run_blocking=self._run_blocking, sync_hint=self._sync_hint,
+                run_blocking=self._run_blocking, sync_hint=self._sync_hint, spawn=self._spawn,
             )
         metrics.height.set(store.tip.height)
 
@@ -226,9 +228,9 @@ class Node:
             self._tx_out = self.network.gossip
             self._connected_peers = self.network.connected_peers
         self._state = "running"
-        self._task = asyncio.create_task(self._run(), name=f"runtime-{self.node_id[:8]}")
-        self._gossip_task = asyncio.create_task(self._gossip_intake(), name=f"tx-gossip-{self.node_id[:8]}")
-        self._regossip_task = asyncio.create_task(self._regossip(), name=f"tx-regossip-{self.node_id[:8]}")
+        self._task = self._spawn(self._run(), "runtime")
+        self._gossip_task = self._spawn(self._gossip_intake(), "tx-gossip")
+        self._regossip_task = self._spawn(self._regossip(), "tx-regossip")
         self.log.info("node started", extra={"fields": {
             "chain_id": self.chain_id, "height": self.height, "consensus": self.genesis.consensus}})
 
@@ -249,41 +251,108 @@ class Node:
             self._release_waiters()
             self._stopped.set()
 
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        """Start a task this node owns, watched: if it ends while the node runs (an exception, a
+        cancellation from elsewhere, or returning at all: they are loops) the node halts."""
+        task = asyncio.create_task(coro, name=f"{name}-{self.node_id[:8]}")
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        error = None if task.cancelled() else task.exception()
+        if self._state != "running":
+            # Ended by stop() or after a halt; a failure now is still reported, never lost.
+            if error is not None:
+                self.log.error("task %s failed while the node was stopping: %s: %s",
+                               task.get_name(), type(error).__name__, error)
+            return
+        if error is not None:
+            self.log.critical("task %s failed", task.get_name(), exc_info=error)
+            self._halt(f"internal error in task {task.get_name()}: {type(error).__name__}: {error}")
+        elif task.cancelled():
+            self._halt(f"task {task.get_name()} was cancelled while the node was running")
+        else:
+            self._halt(f"task {task.get_name()} ended while the node was running")
+
     def _halt(self, reason: str) -> None:
-        self.fatal_error = reason
-        self._state = "halted"
+        """Stop taking part: the first fatal error is the reason; the owner then calls `stop()`."""
+        if self.fatal_error is None:
+            self.fatal_error = reason
+        if self._state in ("new", "running"):
+            self._state = "halted"
         self.log.critical("node halted: %s", reason)
+        self.runtime.request_stop()
+        self._stopped.set()
 
     async def wait_stopped(self) -> None:
-        """Returns once the runtime has ended: after `stop()`, or when the node halted by itself."""
+        """Returns once the node stopped: after `stop()`, or when it halted by itself."""
         await self._stopped.wait()
 
     async def stop(self) -> None:
-        """Stop accepting, stop the runtime after its current event, wake waiters, close the DB."""
-        if self._state == "stopped":
-            return
-        if self._state != "halted":
-            self._state = "stopping"
-        for task in (self._gossip_task, self._regossip_task):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        """Stop accepting, stop p2p, stop the runtime after its current event, wake waiters, stop the
+        signature workers and threads, close the DB.
+
+        Every part is closed even when an earlier one fails (each failure is logged as one line),
+        and a task that died is not awaited into a failure of its own: its error is the node's
+        `fatal_error` already. Cancelling `stop()` does not skip the rest: it is re-raised at the end.
+        """
+        async with self._stop_lock:
+            if self._state == "stopped":
+                return
+            if self._state != "halted":
+                self._state = "stopping"
+            cancelled = False
+            for part, close in (
+                ("the tx gossip tasks", self._stop_gossip_tasks),
+                ("the p2p network", self._stop_network),
+                ("the consensus runtime", self._stop_runtime),
+                ("the signature workers", self._stop_signers),
+                ("the verification threads", self._stop_verify_pool),
+                ("the database", self._close_store),
+            ):
+                try:
+                    await close()
+                except asyncio.CancelledError:
+                    cancelled = True
+                    self.log.error("stopping %s was cancelled; closing the rest anyway", part)
+                except Exception as exc:
+                    self.log.error("stopping %s failed: %s: %s", part, type(exc).__name__, exc)
+            self._state = "stopped"
+            self._stopped.set()
+            self.log.info("node stopped", extra={"fields": {"height": self.store.tip.height}})
+            if cancelled:
+                raise asyncio.CancelledError
+
+    async def _stop_gossip_tasks(self) -> None:
+        tasks = [t for t in (self._gossip_task, self._regossip_task) if t is not None]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)  # never raises what a task died of
+
+    async def _stop_network(self) -> None:
         if self.network is not None:
             await self.network.stop()
+
+    async def _stop_runtime(self) -> None:
         self.runtime.request_stop()
-        if self._task is not None:
-            await self._task
-        self._end_streams()
-        self._release_waiters()
+        try:
+            if self._task is not None:
+                await asyncio.wait([self._task])
+        finally:
+            self._end_streams()
+            self._release_waiters()
+
+    async def _stop_signers(self) -> None:
         if self.signers is not None:
             await self.signers.close()
+
+    async def _stop_verify_pool(self) -> None:
         if self._verify_pool is not None:
             self._verify_pool.shutdown(wait=True)
+
+    async def _close_store(self) -> None:
         self.store.close()
-        self._state = "stopped"
-        self._stopped.set()
-        self.log.info("node stopped", extra={"fields": {"height": self.store.tip.height}})
 
     # --- NodeService: writes ----------------------------------------------------------------
 
