@@ -444,6 +444,7 @@ class Node:
             return []
         for reason in batch.dropped:
             self.metrics.dropped.labels(reason).inc()
+        await asyncio.sleep(0)  # a round holds up to GOSSIP_BATCHES_PER_ROUND batches: others run between
         return batch.txs
 
     async def _regossip(self) -> None:

@@ -11,12 +11,13 @@ from typing import Any, NoReturn
 import pytest
 
 from ledger import keys
-from ledger.tx import Payload, Record, Transaction, Transfer, sign_tx
+from ledger.tx import Payload, Record, Transaction, Transfer, _memo, decode_canonical_array, sign_tx
 from node import gossip
 from node.gossip import (
     MALFORMED,
     MAX_TX_JSON_CHARS,
     PAUSE_EVERY_CHARS,
+    PAUSE_EVERY_TXS,
     TOO_DEEP,
     TOO_LARGE,
     TOO_MANY,
@@ -121,6 +122,39 @@ def test_the_slow_path_pauses_while_it_reads() -> None:
             break
         pauses += 1
     assert pauses >= len(data) // PAUSE_EVERY_CHARS
+
+
+def read_counting_pauses(data: bytes) -> tuple[list[str], list[str], int]:
+    reader = read_tx_batch(data, LIMITS)
+    pauses = 0
+    while True:
+        try:
+            next(reader)
+        except StopIteration as done:
+            return [t.hash for t in done.value.txs], done.value.dropped, pauses
+        pauses += 1
+
+
+def test_the_fast_path_reads_a_long_canonical_array_in_runs_with_pauses() -> None:
+    """Cut at `,{"body":` into runs of PAUSE_EVERY_TXS: the same transactions as reading it whole."""
+    txs = [tx(n, Record(f"k{n}", ",{body}:," if n % 7 == 0 else "v")) for n in range(3 * PAUSE_EVERY_TXS + 5)]
+    data = canonical(*txs)
+    _memo.clear()
+    whole = decode_canonical_array(data)
+    assert whole is not None
+    _memo.clear()
+    hashes, dropped, pauses = read_counting_pauses(data)
+    assert (hashes, dropped) == ([t.hash for t in whole], [])
+    assert pauses >= 3
+
+
+def test_a_bad_item_late_in_a_canonical_looking_array_falls_back_to_the_item_reader() -> None:
+    txs = [tx(n) for n in range(2 * PAUSE_EVERY_TXS + 3)]
+    data = canonical(*txs)[:-1] + b',{"body": "not canonical"}]'
+    hashes, dropped, _ = read_counting_pauses(data)
+    assert (hashes, dropped) == ([t.hash for t in txs], [MALFORMED])
+    truncated = b"[" + canonical(*txs)[1:-1] + b',{"body":]'
+    assert read_counting_pauses(truncated)[:2] == ([], [MALFORMED])
 
 
 def test_what_the_batcher_sends_within_the_limits_is_read_back_whole() -> None:
