@@ -263,7 +263,7 @@ class Node:
         if self._state != "running":
             # Ended by stop() or after a halt; a failure now is still reported, never lost.
             if error is not None:
-                self.log.error("task %s failed while the node was stopping: %s: %s",
+                self.log.error("task %s failed after the node stopped running: %s: %s",
                                task.get_name(), type(error).__name__, error)
             return
         if error is not None:
@@ -429,8 +429,8 @@ class Node:
 
     async def _read_gossip(self, peer: str, data: bytes) -> list[Transaction]:
         """The transactions in one batch from `peer`; decoding pauses to let the event loop run."""
-        reader = read_tx_batch(data, self._gossip_limits)
         try:
+            reader = read_tx_batch(data, self._gossip_limits)
             while True:
                 try:
                     next(reader)

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from ledger import keys
+from node import node as node_module
 from node import testnet as tn
 from node.config import load_config
 from node.node import Node
@@ -81,6 +82,48 @@ async def test_hostile_batches_are_dropped_and_counted_and_the_intake_goes_on(tm
     finally:
         await node.stop()
     assert node.store.closed
+
+
+async def test_an_unexpected_error_handling_a_batch_drops_it_and_the_intake_goes_on(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Whatever a batch provokes, even a fault of our own in reading or admitting it, costs that
+    batch (counted, one log line), never the intake."""
+    real_read, real_admit = node_module.read_tx_batch, Node._admit
+    admit_calls = 0
+
+    def read_or_explode(data: bytes, limits: Any) -> Any:
+        if data == b"explode":
+            raise MemoryError("while reading")
+        return real_read(data, limits)
+
+    async def admit_fails_once(self: Node, txs: Any, trusted: bool = False) -> Any:
+        nonlocal admit_calls
+        admit_calls += 1
+        if admit_calls == 1:
+            raise KeyError("while admitting")
+        return await real_admit(self, txs, trusted)
+
+    monkeypatch.setattr(node_module, "read_tx_batch", read_or_explode)
+    monkeypatch.setattr(Node, "_admit", admit_fails_once)
+    net = single_node_net(tmp_path)
+    alice, bob, _ = net.accounts
+    node = Node.open(net.home, {"tick_ms": 10}, environ={})
+    await node.start()
+    try:
+        first = pay(alice, 0, bob)
+        assert node.receive_txs(PEER, b"[" + first.encode() + b"]")  # admission raises: dropped
+        await eventually(lambda: dropped(node, "tx_gossip_failed") == 1, "the failed admission to be counted")
+        assert node.receive_txs(PEER, b"explode")  # reading raises: dropped
+        tx = pay(alice, 0, bob)
+        assert node.receive_txs(PEER, b"[" + tx.encode() + b"]")
+        status = await node.wait_committed(tx.hash, WAIT_S)
+        assert status is not None and status.status == "committed"
+        assert dropped(node, "tx_gossip_failed") == 2
+        assert node.running and node.fatal_error is None
+        lines = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
+        assert len(lines) == 2 and "KeyError" in lines[0] and "MemoryError" in lines[1]
+    finally:
+        await node.stop()
 
 
 async def test_a_validator_gossiping_a_nested_array_over_p2p_does_not_stop_its_peers_intake(
