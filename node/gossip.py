@@ -13,9 +13,10 @@ would never commit), and a client resubmitting a pending transaction sends it ou
 What a peer sends is outside input: `read_tx_batch` decodes one received batch within limits
 (`TxBatchLimits`) and answers what it could not take as drop reasons, never as an exception. The
 size is checked before anything is parsed; canonical arrays (what `TxBatcher` sends) are read by
-`ledger.tx.decode_canonical_array`, anything else one item at a time, each item parsed within a
-window no larger than the largest transaction, so no single step of the work is large. The reader
-is a generator that pauses between items: the node's intake lets the event loop run at each pause.
+`ledger.tx.decode_canonical_array` a run of transactions at a time, anything else one item at a
+time, each item parsed within a window no larger than the largest transaction, so no single step
+of the work is large. The reader is a generator that pauses between steps: the node's intake lets
+the event loop run at each pause.
 
 Must not import the p2p package: the broadcast function is handed in.
 """
