@@ -4,7 +4,9 @@ Start order: logging, open the node (config, key, genesis, database: any problem
 exit 1), start it (on a chain with other validators: its p2p listener on p2p_host:p2p_port and a
 link to every peer in [peers], see `node.net.cluster`; then consensus), then serve the API and announce
 its URL. Stop order, on the first signal: stop accepting HTTP, close event streams, wait briefly for
-in-flight requests, stop the node (its peer links, then consensus, then its database). A second
+in-flight requests, stop the node (its peer links, then consensus, then its database; each part
+even when one before it failed). If the node halted by itself, the exit status is 1 and the one
+line says why, but only once everything is closed: a second start on the same home works. A second
 signal while stopping is ignored: stopping is already as fast as it can be without risking the
 database.
 """
@@ -45,6 +47,7 @@ async def run_node(home: Path, overrides: Mapping[str, Any]) -> int:
     logs.configure(config.log_format, config.log_level, fallback=context)
     token = logs.bind_node(context)
     server: ApiServer | None = None
+    api_failure: str | None = None
     try:
         await node.start()
         limits = limits_from_config(node.config)
@@ -74,14 +77,22 @@ async def run_node(home: Path, overrides: Mapping[str, Any]) -> int:
             loop.remove_signal_handler(sig)
             # A second Ctrl-C during an orderly stop must not abort it half-way.
             signal.signal(sig, signal.SIG_IGN)
-        try:
-            if server is not None:
+        # Every part is closed even if one fails (the database last, inside node.stop, whatever
+        # happened before it): a failure is one log line here and exit status 1 below.
+        if server is not None:
+            try:
                 await server.stop()
-        finally:
+            except Exception as exc:
+                api_failure = f"{type(exc).__name__}: {exc}"
+                log.error("stopping the REST API failed: %s", api_failure)
+        try:
             await node.stop()
+        finally:
             logs.unbind_node(token)
     log.info("stopped")
     sys.stdout.flush()
     if node.fatal_error is not None:
         raise CliError(f"the node halted: {node.fatal_error}")
+    if api_failure is not None:
+        raise CliError(f"stopping the REST API failed: {api_failure}")
     return 0

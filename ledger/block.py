@@ -126,7 +126,7 @@ def _decode_canonical_block(data: bytes, max_txs: int) -> tuple[BlockHeader, tup
         return None
     try:
         header = decode_header(json.loads(data[10:header_end]))
-    except (ValueError, UnicodeDecodeError, Rejected):
+    except (ValueError, UnicodeDecodeError, RecursionError, Rejected):
         return None
     txs = decode_canonical_array(data, header_end + len(_TXS_OPEN) - 1, len(data) - 1)
     if txs is None or len(txs) > max_txs:
@@ -141,6 +141,8 @@ def decode_block(data: bytes, max_txs: int = 100_000) -> Block:
         return _checked_block(data, *fast)
     try:
         obj = json.loads(data)
+    except RecursionError:  # what the JSON parser raises for deep nesting: bad input all the same
+        raise Rejected("malformed_block", "block is nested too deeply") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise Rejected("malformed_block", f"block is not valid JSON: {exc}") from exc
     if not isinstance(obj, dict) or sorted(obj) != ["header", "txs"] or not isinstance(obj["txs"], list):

@@ -119,6 +119,10 @@ class NodeConfig(BaseModel):
     gossip_resend_after_s: float = Field(
         default=3.0, gt=0, le=3600,
         description="a transaction pending here this long is gossiped again (gossip is best effort)")
+    gossip_max_batch_bytes: int = Field(
+        default=MiB, ge=64 * 1024,
+        description="largest gossiped transaction batch, sent or received (a bigger one from a peer is "
+                    "dropped before it is parsed); at least the largest transaction")
     gossip_max_pending_txs: int = Field(
         default=50_000, ge=1, description="accepted transactions waiting to be gossiped; more are not gossiped")
     status_interval_s: float = Field(

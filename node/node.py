@@ -5,10 +5,12 @@
     await node.start()                  # p2p listener and peers (if any), then the runtime task
     ...                                 # node.submit / tx_status / block / events ... (NodeService)
     await node.stop()                   # stop accepting, stop p2p, stop the runtime, wake waiters,
-                                        # close the DB
+                                        # close the DB: every part, even when one of them fails
 
 A node halts by itself on a fatal error (a failed durable write, a committed block it cannot
-execute): `await node.wait_stopped()` returns then, and `node.fatal_error` says why.
+execute, a task it owns that failed or ended): `await node.wait_stopped()` returns then, and
+`node.fatal_error` says why. Every task the node owns (the runtime, the gossip intake, re-gossip,
+and the peer network's) is started through `Node._spawn`, which watches it: none can die unseen.
 
 The HTTP layer never reaches the engine or the database through anything but these methods:
 submissions go through the runtime's inbox; reads (blocks, accounts, records, tx status) read
@@ -20,20 +22,21 @@ block sync), started first by `start()` and stopped before the runtime by `stop(
 in a transport of their own instead with `set_transport(transport, tx_gossip)`: the runtime sends
 engine messages through `transport`; accepted submissions are gossiped through `tx_gossip` as a
 JSON array of transactions; received engine messages go to `deliver` and gossiped transactions to
-`receive_txs`. Transactions received by gossip are never gossiped again.
+`receive_txs`. Transactions received by gossip are never gossiped again. A peer's batch is outside
+input: refused batches and items are dropped and counted by reason
+(`ledgerd_dropped_messages_total{reason}`), never raised into the intake.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
 import random
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
@@ -45,13 +48,13 @@ from ledger.block import Block, BlockHeader
 from ledger.errors import Rejected
 from ledger.genesis import Genesis
 from ledger.state import ParseMemo, account_key, decode_account, record_key
-from ledger.tx import Transaction, decode_canonical_array, decode_tx
+from ledger.tx import Transaction, decode_tx
 from node.config import ConfigError, NodeConfig, load_config
 from node.core.executor import BlockExecutor, BuildLimits
 from node.core.mempool import Dropped, Mempool, MempoolLimits
 from node.metrics import NodeMetrics
 from node.net.cluster import PeerNetwork
-from node.net.gossip import TxBatcher
+from node.net.gossip import TxBatch, TxBatcher, TxBatchLimits, read_tx_batch
 from node.runtime import CommittedBlock, Runtime, SyncOutcome, Transport
 from node.service import SubmitOutcome, TxStatus
 from node.sigworkers import SignatureWorkers, WorkerLost
@@ -62,6 +65,7 @@ VERIFY_THREADS = 2
 VERIFY_CHUNK = 64  # transactions per worker job; below this a batch is verified in one job
 GOSSIP_BATCHES_PER_ROUND = 64  # queued gossip batches admitted together in one round
 VERIFY_INLINE_BELOW = 32  # fewer signatures than this are checked on the loop (see _verify)
+GOSSIP_FAILED = "tx_gossip_failed"  # drop reason: handling a peer's batch raised unexpectedly
 
 
 class TxGossip(Protocol):
@@ -136,7 +140,9 @@ class Node:
         self._gossip_task: asyncio.Task[None] | None = None
         self._regossip_task: asyncio.Task[None] | None = None
         self._gossip_in: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue(config.gossip_inbox_batches)
+        self._gossip_limits = TxBatchLimits(max_txs=config.max_batch_txs, max_bytes=config.gossip_max_batch_bytes)
         self._stopped = asyncio.Event()
+        self._stop_lock = asyncio.Lock()
         self._waiters: dict[str, list[asyncio.Future[TxStatus | None]]] = {}
         self._subscribers: set[_Subscriber] = set()
         self._verify_pool: ThreadPoolExecutor | None = None  # block sync checks; signatures without workers
@@ -146,7 +152,7 @@ class Node:
             self.network = PeerNetwork(
                 config=config, key=key, genesis=genesis, store=store, metrics=metrics, logger=logger,
                 deliver=self.deliver, receive_txs=self.receive_txs, apply_synced=self._apply_synced,
-                run_blocking=self._run_blocking, sync_hint=self._sync_hint,
+                run_blocking=self._run_blocking, sync_hint=self._sync_hint, spawn=self._spawn,
             )
         metrics.height.set(store.tip.height)
 
@@ -205,7 +211,8 @@ class Node:
         /v1/status); `start()` does this itself with the node's PeerNetwork."""
         self.runtime.transport = transport
         self._tx_out = None if tx_gossip is None else TxBatcher(
-            tx_gossip.broadcast, max_batch_txs=self.config.max_batch_txs, max_batch_bytes=1 << 62,
+            tx_gossip.broadcast, max_batch_txs=self.config.max_batch_txs,
+            max_batch_bytes=self.config.gossip_max_batch_bytes,
             max_pending_txs=self.config.gossip_max_pending_txs, flush_s=0,
             on_overflow=lambda n: self.metrics.dropped.labels("tx_gossip_overflow").inc(n))
         self._connected_peers = connected_peers
@@ -223,9 +230,9 @@ class Node:
             self._tx_out = self.network.gossip
             self._connected_peers = self.network.connected_peers
         self._state = "running"
-        self._task = asyncio.create_task(self._run(), name=f"runtime-{self.node_id[:8]}")
-        self._gossip_task = asyncio.create_task(self._gossip_intake(), name=f"tx-gossip-{self.node_id[:8]}")
-        self._regossip_task = asyncio.create_task(self._regossip(), name=f"tx-regossip-{self.node_id[:8]}")
+        self._task = self._spawn(self._run(), "runtime")
+        self._gossip_task = self._spawn(self._gossip_intake(), "tx-gossip")
+        self._regossip_task = self._spawn(self._regossip(), "tx-regossip")
         self.log.info("node started", extra={"fields": {
             "chain_id": self.chain_id, "height": self.height, "consensus": self.genesis.consensus}})
 
@@ -246,41 +253,108 @@ class Node:
             self._release_waiters()
             self._stopped.set()
 
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        """Start a task this node owns, watched: if it ends while the node runs (an exception, a
+        cancellation from elsewhere, or returning at all: they are loops) the node halts."""
+        task = asyncio.create_task(coro, name=f"{name}-{self.node_id[:8]}")
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        error = None if task.cancelled() else task.exception()
+        if self._state != "running":
+            # Ended by stop() or after a halt; a failure now is still reported, never lost.
+            if error is not None:
+                self.log.error("task %s failed after the node stopped running: %s: %s",
+                               task.get_name(), type(error).__name__, error)
+            return
+        if error is not None:
+            self.log.critical("task %s failed", task.get_name(), exc_info=error)
+            self._halt(f"internal error in task {task.get_name()}: {type(error).__name__}: {error}")
+        elif task.cancelled():
+            self._halt(f"task {task.get_name()} was cancelled while the node was running")
+        else:
+            self._halt(f"task {task.get_name()} ended while the node was running")
+
     def _halt(self, reason: str) -> None:
-        self.fatal_error = reason
-        self._state = "halted"
+        """Stop taking part: the first fatal error is the reason; the owner then calls `stop()`."""
+        if self.fatal_error is None:
+            self.fatal_error = reason
+        if self._state in ("new", "running"):
+            self._state = "halted"
         self.log.critical("node halted: %s", reason)
+        self.runtime.request_stop()
+        self._stopped.set()
 
     async def wait_stopped(self) -> None:
-        """Returns once the runtime has ended: after `stop()`, or when the node halted by itself."""
+        """Returns once the node stopped: after `stop()`, or when it halted by itself."""
         await self._stopped.wait()
 
     async def stop(self) -> None:
-        """Stop accepting, stop the runtime after its current event, wake waiters, close the DB."""
-        if self._state == "stopped":
-            return
-        if self._state != "halted":
-            self._state = "stopping"
-        for task in (self._gossip_task, self._regossip_task):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        """Stop accepting, stop p2p, stop the runtime after its current event, wake waiters, stop the
+        signature workers and threads, close the DB.
+
+        Every part is closed even when an earlier one fails (each failure is logged as one line),
+        and a task that died is not awaited into a failure of its own: its error is the node's
+        `fatal_error` already. Cancelling `stop()` does not skip the rest: it is re-raised at the end.
+        """
+        async with self._stop_lock:
+            if self._state == "stopped":
+                return
+            if self._state != "halted":
+                self._state = "stopping"
+            cancelled = False
+            for part, close in (
+                ("the tx gossip tasks", self._stop_gossip_tasks),
+                ("the p2p network", self._stop_network),
+                ("the consensus runtime", self._stop_runtime),
+                ("the signature workers", self._stop_signers),
+                ("the verification threads", self._stop_verify_pool),
+                ("the database", self._close_store),
+            ):
+                try:
+                    await close()
+                except asyncio.CancelledError:
+                    cancelled = True
+                    self.log.error("stopping %s was cancelled; closing the rest anyway", part)
+                except Exception as exc:
+                    self.log.error("stopping %s failed: %s: %s", part, type(exc).__name__, exc)
+            self._state = "stopped"
+            self._stopped.set()
+            self.log.info("node stopped", extra={"fields": {"height": self.store.tip.height}})
+            if cancelled:
+                raise asyncio.CancelledError
+
+    async def _stop_gossip_tasks(self) -> None:
+        tasks = [t for t in (self._gossip_task, self._regossip_task) if t is not None]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)  # never raises what a task died of
+
+    async def _stop_network(self) -> None:
         if self.network is not None:
             await self.network.stop()
+
+    async def _stop_runtime(self) -> None:
         self.runtime.request_stop()
-        if self._task is not None:
-            await self._task
-        self._end_streams()
-        self._release_waiters()
+        try:
+            if self._task is not None:
+                await asyncio.wait([self._task])
+        finally:
+            self._end_streams()
+            self._release_waiters()
+
+    async def _stop_signers(self) -> None:
         if self.signers is not None:
             await self.signers.close()
+
+    async def _stop_verify_pool(self) -> None:
         if self._verify_pool is not None:
             self._verify_pool.shutdown(wait=True)
+
+    async def _close_store(self) -> None:
         self.store.close()
-        self._state = "stopped"
-        self._stopped.set()
-        self.log.info("node stopped", extra={"fields": {"height": self.store.tip.height}})
 
     # --- NodeService: writes ----------------------------------------------------------------
 
@@ -336,35 +410,44 @@ class Node:
         Every batch already queued is taken together into one admission round (one verification
         fan-out, one trip through the runtime): taking them one by one, a burst from several peers
         outran the intake, the queue overflowed and a Raft leader lost transactions it then never
-        proposed. Each round also re-gossips transactions that have waited here too long.
+        proposed. What a peer sent cannot end this task: a refused batch or item is counted by
+        reason, and anything unexpected while handling a round drops it, counted and logged.
         """
         while True:
             batches = [await self._gossip_in.get()]
             while not self._gossip_in.empty() and len(batches) < GOSSIP_BATCHES_PER_ROUND:
                 batches.append(self._gossip_in.get_nowait())
-            decoded = []
-            for _peer, data in batches:
-                fast = decode_canonical_array(data)
-                if fast is not None:
-                    if len(fast) <= self.config.max_batch_txs:
-                        decoded.extend(fast)
-                    else:
-                        self.metrics.dropped.labels("malformed_tx_gossip").inc()
-                    continue
-                try:
-                    items = json.loads(data)
-                except ValueError:
-                    items = None
-                if not isinstance(items, list) or len(items) > self.config.max_batch_txs:
-                    self.metrics.dropped.labels("malformed_tx_gossip").inc()
-                    continue
-                for raw in items:
-                    try:
-                        decoded.append(decode_tx(raw))
-                    except Rejected:
-                        self.metrics.dropped.labels("malformed_tx_gossip").inc()
-            if decoded:
+            decoded: list[Transaction] = []
+            for peer, data in batches:
+                decoded.extend(await self._read_gossip(peer, data))
+            if not decoded:
+                continue
+            try:
                 await self._admit(decoded, trusted=self._trust_peers)
+            except Exception as exc:
+                self.metrics.dropped.labels(GOSSIP_FAILED).inc(len(batches))
+                self.log.error("dropped %d gossiped transactions: admitting them failed: %s: %.200s",
+                               len(decoded), type(exc).__name__, exc)
+
+    async def _read_gossip(self, peer: str, data: bytes) -> list[Transaction]:
+        """The transactions in one batch from `peer`; decoding pauses to let the event loop run."""
+        try:
+            reader = read_tx_batch(data, self._gossip_limits)
+            while True:
+                try:
+                    next(reader)
+                except StopIteration as done:
+                    batch: TxBatch = done.value
+                    break
+                await asyncio.sleep(0)
+        except Exception as exc:
+            self.metrics.dropped.labels(GOSSIP_FAILED).inc()
+            self.log.error("dropped a tx gossip batch from peer %s: %s: %.200s", peer[:16], type(exc).__name__, exc)
+            return []
+        for reason in batch.dropped:
+            self.metrics.dropped.labels(reason).inc()
+        await asyncio.sleep(0)  # a round holds up to GOSSIP_BATCHES_PER_ROUND batches: others run between
+        return batch.txs
 
     async def _regossip(self) -> None:
         """The owned task that sends out again what has been pending here for a while.

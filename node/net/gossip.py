@@ -1,4 +1,4 @@
-"""Transaction gossip out of this node: accepted transactions, batched, broadcast once.
+"""Transaction gossip: accepted transactions batched and broadcast once, and peers' batches read back.
 
 The validators form a full mesh, so a transaction needs one hop: the node that admitted it from a
 client broadcasts it to every peer, and a node never passes on what it received by gossip (no
@@ -10,15 +10,171 @@ that long (`Node._regossip`; without it a Raft follower's transaction that the l
 would never commit), and a client resubmitting a pending transaction sends it out again
 (`Node.submit`). Both are bounded: nothing is re-sent more often than the resend period.
 
+What a peer sends is outside input: `read_tx_batch` decodes one received batch within limits
+(`TxBatchLimits`) and answers what it could not take as drop reasons, never as an exception. The
+size is checked before anything is parsed; canonical arrays (what `TxBatcher` sends) are read by
+`ledger.tx.decode_canonical_array` a run of transactions at a time, anything else one item at a
+time, each item parsed within a window no larger than the largest transaction, so no single step
+of the work is large. The reader is a generator that pauses between steps: the node's intake lets
+the event loop run at each pause.
+
 Must not import the p2p package: the broadcast function is handed in.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+import json
+import re
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass, field
 
-from ledger.tx import Transaction
+from ledger.errors import Rejected
+from ledger.tx import MAX_RECORD_KEY_BYTES, MAX_RECORD_VALUE_BYTES, Transaction, decode_canonical_array, decode_tx
+
+# The longest JSON a valid transaction can take: every byte of a record's key and value written as
+# a six-character \u00XX escape, plus the fixed fields (addresses, signature, chain id, nonce,
+# names, punctuation and a little spacing) with room to spare. A longer item is not a transaction.
+MAX_TX_JSON_CHARS = 6 * (MAX_RECORD_KEY_BYTES + MAX_RECORD_VALUE_BYTES) + 1024
+# The slow path lets the caller run other work after about this much text was parsed, the fast
+# path after this many transactions (each costs tens of microseconds: a hash and an object).
+PAUSE_EVERY_CHARS = 64 * 1024
+PAUSE_EVERY_TXS = 128
+
+# Drop reasons (the `reason` label of ledgerd_dropped_messages_total).
+MALFORMED = "malformed_tx_gossip"  # not a JSON array, or an item that is not a valid transaction
+TOO_LARGE = "tx_gossip_too_large"  # more bytes than gossip_max_batch_bytes: refused unparsed
+TOO_MANY = "tx_gossip_too_many"  # more items than max_batch_txs
+TOO_DEEP = "tx_gossip_too_deep"  # nested deeper than a transaction is (the JSON parser's recursion limit)
+
+_WHITESPACE = re.compile(r"[ \t\n\r]*")
+_CANONICAL_TX_START = b'{"body":'
+_CANONICAL_SEPARATOR = b',{"body":'
+_json_item = json.JSONDecoder().raw_decode
+
+
+@dataclass(frozen=True, slots=True)
+class TxBatchLimits:
+    max_txs: int  # items in one batch
+    max_bytes: int  # bytes of one batch, checked before any parsing
+
+
+@dataclass(slots=True)
+class TxBatch:
+    """What one received batch gave: its transactions, and one drop reason per item (or for the
+    whole batch) that was refused. A batch refused as a whole gives no transactions."""
+
+    txs: list[Transaction] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
+
+
+def read_tx_batch(data: bytes, limits: TxBatchLimits) -> Generator[None, None, TxBatch]:
+    """Decode a peer's batch (a JSON array of transactions), pausing (`yield`) between pieces of
+    work; returns the `TxBatch`. Never raises for anything in `data`."""
+    if len(data) > limits.max_bytes:
+        return _refused(TOO_LARGE)
+    # Literal `{"body":` cannot occur inside a JSON string (its quote would be escaped) and every
+    # canonical transaction starts with it, so this C-speed count bounds the fast path's item count.
+    if data.count(_CANONICAL_TX_START) > limits.max_txs:
+        return _refused(TOO_MANY)
+    fast = yield from _read_canonical(data)
+    if fast is not None:
+        return TxBatch(fast)
+    yield
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return _refused(MALFORMED)
+    pos = _skip_whitespace(text, 0)
+    if not text.startswith("[", pos):
+        return _refused(MALFORMED)
+    pos = _skip_whitespace(text, pos + 1)
+    batch = TxBatch()
+    items = 0
+    since_pause = 0
+    if text.startswith("]", pos):
+        pos += 1
+    else:
+        while True:
+            items += 1
+            if items > limits.max_txs:
+                return _refused(TOO_MANY)
+            window = text[pos:pos + MAX_TX_JSON_CHARS]
+            try:
+                obj, length = _json_item(window)
+            except RecursionError:
+                return _refused(TOO_DEEP)
+            except ValueError:  # not JSON, or an item longer than any transaction
+                return _refused(MALFORMED)
+            try:
+                batch.txs.append(decode_tx(obj))
+            except Rejected:
+                batch.dropped.append(MALFORMED)
+            pos = _skip_whitespace(text, pos + length)
+            since_pause += length
+            if since_pause >= PAUSE_EVERY_CHARS:
+                since_pause = 0
+                yield
+            if text.startswith("]", pos):
+                pos += 1
+                break
+            if not text.startswith(",", pos):
+                return _refused(MALFORMED)
+            pos = _skip_whitespace(text, pos + 1)
+    if _skip_whitespace(text, pos) != len(text):
+        return _refused(MALFORMED)
+    return batch
+
+
+def _read_canonical(data: bytes) -> Generator[None, None, list[Transaction] | None]:
+    """`decode_canonical_array(data)`, PAUSE_EVERY_TXS transactions at a time.
+
+    In a canonical array `,{"body":` occurs only between two transactions (inside one, `{"body":`
+    is its start, and no string holds a bare quote), so cutting there gives its items exactly, and
+    each run of them in brackets is a canonical array again. Anything else fails some run: None.
+    """
+    if not (data.startswith(b"[") and data.endswith(b"]")):
+        return None
+    cuts = [1]
+    at = data.find(_CANONICAL_SEPARATOR, 1)
+    while at != -1:
+        cuts.append(at)
+        at = data.find(_CANONICAL_SEPARATOR, at + 1)
+    if len(cuts) <= PAUSE_EVERY_TXS:
+        return decode_canonical_array(data)
+    txs: list[Transaction] = []
+    ends = cuts[PAUSE_EVERY_TXS::PAUSE_EVERY_TXS] + [len(data) - 1]
+    start = 1
+    for end in ends:
+        run = decode_canonical_array(b"[" + data[start:end] + b"]")
+        if run is None:
+            return None
+        txs.extend(run)
+        start = end + 1  # past the comma
+        yield
+    return txs
+
+
+def decode_tx_batch(data: bytes, limits: TxBatchLimits) -> TxBatch:
+    """`read_tx_batch` without pauses, for callers that do not share an event loop."""
+    reader = read_tx_batch(data, limits)
+    while True:
+        try:
+            next(reader)
+        except StopIteration as done:
+            result: TxBatch = done.value
+            return result
+
+
+def _skip_whitespace(text: str, pos: int) -> int:
+    """The position after JSON whitespace from `pos` (the pattern also matches nothing)."""
+    match = _WHITESPACE.match(text, pos)
+    return pos if match is None else match.end()
+
+
+def _refused(reason: str) -> TxBatch:
+    return TxBatch(dropped=[reason])
+
 
 Broadcast = Callable[[bytes], object]
 

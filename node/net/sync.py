@@ -166,7 +166,7 @@ def decode_batch(data: bytes, from_height: int, chain_id: str, max_blocks: int
             raise BadBatch(f"block {height} does not link to block {height - 1}", height)
         try:
             certificate = json.loads(raw_cert)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             raise BadBatch(f"the certificate of block {height} is not JSON", height) from None
         if not isinstance(certificate, dict):
             raise BadBatch(f"the certificate of block {height} is not an object", height)
