@@ -19,8 +19,9 @@ import pytest
 
 from cli import testnet as tn
 from ledger import keys
-from node import node as node_module
+from node import intake as intake_module
 from node.config import load_config
+from node.intake import TxIntake
 from node.node import Node
 from p2p import P2PConfig, P2PNode
 from tests.helpers.nodes import pay, single_node_net
@@ -64,19 +65,19 @@ async def test_hostile_batches_are_dropped_and_counted_and_the_intake_goes_on(tm
             b'{"not": "a list"}',
         ]
         for data in hostile:
-            assert node.receive_txs(PEER, data)
+            assert node.intake.receive_txs(PEER, data)
         tx = pay(alice, 0, bob)
-        assert node.receive_txs(PEER, b"[" + tx.encode() + b"]")
-        status = await node.wait_committed(tx.hash, WAIT_S)
+        assert node.intake.receive_txs(PEER, b"[" + tx.encode() + b"]")
+        status = await node.service.wait_committed(tx.hash, WAIT_S)
         assert status is not None and status.status == "committed"
         assert (dropped(node, TOO_DEEP), dropped(node, TOO_LARGE), dropped(node, TOO_MANY),
                 dropped(node, MALFORMED)) == (2, 1, 1, 1)
         assert node.running and node.fatal_error is None
         # And the next round is admitted too: the intake did not end after the first one.
         again = pay(alice, 1, bob)
-        assert node.receive_txs(PEER, NESTED)
-        assert node.receive_txs(PEER, b"[" + again.encode() + b"]")
-        status = await node.wait_committed(again.hash, WAIT_S)
+        assert node.intake.receive_txs(PEER, NESTED)
+        assert node.intake.receive_txs(PEER, b"[" + again.encode() + b"]")
+        status = await node.service.wait_committed(again.hash, WAIT_S)
         assert status is not None and status.status == "committed"
         assert dropped(node, TOO_DEEP) == 3
     finally:
@@ -88,7 +89,7 @@ async def test_an_unexpected_error_handling_a_batch_drops_it_and_the_intake_goes
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     """Whatever a batch provokes, even a fault of our own in reading or admitting it, costs that
     batch (counted, one log line), never the intake."""
-    real_read, real_admit = node_module.read_tx_batch, Node._admit
+    real_read, real_admit = intake_module.read_tx_batch, TxIntake._admit
     admit_calls = 0
 
     def read_or_explode(data: bytes, limits: Any) -> Any:
@@ -96,27 +97,27 @@ async def test_an_unexpected_error_handling_a_batch_drops_it_and_the_intake_goes
             raise MemoryError("while reading")
         return real_read(data, limits)
 
-    async def admit_fails_once(self: Node, txs: Any, trusted: bool = False) -> Any:
+    async def admit_fails_once(self: TxIntake, txs: Any, trusted: bool = False) -> Any:
         nonlocal admit_calls
         admit_calls += 1
         if admit_calls == 1:
             raise KeyError("while admitting")
         return await real_admit(self, txs, trusted)
 
-    monkeypatch.setattr(node_module, "read_tx_batch", read_or_explode)
-    monkeypatch.setattr(Node, "_admit", admit_fails_once)
+    monkeypatch.setattr(intake_module, "read_tx_batch", read_or_explode)
+    monkeypatch.setattr(TxIntake, "_admit", admit_fails_once)
     net = single_node_net(tmp_path)
     alice, bob, _ = net.accounts
     node = Node.open(net.home, {"tick_ms": 10}, environ={})
     await node.start()
     try:
         first = pay(alice, 0, bob)
-        assert node.receive_txs(PEER, b"[" + first.encode() + b"]")  # admission raises: dropped
+        assert node.intake.receive_txs(PEER, b"[" + first.encode() + b"]")  # admission raises: dropped
         await eventually(lambda: dropped(node, "tx_gossip_failed") == 1, "the failed admission to be counted")
-        assert node.receive_txs(PEER, b"explode")  # reading raises: dropped
+        assert node.intake.receive_txs(PEER, b"explode")  # reading raises: dropped
         tx = pay(alice, 0, bob)
-        assert node.receive_txs(PEER, b"[" + tx.encode() + b"]")
-        status = await node.wait_committed(tx.hash, WAIT_S)
+        assert node.intake.receive_txs(PEER, b"[" + tx.encode() + b"]")
+        status = await node.service.wait_committed(tx.hash, WAIT_S)
         assert status is not None and status.status == "committed"
         assert dropped(node, "tx_gossip_failed") == 2
         assert node.running and node.fatal_error is None
@@ -155,7 +156,7 @@ async def test_a_validator_gossiping_a_nested_array_over_p2p_does_not_stop_its_p
         tx = pay(alice, 0, bob)
         assert hostile.broadcast("txs", b"[" + tx.encode() + b"]") == 3
         for node in honest:
-            status = await node.wait_committed(tx.hash, WAIT_S)
+            status = await node.service.wait_committed(tx.hash, WAIT_S)
             assert status is not None and status.status == "committed"
         await eventually(lambda: all(dropped(n, TOO_DEEP) == 1 for n in honest), "every node to count the drop")
         assert all(n.running and n.fatal_error is None for n in honest)

@@ -25,6 +25,7 @@ from cli.main import CliError
 from cli.start import run_node
 from cli.testnet import make_testnet
 from node.api.app import ApiServer
+from node.intake import TxIntake
 from node.net.cluster import PeerNetwork
 from node.node import Node
 from storage import Store
@@ -35,7 +36,7 @@ pytestmark = pytest.mark.timeout(60)
 WAIT_S = 10.0
 
 
-async def regossip_fails(self: Node) -> None:
+async def regossip_fails(self: TxIntake) -> None:
     await asyncio.sleep(0.05)
     raise RuntimeError("boom in re-gossip")
 
@@ -43,7 +44,7 @@ async def regossip_fails(self: Node) -> None:
 async def test_an_owned_task_that_fails_halts_the_node_and_stop_still_closes_the_store(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     net = single_node_net(tmp_path)
-    monkeypatch.setattr(Node, "_regossip", regossip_fails)
+    monkeypatch.setattr(TxIntake, "run_regossip", regossip_fails)
     node = Node.open(net.home, {"tick_ms": 10}, environ={})
     await node.start()
     try:
@@ -51,11 +52,11 @@ async def test_an_owned_task_that_fails_halts_the_node_and_stop_still_closes_the
             await asyncio.wait_for(node.wait_stopped(), WAIT_S)
         assert node.fatal_error is not None
         assert "tx-regossip" in node.fatal_error and "RuntimeError: boom in re-gossip" in node.fatal_error
-        assert node.status()["state"] == "halted" and not node.running
+        assert node.service.status()["state"] == "halted" and not node.running
         assert any(r.levelno == logging.CRITICAL and "node halted" in r.getMessage() for r in caplog.records)
         # A halted node takes nothing new.
         alice, bob, _ = net.accounts
-        [outcome] = await node.submit([pay(alice, 0, bob).to_json()])
+        [outcome] = await node.service.submit([pay(alice, 0, bob).to_json()])
         assert outcome.code == "shutting_down"
     finally:
         await asyncio.wait_for(node.stop(), WAIT_S)  # does not re-raise what the task died of
@@ -65,11 +66,11 @@ async def test_an_owned_task_that_fails_halts_the_node_and_stop_still_closes_the
 
 async def test_an_owned_task_that_ends_without_an_error_halts_the_node_too(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    async def regossip_returns(self: Node) -> None:
+    async def regossip_returns(self: TxIntake) -> None:
         return None
 
     net = single_node_net(tmp_path)
-    monkeypatch.setattr(Node, "_regossip", regossip_returns)
+    monkeypatch.setattr(TxIntake, "run_regossip", regossip_returns)
     node = Node.open(net.home, {"tick_ms": 10}, environ={})
     await node.start()
     try:
@@ -104,16 +105,16 @@ async def test_stop_closes_every_part_even_when_one_raises(
     net = single_node_net(tmp_path)
     node = Node.open(net.home, {"tick_ms": 10}, environ={})
     await node.start()
-    assert node.signers is not None
+    assert node.checks.workers is not None
 
     async def close_fails() -> None:
         raise OSError("the worker pipe is broken")
 
-    node.signers.close = close_fails  # type: ignore[method-assign]
+    node.checks.workers.close = close_fails  # type: ignore[method-assign]
     with caplog.at_level(logging.ERROR, logger="ledgerd.node"):
         await asyncio.wait_for(node.stop(), WAIT_S)
     assert node.store.closed
-    assert node.status()["state"] == "stopped"
+    assert node.service.status()["state"] == "stopped"
     failures = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert failures == ["stopping the signature workers failed: OSError: the worker pipe is broken"]
     await node.stop()  # stopping twice is harmless
@@ -139,7 +140,7 @@ async def test_start_exits_1_with_the_reason_after_closing_everything_when_a_tas
         restore_process_state: None) -> None:
     net = make_testnet(tmp_path / "net", validators=1, accounts=1)
     home = net.node_homes[0]
-    monkeypatch.setattr(Node, "_regossip", regossip_fails)
+    monkeypatch.setattr(TxIntake, "run_regossip", regossip_fails)
     overrides: dict[str, Any] = {"rest_port": 0, "p2p_port": 0, "tick_ms": 10}
     with pytest.raises(CliError, match=re.escape("the node halted: internal error in task tx-regossip")):
         await asyncio.wait_for(run_node(home, overrides), 30)

@@ -170,8 +170,8 @@ async def test_a_restarted_validator_rejoins_and_the_chain_commits_with_it_durin
 
             await nodes[0].stop()
             tx = pay(alice, 0, bob)
-            assert [o.code for o in await nodes[1].submit([tx.to_json()])] == ["accepted"]
-            status = await restarted.wait_committed(tx.hash, 30)
+            assert [o.code for o in await nodes[1].service.submit([tx.to_json()])] == ["accepted"]
+            status = await restarted.service.wait_committed(tx.hash, 30)
             assert status is not None and status.status == "committed"
             assert flood.refused > 0
 
