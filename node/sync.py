@@ -12,9 +12,10 @@ height this node reports as the network's (`sync_target_height`, `blocks_behind`
 `status()`) is one it can trust: the (f + 1)-th highest recent claim among distinct validators
 (at least one of any f + 1 is honest; f from the engine's fault model: (n - 1) // 3 under PBFT,
 0 under Raft, whose validators are assumed to fail only by crashing, so there one claim counts),
-the engine's own hint, or the highest block that arrived with a valid certificate. A peer that
-claims a height it then does not serve (no block from the requested height on, or no answer to a
-claim nobody else vouches for) is penalized like one that serves a bad block.
+the engine's own hint, or the highest block that arrived with a valid certificate. Peers whose
+claims are vouched for are asked first, so that a lone high claim costs no wait while honest peers
+can serve; a peer that answers but serves no block at a height it claimed to have is penalized like
+one that serves a bad block.
 
 Fetching. A request on the "sync" topic asks a peer for up to `sync_batch_blocks` blocks from a
 height; the peer answers as many as fit in one p2p payload, each with its commit certificate:
@@ -28,8 +29,7 @@ previous one, is of this chain, its certificate proves it final under the genesi
 runtime loop (`Runtime.apply_synced`), each block is re-executed on the committed head (nonces,
 balances, app_hash), stored in one atomic batch and announced to the engine (`ChainAdvanced`).
 A peer that serves anything that fails a check is not asked again for `sync_penalty_s` (doubling
-per offence) and the next peer is tried; a peer that merely does not answer is just skipped, unless
-what it claimed is a height no other validator vouches for.
+per offence) and the next peer is tried; a peer that merely does not answer is just skipped.
 
 Must not import the p2p package: requests go through the `request` function handed in.
 """
@@ -417,9 +417,13 @@ class BlockSync:
             self._on_syncing(syncing)
 
     def _candidates(self, own: int) -> list[str]:
-        peers = [(head.height, self._rng.random(), peer) for peer, head in self.heads.items()
+        """Peers ahead of `own`, not under penalty: those whose claim is vouched for first (a lone
+        high claim may be a lie, and a liar that never answers would be waited for every round),
+        then the highest claim first, ties in random order."""
+        trusted = self.trusted_height()
+        peers = [(head.height <= trusted, head.height, self._rng.random(), peer) for peer, head in self.heads.items()
                  if head.height > own and self.penalized_for_s(peer) == 0]
-        return [peer for _, _, peer in sorted(peers, reverse=True)]
+        return [peer for *_, peer in sorted(peers, reverse=True)]
 
     async def _fetch_and_apply(self, peer: str, from_height: int) -> bool:
         request = SyncRequest(from_height=from_height, max_blocks=self.settings.batch_blocks)
@@ -430,15 +434,9 @@ class BlockSync:
                                          self.settings.request_timeout_s)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # the transport's typed failures: no answer is no fault ...
+        except Exception as exc:  # the transport's typed failures: no answer is no fault
             self.counters["requests_failed"] += 1
             self._log.debug("block sync: %s… did not answer: %s", peer[:16], exc)
-            if claimed > self.trusted_height():
-                # ... except from a peer whose height only it claims: left unpunished, a lying
-                # peer that never answers would be asked first, and waited for, every round.
-                self.counters["claims_not_served"] += 1
-                self.penalize(peer, f"it claims height {claimed}, which no other validator vouches for, "
-                                    f"and did not answer")
             return False
         try:
             peer_tip, blocks = await self._run_blocking(self._check, answer, from_height)
