@@ -167,6 +167,8 @@ class BftEngine:
         self._buffered_bytes_per_author = [0] * self._n
         self._buffered_bytes = 0
         self._buffer_cap_per_author = max(1, self._cfg.max_buffered_messages // self._n)
+        # Shares that add up to at most max_buffered_bytes: that bounds the total, and no group of
+        # authors can take space the others are owed.
         self._buffer_bytes_cap_per_author = min(self._cfg.max_buffered_bytes_per_author,
                                                 self._cfg.max_buffered_bytes // self._n)
         self._last_decided: tuple[Block, int, tuple[Vote, ...]] | None = None
@@ -626,7 +628,7 @@ class BftEngine:
         Only the signature has been checked: the attachments (a block of up to `max_block_bytes`)
         are not looked at before the height comes, so a faulty validator could otherwise make this
         node hold block after block. Each message is charged the bytes it arrived as plus a fixed
-        allowance for the objects around them, against its author's share and the total; what does
+        allowance for the objects around them, against its author's share of the total; what does
         not fit is dropped, never grown into.
         """
         ident = (msg.identity(), direct)
@@ -643,8 +645,6 @@ class BftEngine:
         size = wire_bytes + _BUFFER_ENTRY_OVERHEAD_BYTES
         if self._buffered_bytes_per_author[author] + size > self._buffer_bytes_cap_per_author:
             return self._drop("buffer_author_bytes_full")
-        if self._buffered_bytes + size > self._cfg.max_buffered_bytes:
-            return self._drop("buffer_bytes_full")
         self._buffered_ids.add(ident)
         self._buffered_slots[slot] = msg.identity()
         self._buffered_per_author[author] += 1
