@@ -152,10 +152,13 @@ def _schemas() -> dict[str, Any]:
                 "height": {"type": ["integer", "null"], "minimum": 0,
                            "description": "the head the peer last announced (null: not heard yet)"},
             }, required=["node_id", "url", "connected"], closed=False)},
-            "syncing": {"type": "boolean", "description": "fetching blocks from peers (block sync) right now"},
+            "syncing": {"type": "boolean",
+                        "description": "fetching blocks from peers (block sync) towards sync_target_height right now"},
             "sync_target_height": {"type": ["integer", "null"], "minimum": 0,
-                                   "description": "the highest head known from peers (or the engine), "
-                                                  "when above this node's height"},
+                                   "description": "the highest height the chain is known to have reached, when "
+                                                  "above this node's: announced by f + 1 validators, proven by "
+                                                  "certified blocks fetched, or named by the engine (a single "
+                                                  "peer's claim shows only as that peer's height)"},
             "blocks_behind": {"type": "integer", "minimum": 0,
                               "description": "how far this node's height is below sync_target_height"},
             "p2p_url": {"type": ["string", "null"],
