@@ -8,6 +8,7 @@ from typing import Any, Protocol
 
 from ledger import keys
 from ledger.block import Block
+from ledger.tx import DecodeMemo
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +170,8 @@ class EngineContext:
     rng: Rng  # a random.Random
     restored: Mapping[str, bytes]  # the engine's records as last persisted (empty on first start)
     config: EngineConfig = field(default_factory=EngineConfig)
+    # The node's memo of decoded transactions: a proposal's transactions were mostly met in gossip.
+    decode_memo: DecodeMemo | None = None
 
 
 class Engine(Protocol):

@@ -223,16 +223,17 @@ _CANONICAL_TX = re.compile(
     rb')\},"sender":"' + _HEX64 + rb'","type":"(transfer|issue|record)"\}),"signature":"([0-9a-f]{128})"\}')
 
 
-def _decode_canonical(match: re.Match[bytes]) -> Transaction | None:
+def _decode_canonical(match: re.Match[bytes], memo: DecodeMemo | None) -> Transaction | None:
     """The transaction a `_CANONICAL_TX` match spells, or None if it breaks a rule the regex
     cannot express (ranges, the payload fitting the type); `decode_tx` then says why."""
     (body, chain_id, nonce, amount, asset, to, issue_asset, supply, key, value, sender, tx_type,
      signature) = match.groups()
     raw = match.group(0)
     sig_hex = signature.decode()
-    hit = _memo.lookup(sig_hex)
-    if hit is not None and hit.encode() == raw:
-        return hit
+    if memo is not None:
+        hit = memo.lookup(sig_hex)
+        if hit is not None and hit.encode() == raw:
+            return hit
     payload: Payload
     if tx_type == b"transfer" and amount is not None:
         payload = Transfer(to.decode(), asset.decode(), int(amount))
@@ -255,13 +256,16 @@ def _decode_canonical(match: re.Match[bytes]) -> Transaction | None:
     tx = Transaction(chain_id.decode(), sender.decode(), nonce_value, tx_type.decode(), payload,
                      bytes.fromhex(sig_hex), signing, sha256_hex(signing))
     tx._encoded.append(raw)
-    _memo.put(sig_hex, tx)
+    if memo is not None:
+        memo.put(sig_hex, tx)
     return tx
 
 
-def decode_canonical_array(data: bytes, start: int = 0, end: int | None = None) -> list[Transaction] | None:
+def decode_canonical_array(data: bytes, start: int = 0, end: int | None = None,
+                           memo: DecodeMemo | None = None) -> list[Transaction] | None:
     """Transactions from `data[start:end]` when it is a JSON array of canonical transactions
-    (`[` tx `,` tx ... `]`, no whitespace); None when it is anything else, for `decode_tx`."""
+    (`[` tx `,` tx ... `]`, no whitespace); None when it is anything else, for `decode_tx`.
+    With a `memo`, transactions seen before are answered from it (see `DecodeMemo`)."""
     end = len(data) if end is None else end
     if end - start < 2 or data[start] != 0x5B or data[end - 1] != 0x5D:  # [ ... ]
         return None
@@ -274,7 +278,7 @@ def decode_canonical_array(data: bytes, start: int = 0, end: int | None = None) 
         match = match_at(data, pos, end)
         if match is None:
             return None
-        tx = _decode_canonical(match)
+        tx = _decode_canonical(match, memo)
         if tx is None:
             return None
         txs.append(tx)
@@ -286,23 +290,26 @@ def decode_canonical_array(data: bytes, start: int = 0, end: int | None = None) 
         pos += 1
 
 
-def decode_canonical_tx(data: bytes) -> Transaction | None:
+def decode_canonical_tx(data: bytes, memo: DecodeMemo | None = None) -> Transaction | None:
     """One canonical transaction from all of `data`, or None (see `decode_canonical_array`)."""
     match = _CANONICAL_TX.fullmatch(data)
-    return None if match is None else _decode_canonical(match)
+    return None if match is None else _decode_canonical(match, memo)
 
 
-def decode_tx(obj: Any) -> Transaction:
+def decode_tx(obj: Any, memo: DecodeMemo | None = None) -> Transaction:
     """Decode one transaction from parsed JSON; raises Rejected for anything off-contract.
 
-    A transaction seen before (the same JSON, by value and by JSON type) answers the Transaction
-    decoded then: a replica meets most transactions twice, in gossip and again in a proposal.
+    With a `memo`, a transaction seen before (the same JSON, by value and by JSON type) answers the
+    Transaction decoded then: a replica meets most transactions twice, in gossip and again in a
+    proposal.
     """
-    hit = _memo.get(obj)
+    if memo is None:
+        return _decode_tx(obj)
+    hit = memo.get(obj)
     if hit is not None:
         return hit
     tx = _decode_tx(obj)
-    _memo.put(obj["signature"], tx)
+    memo.put(obj["signature"], tx)
     return tx
 
 
@@ -349,7 +356,7 @@ def _json_string(text: str) -> str:
     return canonical_json_trusted(text).decode()
 
 
-class _DecodeMemo:
+class DecodeMemo:
     """Recently decoded transactions by signature, so that decoding the same JSON twice is cheap.
 
     A hit needs the new object to equal the remembered transaction's JSON *and* to carry integers
@@ -357,7 +364,8 @@ class _DecodeMemo:
     float or boolean nonce or amount, so equality alone would let a memo accept what a fresh decode
     refuses (and nodes with different memories disagree about a block). Strings, objects and key
     sets compare exactly. The memo never changes a result, only its cost; it is bounded, evicts
-    oldest first, and its dict operations are safe under the GIL from any thread.
+    oldest first, and its dict operations are safe under the GIL from any thread. Owned by the
+    node (one per node), handed to whatever decodes for it: gossip intake and the consensus engine.
     """
 
     MAX_ENTRIES = 16_384  # several full blocks between gossip and proposal; bounds what it keeps alive
@@ -399,8 +407,6 @@ class _DecodeMemo:
     def clear(self) -> None:
         self._young, self._old = {}, {}
 
-
-_memo = _DecodeMemo()
 
 
 def build(chain_id: str, sender: str, nonce: int, tx_type: str, payload: Payload, signature: bytes) -> Transaction:

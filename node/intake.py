@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from ledger.errors import Rejected
-from ledger.tx import Transaction, decode_tx
+from ledger.tx import DecodeMemo, Transaction, decode_tx
 from node.config import NodeConfig
 from node.core.mempool import Mempool
 from node.metrics import NodeMetrics
@@ -38,7 +38,7 @@ class TxGossip(Protocol):
 class TxIntake:
     def __init__(self, config: NodeConfig, mempool: Mempool, runtime: Runtime, checks: SignatureChecks,
                  metrics: NodeMetrics, logger: logging.Logger, *, trust_peers: bool,
-                 refusal: Callable[[], str | None]) -> None:
+                 refusal: Callable[[], str | None], decode_memo: DecodeMemo | None = None) -> None:
         """`trust_peers`: the engine assumes crash faults only, so peers' gossip is not verified
         again. `refusal()`: None while the node runs, else why nothing is admitted."""
         self._config = config
@@ -49,6 +49,7 @@ class TxIntake:
         self._log = logger
         self._trust_peers = trust_peers
         self._refusal = refusal
+        self._decode_memo = decode_memo
         self.tx_out: TxBatcher | None = None  # where accepted submissions are gossiped
         self._gossip_in: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue(config.gossip_inbox_batches)
         self._gossip_limits = TxBatchLimits(max_txs=config.max_batch_txs, max_bytes=config.gossip_max_batch_bytes)
@@ -136,7 +137,7 @@ class TxIntake:
     async def _read_gossip(self, peer: str, data: bytes) -> list[Transaction]:
         """The transactions in one batch from `peer`; decoding pauses to let the event loop run."""
         try:
-            reader = read_tx_batch(data, self._gossip_limits)
+            reader = read_tx_batch(data, self._gossip_limits, self._decode_memo)
             while True:
                 try:
                     next(reader)

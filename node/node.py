@@ -43,6 +43,7 @@ from ledger.block import Block
 from ledger.errors import Rejected
 from ledger.genesis import Genesis
 from ledger.state import ParseMemo
+from ledger.tx import DecodeMemo
 from node.config import ConfigError, NodeConfig, load_config
 from node.core.executor import BlockExecutor, BuildLimits
 from node.core.mempool import Mempool, MempoolLimits
@@ -74,8 +75,10 @@ class Node:
         self.log = logger
         self.fatal_error: str | None = None
         self._state = "new"
-        # Parsed accounts and assets by their stored bytes, shared by admission and execution.
+        # Parsed accounts and assets by their stored bytes, shared by admission and execution; and
+        # decoded transactions, shared by gossip intake and the engine (which decodes proposals).
         self.parse_memo = ParseMemo()
+        self.decode_memo = DecodeMemo()
         self.mempool = Mempool(store, genesis.chain_id, MempoolLimits(
             max_txs=config.mempool_max_txs, max_bytes=config.mempool_max_bytes,
             max_future_per_sender=config.mempool_max_future_per_sender, tx_ttl_s=config.mempool_tx_ttl_s,
@@ -91,7 +94,7 @@ class Node:
             chain_id=genesis.chain_id, validators=genesis.validator_ids, signer=Ed25519Signer(key),
             verifier=Ed25519Verifier(), checker=self.executor, tip=store.tip,
             rng=random.Random(int.from_bytes(os.urandom(16), "big")), restored=store.load_engine(),
-            config=EngineConfig(),
+            config=EngineConfig(), decode_memo=self.decode_memo,
         )
         self.engine = engine_factory(genesis.consensus, context)
         metrics.watch_engine(lambda: dict(self.engine.counters))
@@ -109,7 +112,8 @@ class Node:
         # Raft assumes crash faults only: a transaction a peer gossips was verified by the validator
         # that took it from a client, and is not verified again here (see consensus.factory).
         self.intake = TxIntake(config, self.mempool, self.runtime, self.checks, metrics, logger,
-                               trust_peers=trusts_validators(genesis.consensus), refusal=self._refusal)
+                               trust_peers=trusts_validators(genesis.consensus), refusal=self._refusal,
+                               decode_memo=self.decode_memo)
         self.service = NodeServiceImpl(self)
         self._connected_peers: Callable[[], Sequence[str]] | None = None
         self._tasks: list[asyncio.Task[None]] = []

@@ -11,6 +11,7 @@ import socket
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -82,11 +83,11 @@ COUNTER_NAMES: tuple[str, ...] = (
 
 OnMessage = Callable[[str, str, bytes], None]
 
-_REFUSALS = {
+_REFUSALS: Mapping[str, str] = MappingProxyType({
     "rate_limited": "too many connection attempts from this address",
     "busy_source": "too many handshakes in progress from this address",
     "busy": "too many handshakes in progress",
-}
+})
 
 
 class Backoff:

@@ -691,7 +691,7 @@ class BftEngine:
             self._drop("block_too_large")
             return None
         try:
-            block = decode_block(block_bytes)
+            block = decode_block(block_bytes, memo=self._ctx.decode_memo)
         except Rejected:
             self._drop("malformed_block")
             return None
@@ -751,7 +751,7 @@ class BftEngine:
         block: Block | None = None
         if raw_block is not None:
             try:
-                block = decode_block(raw_block)
+                block = decode_block(raw_block, memo=self._ctx.decode_memo)
             except Rejected as exc:
                 raise ValueError(f"the BFT record {BLOCK_KEY!r} is corrupt: {exc.message}") from exc
             self._disk_block = block.hash

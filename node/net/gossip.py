@@ -30,7 +30,14 @@ from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 
 from ledger.errors import Rejected
-from ledger.tx import MAX_RECORD_KEY_BYTES, MAX_RECORD_VALUE_BYTES, Transaction, decode_canonical_array, decode_tx
+from ledger.tx import (
+    MAX_RECORD_KEY_BYTES,
+    MAX_RECORD_VALUE_BYTES,
+    DecodeMemo,
+    Transaction,
+    decode_canonical_array,
+    decode_tx,
+)
 
 # The longest JSON a valid transaction can take: every byte of a record's key and value written as
 # a six-character \u00XX escape, plus the fixed fields (addresses, signature, chain id, nonce,
@@ -68,7 +75,8 @@ class TxBatch:
     dropped: list[str] = field(default_factory=list)
 
 
-def read_tx_batch(data: bytes, limits: TxBatchLimits) -> Generator[None, None, TxBatch]:
+def read_tx_batch(data: bytes, limits: TxBatchLimits, memo: DecodeMemo | None = None
+                  ) -> Generator[None, None, TxBatch]:
     """Decode a peer's batch (a JSON array of transactions), pausing (`yield`) between pieces of
     work; returns the `TxBatch`. Never raises for anything in `data`."""
     if len(data) > limits.max_bytes:
@@ -77,7 +85,7 @@ def read_tx_batch(data: bytes, limits: TxBatchLimits) -> Generator[None, None, T
     # canonical transaction starts with it, so this C-speed count bounds the fast path's item count.
     if data.count(_CANONICAL_TX_START) > limits.max_txs:
         return _refused(TOO_MANY)
-    fast = yield from _read_canonical(data)
+    fast = yield from _read_canonical(data, memo)
     if fast is not None:
         return TxBatch(fast)
     yield
@@ -107,7 +115,7 @@ def read_tx_batch(data: bytes, limits: TxBatchLimits) -> Generator[None, None, T
             except ValueError:  # not JSON, or an item longer than any transaction
                 return _refused(MALFORMED)
             try:
-                batch.txs.append(decode_tx(obj))
+                batch.txs.append(decode_tx(obj, memo))
             except Rejected:
                 batch.dropped.append(MALFORMED)
             pos = _skip_whitespace(text, pos + length)
@@ -126,7 +134,7 @@ def read_tx_batch(data: bytes, limits: TxBatchLimits) -> Generator[None, None, T
     return batch
 
 
-def _read_canonical(data: bytes) -> Generator[None, None, list[Transaction] | None]:
+def _read_canonical(data: bytes, memo: DecodeMemo | None) -> Generator[None, None, list[Transaction] | None]:
     """`decode_canonical_array(data)`, PAUSE_EVERY_TXS transactions at a time.
 
     In a canonical array `,{"body":` occurs only between two transactions (inside one, `{"body":`
@@ -141,12 +149,12 @@ def _read_canonical(data: bytes) -> Generator[None, None, list[Transaction] | No
         cuts.append(at)
         at = data.find(_CANONICAL_SEPARATOR, at + 1)
     if len(cuts) <= PAUSE_EVERY_TXS:
-        return decode_canonical_array(data)
+        return decode_canonical_array(data, memo=memo)
     txs: list[Transaction] = []
     ends = cuts[PAUSE_EVERY_TXS::PAUSE_EVERY_TXS] + [len(data) - 1]
     start = 1
     for end in ends:
-        run = decode_canonical_array(b"[" + data[start:end] + b"]")
+        run = decode_canonical_array(b"[" + data[start:end] + b"]", memo=memo)
         if run is None:
             return None
         txs.extend(run)
@@ -155,9 +163,9 @@ def _read_canonical(data: bytes) -> Generator[None, None, list[Transaction] | No
     return txs
 
 
-def decode_tx_batch(data: bytes, limits: TxBatchLimits) -> TxBatch:
+def decode_tx_batch(data: bytes, limits: TxBatchLimits, memo: DecodeMemo | None = None) -> TxBatch:
     """`read_tx_batch` without pauses, for callers that do not share an event loop."""
-    reader = read_tx_batch(data, limits)
+    reader = read_tx_batch(data, limits, memo)
     while True:
         try:
             next(reader)

@@ -92,10 +92,10 @@ async def test_an_unexpected_error_handling_a_batch_drops_it_and_the_intake_goes
     real_read, real_admit = intake_module.read_tx_batch, TxIntake._admit
     admit_calls = 0
 
-    def read_or_explode(data: bytes, limits: Any) -> Any:
+    def read_or_explode(data: bytes, limits: Any, memo: Any = None) -> Any:
         if data == b"explode":
             raise MemoryError("while reading")
-        return real_read(data, limits)
+        return real_read(data, limits, memo)
 
     async def admit_fails_once(self: TxIntake, txs: Any, trusted: bool = False) -> Any:
         nonlocal admit_calls
