@@ -104,8 +104,8 @@ def prepare(directory: Path, validators: int | None, consensus: str | None, base
             engine = f" {have_consensus}" if have_consensus else ""
             raise ConfigError(
                 f"{directory} already holds a {have_validators}-validator{engine} testnet, not what "
-                f"{' and '.join(wanted)} asks for; choose a new directory for the new chain "
-                f"(e.g. --dir example-data), or remove {directory} to replace it")
+                f"{' and '.join(wanted)} asks for; start the new chain in a directory of its own "
+                f"(--dir NEW_DIR), or remove {directory} to replace its chain")
         return homes
     if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
         raise ConfigError(f"{directory} exists but holds no testnet; choose another --dir or empty it")
