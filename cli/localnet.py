@@ -269,9 +269,13 @@ def _watch(children: list[Child]) -> NoReturn:
     while True:
         for index, child in enumerate(children):
             if _restart_requested(child):
-                children[index] = _restart(child)
-                reported.discard(child.name)
-                continue
+                try:
+                    children[index] = _restart(child)
+                except (OSError, ConfigError) as exc:  # e.g. its config.toml was edited into nonsense
+                    print(f"warning: cannot restart {child.name}: {exc}", file=sys.stderr, flush=True)
+                else:
+                    reported.discard(child.name)
+                    continue
             code = child.process.poll()
             if code is not None and child.name not in reported:
                 reported.add(child.name)

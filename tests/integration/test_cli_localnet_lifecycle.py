@@ -173,3 +173,13 @@ def test_a_taken_rest_port_suggests_rest_port(tmp_path: Path) -> None:
     assert result.returncode == 1
     error = [line for line in result.stderr.splitlines() if line.startswith("ledgerd: error:")]
     assert len(error) == 1 and f":{port}" in error[0] and "--rest-port" in error[0], result.stderr
+
+
+def test_a_restart_that_cannot_start_is_reported_and_localnet_stays(tmp_path: Path, procs: Procs) -> None:
+    net = Localnet(procs, tmp_path)
+    kill_node(net)
+    (net.dir / "node0" / "config.toml").write_text("rest_port = 'many'\n")
+    (net.dir / "node0" / "restart").touch()
+    wait_for(lambda: "cannot restart node0" in net.text(), STOP_TIMEOUT_S, "localnet to report the failed restart")
+    assert "rest_port" in net.text() and net.proc.poll() is None
+    assert "stopped 0 node(s); node0 had already exited" in net.stop()
