@@ -323,8 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
     k.set_defaults(func=cmd_keys_new)
     k = keys_sub.add_parser("show", help="print the address of the key in FILE")
     k.add_argument("file", metavar="FILE",
-                   help="a key file (PKCS#8 PEM), e.g. localnet-data/accounts/account0.pem or one "
-                        "written by `ledgerd keys new`")
+                   help="a key file (PKCS#8 PEM) written by `ledgerd keys new`, or an account key "
+                        "that `ledgerd testnet` or `ledgerd localnet` wrote into DIR/accounts/")
     k.set_defaults(func=cmd_keys_show)
 
     p = sub.add_parser("tx", help="build, sign and submit a transaction",
