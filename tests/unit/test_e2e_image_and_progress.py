@@ -47,7 +47,7 @@ def test_steps_are_shown_as_they_come(tmp_path: Path) -> None:
     said: list[tuple[float, str]] = []
     argv = _script(tmp_path, "echo '==> base image' >&2\necho '    using python:3.11-slim' >&2\n"
                              "echo '#5 [2/7] RUN pip install ...'\necho '     deeper noise'\n"
-                             "sleep 2\necho '==> docker build -t ledgerd:test' >&2\n")
+                             "sleep 3\necho '==> docker build -t ledgerd:test' >&2\n")
     run_with_progress(argv, lambda line: said.append((time.monotonic(), line)), timeout_s=20,
                       progress_every_s=60)
     lines = [line for _, line in said]
