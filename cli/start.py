@@ -14,6 +14,7 @@ database.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import signal
 import sys
@@ -58,7 +59,9 @@ async def run_node(home: Path, overrides: Mapping[str, Any]) -> int:
         except OSError as exc:
             server = None
             where = f"{node.config.rest_host}:{node.config.rest_port}"
-            raise CliError(f"cannot serve the REST API on {where}: {exc.strerror or exc}") from None
+            hint = ("; is another node using it? choose another port with --rest-port"
+                    if exc.errno == errno.EADDRINUSE else "")
+            raise CliError(f"cannot serve the REST API on {where}: {exc.strerror or exc}{hint}") from None
         log.info("REST API listening on %s", server.url, extra={"fields": {"url": server.url}})
         print(f"ledgerd node {node.node_id[:16]} serving {server.url}", flush=True)
         # Run until a signal, or until the node halts by itself (a failed durable write, a block it
