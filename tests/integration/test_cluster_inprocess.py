@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from ledger import keys
 from cli import testnet as tn
+from ledger import keys
 from node.node import Node
 from tests.helpers.chain import resigned
 from tests.helpers.nodes import pay
