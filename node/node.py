@@ -49,6 +49,7 @@ from ledger.tx import Transaction, decode_canonical_array, decode_tx
 from node.config import ConfigError, NodeConfig, load_config
 from node.core.executor import BlockExecutor, BuildLimits
 from node.core.mempool import Dropped, Mempool, MempoolLimits
+from node.governance import GovernanceReads
 from node.metrics import NodeMetrics
 from node.net.cluster import PeerNetwork
 from node.net.gossip import TxBatcher
@@ -85,7 +86,7 @@ def _status_of(tx_hash: str, height: int, index: int, receipt: Mapping[str, Any]
     return TxStatus(tx_hash, status, height, index, dict(receipt))
 
 
-class Node:
+class Node(GovernanceReads):
     """One ledgerd node. Build with `Node.open`; many may run in one process."""
 
     def __init__(self, config: NodeConfig, genesis: Genesis, key: keys.PrivateKey, store: Store,
@@ -530,7 +531,8 @@ class Node:
         if not keys.is_address(address):
             raise Rejected("invalid_address", "an address is 64 lowercase hex characters")
         account = decode_account(self.store.state.get(account_key(address)), self.parse_memo)
-        return {"address": address, "nonce": account.nonce, "balances": dict(account.balances)}
+        return {"address": address, "nonce": account.nonce, "balances": dict(account.balances),
+                **self.account_governance(address)}
 
     def record(self, owner: str, key: str) -> dict[str, Any] | None:
         if not keys.is_address(owner):
@@ -622,7 +624,7 @@ class Node:
     def _stored_event(self, height: int) -> dict[str, Any]:
         block, hashes, receipts = self._load_stored(height)
         txs = [(h, tx["body"]) for h, tx in zip(hashes[1:], block["txs"], strict=True)]
-        return _block_event(hashes[0], block["header"], txs, receipts)
+        return _block_event(hashes[0], block["header"], txs, receipts, self.governance_events(height))
 
     def _on_commit(self, committed: CommittedBlock) -> None:
         block = committed.block
@@ -637,7 +639,8 @@ class Node:
         self._on_dropped(committed.dropped)
         if self._subscribers:
             event = _block_event(block.hash, block.header.to_json(),
-                                 [(tx.hash, tx.body()) for tx in block.txs], receipts)
+                                 [(tx.hash, tx.body()) for tx in block.txs], receipts,
+                                 self.governance_events(block.height))
             for sub in self._subscribers:
                 if sub.lagged:
                     continue
@@ -671,8 +674,10 @@ class Node:
 
 
 def _block_event(block_hash: str, header: Mapping[str, Any], txs: Sequence[tuple[str, Mapping[str, Any]]],
-                 receipts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """One /v1/events message: the header and, per transaction (hash, body), its result."""
+                 receipts: Sequence[Mapping[str, Any]], governance: Sequence[Mapping[str, Any]] = ()
+                 ) -> dict[str, Any]:
+    """One /v1/events message: the header, per transaction (hash, body) its result, and the
+    governance proposals that closed in the block."""
     return {
         "type": "block",
         "height": header["height"],
@@ -684,4 +689,5 @@ def _block_event(block_hash: str, header: Mapping[str, Any], txs: Sequence[tuple
              "result": dict(r)}
             for i, ((tx_hash, body), r) in enumerate(zip(txs, receipts, strict=True))
         ],
+        "governance": [dict(g) for g in governance],
     }

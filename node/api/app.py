@@ -27,6 +27,7 @@ from ledger.errors import Rejected
 from ledger.tx import Transaction, decode_canonical_array, decode_canonical_tx
 from node.api.errors import ApiError, dumps, error_response, from_api_error, status_for
 from node.api.events import EventStream
+from node.api.governance import add_governance_routes
 from node.api.openapi import build_openapi
 from node.config import NodeConfig
 from node.metrics import NodeMetrics
@@ -416,6 +417,7 @@ def make_app(service: NodeService, metrics: NodeMetrics, limits: ApiLimits | Non
     app.router.add_get("/healthz", handlers.get_healthz, name="healthz")
     app.router.add_get("/metrics", _get_metrics, name="metrics")
     app.router.add_get("/openapi.json", handlers.get_openapi, name="openapi")
+    add_governance_routes(app, service)
     app.on_shutdown.append(events.close_all)
     return app
 

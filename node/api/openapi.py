@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from ledger.tx import ASSET_RE, CHAIN_ID_RE, MAX_RECORD_KEY_BYTES, MAX_RECORD_VALUE_BYTES, MAX_SAFE_INT
 from node.api.errors import STATUS_BY_CODE
+from node.api.governance import openapi_paths, openapi_schemas
 
 if TYPE_CHECKING:
     from node.api.app import ApiLimits
@@ -61,8 +62,9 @@ def _schemas() -> dict[str, Any]:
             "sender": {**HEX64, "description": "the sender's Ed25519 public key, which is its address"},
             "nonce": {"type": "integer", "minimum": 0, "maximum": MAX_SAFE_INT,
                       "description": "the sender's next nonce: 0, then one more per executed transaction"},
-            "type": {"type": "string", "enum": ["transfer", "issue", "record"]},
-            "payload": {"oneOf": [_ref("TransferPayload"), _ref("IssuePayload"), _ref("RecordPayload")]},
+            "type": {"type": "string", "enum": ["transfer", "issue", "record", "propose", "vote"]},
+            "payload": {"oneOf": [_ref("TransferPayload"), _ref("IssuePayload"), _ref("RecordPayload"),
+                                  _ref("ProposePayload"), _ref("VotePayload")]},
         }),
         "Transaction": _obj({
             "body": _ref("TransactionBody"),
@@ -120,7 +122,10 @@ def _schemas() -> dict[str, Any]:
         "Account": _obj({
             "address": HEX64, "nonce": {"type": "integer", "minimum": 0},
             "balances": {"type": "object", "additionalProperties": {"type": "integer", "minimum": 0}},
-        }, closed=False),
+            "roles": {"type": "array", "items": {"type": "string", "enum": ["auditor", "issuer"]}},
+            "frozen": {"type": "boolean", "description": "frozen by the committee: it can send nothing"},
+            "allowed": {"type": "boolean", "description": "on the allowlist"},
+        }, ["address", "nonce", "balances"], closed=False),
         "Record": _obj({
             "owner": HEX64, "key": {"type": "string"}, "value": {"type": "string"},
             "height": {"type": "integer"}, "tx": HEX64,
@@ -227,6 +232,9 @@ def build_openapi(limits: ApiLimits) -> dict[str, Any]:
                              "Accepted into the mempool (pending)."),
                 "400": _error("Malformed body: not JSON, not a transaction of the contract's shape, wrong "
                               "types, unknown fields, an empty array, or a bad query.", _codes(400)),
+                "403": _error("Refused by the chain's governance: the sender is frozen, not permitted by "
+                              "the policy, or (propose, vote) not a committee member.", _codes(403)),
+                "404": _error("A vote for a proposal this chain never saw.", ["unknown_proposal"]),
                 "405": _error("Only POST is allowed here.", ["method_not_allowed"]),
                 "409": _error("Conflicts with the sender's nonce or a transaction the node already holds.",
                               _codes(409)),
@@ -331,7 +339,7 @@ def build_openapi(limits: ApiLimits) -> dict[str, Any]:
                 "their HTTP status. Unknown routes answer 404 not_found."
             ),
         },
-        "paths": paths,
-        "components": {"schemas": _schemas()},
+        "paths": {**paths, **openapi_paths()},
+        "components": {"schemas": {**_schemas(), **openapi_schemas()}},
         "x-error-codes": dict(sorted(STATUS_BY_CODE.items(), key=lambda item: (item[1], item[0]))),
     }
