@@ -252,4 +252,5 @@ def test_a_wiped_node_resyncs_the_governed_chain_to_the_same_app_hash(cluster: C
     status = cluster.client(victim).status()
     assert status["height"] == height and status["app_hash"] == reference
     for pid in (p["id"] for p in cluster.get(0, "/v1/governance/proposals")["proposals"]):
-        assert cluster.get(victim, f"/v1/governance/proposals/{pid}") == cluster.get(0, f"/v1/governance/proposals/{pid}")
+        path = f"/v1/governance/proposals/{pid}"
+        assert cluster.get(victim, path) == cluster.get(0, path)
