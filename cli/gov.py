@@ -191,6 +191,9 @@ def cmd_propose(args: argparse.Namespace) -> int:
     action = governance.ACTIONS[args.action]
     raw = {name: getattr(args, f"arg_{name}") for name in (*action.required, *action.optional)
            if getattr(args, f"arg_{name}") is not None}
+    if not raw and action.optional:
+        raise CliError(f"{action.name} needs at least one of "
+                       + ", ".join(f"--{name}" for name in action.optional))
     try:
         payload = Propose(*governance.decode_action(action.name, raw))
     except Rejected as exc:
