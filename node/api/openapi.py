@@ -113,7 +113,13 @@ def _schemas() -> dict[str, Any]:
                 "type": {"type": "string"}, "status": {"type": "string", "enum": ["committed", "failed"]},
                 "result": receipt,
             })},
-        }, closed=False, description="One /v1/events message: a committed block and its tx results."),
+            "governance": {"type": "array", "items": _obj({
+                "proposal": HEX64, "action": {"type": "string"},
+                "status": {"type": "string", "enum": ["executed", "rejected", "expired"]},
+                "reason": {"type": "string"},
+            }, ["proposal", "action", "status"]), "description": "governance proposals that closed in this block"},
+        }, ["type", "height", "hash", "header", "txs"], closed=False,
+            description="One /v1/events message: a committed block, its tx results and governance outcomes."),
         "StreamError": _obj({
             "type": {"type": "string", "const": "error"}, "code": {"type": "string"},
             "message": {"type": "string"},
