@@ -692,6 +692,8 @@ class GenesisGovernance:
             roles.append((str(r["address"]), tuple(sorted(names))))
         if len({a for a, _ in roles}) != len(roles):
             raise bad("roles lists each address once")
+        if any(sum(1 for _, r in roles if role in r) > MAX_ROLE_HOLDERS for role in ROLES):
+            raise bad(f"at most {MAX_ROLE_HOLDERS} accounts hold each role")
         allow = g["allowlist"]
         if not isinstance(allow, list) or not all(keys.is_address(a) for a in allow) or len(set(allow)) != len(allow):
             raise bad("allowlist must be a list of distinct addresses")
