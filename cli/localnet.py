@@ -76,7 +76,8 @@ def prepare(directory: Path, validators: int, consensus: str, base_port: int, ac
     net = make_testnet(directory, validators=validators, consensus=consensus, base_port=base_port,
                        accounts=accounts)
     print(f"created a {validators}-validator {consensus} testnet in {directory} "
-          f"(account keys in {directory / 'accounts'})", flush=True)
+          f"(account keys in {directory / 'accounts'}, committee keys in {directory / 'committee'})",
+          flush=True)
     return list(net.node_homes)
 
 
