@@ -463,3 +463,20 @@ def test_random_proposals_and_votes_keep_the_committee_sound_and_execute_determi
     assert len(logged) == len(set(logged))
     for pid in logged:
         assert chain.proposal(pid)["status"] != "open"
+
+
+def test_a_chain_without_governance_reads_only_two_governance_keys_per_block() -> None:
+    """The hot path stays cheap where governance is off: no flag reads per sender or asset."""
+    g = Genesis(CHAIN, 0, "pbft", (Validator(V.address, "v0"),), ((ALICE.address, 1000),))
+    state = dict(g.initial_writes())
+    read: list[bytes] = []
+
+    class Recording:
+        def get(self, key: bytes) -> bytes | None:
+            read.append(key)
+            return state.get(key)
+
+    txs = [sign_tx(ALICE, CHAIN, n, Transfer(BOB.address, "LDG", 1)) for n in range(3)]
+    result = execute(Recording(), CHAIN, 1, txs, g.initial_app_hash())
+    assert all(r.ok for r in result.receipts)
+    assert sorted({k for k in read if k.startswith(b"g")}) == [governance.OPEN_KEY, governance.POLICY_KEY]
