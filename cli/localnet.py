@@ -116,7 +116,8 @@ def prepare(directory: Path, validators: int | None, consensus: str | None, base
     net = make_testnet(directory, validators=validators, consensus=consensus, base_port=base_port,
                        accounts=accounts)
     print(f"created a {validators}-validator {consensus} testnet in {directory} "
-          f"(account keys in {directory / 'accounts'})", flush=True)
+          f"(account keys in {directory / 'accounts'}, committee keys in {directory / 'committee'})",
+          flush=True)
     return list(net.node_homes)
 
 

@@ -134,13 +134,15 @@ def cmd_testnet(args: argparse.Namespace) -> int:
 
     net = make_testnet(Path(args.out), validators=args.validators, consensus=args.consensus,
                        chain_id=args.chain_id, accounts=args.accounts, base_port=args.base_port,
-                       hosts=args.hosts)
+                       hosts=args.hosts, committee=args.committee, proposal_lifetime=args.proposal_lifetime)
     genesis = net.genesis
     print(f"wrote a {len(net.node_homes)}-validator {genesis.consensus} testnet, chain {genesis.chain_id}:")
     for home, url in zip(net.node_homes, net.rest_urls, strict=True):
         print(f"  {home}  REST {url}")
     accounts = net.out_dir / "accounts"
     print(f"  {accounts}  {len(net.account_files)} funded account keys (index.json lists them)")
+    if net.member_files:
+        print(f"  {net.out_dir / 'committee'}  {len(net.member_files)} committee member keys (index.json lists them)")
     print(f"start a node with: {PROG} start --home {net.node_homes[0]}")
     return 0
 
@@ -273,6 +275,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="node k: REST on P+k, p2p on P+1000+k (default 8001)")
     p.add_argument("--hosts", type=_hosts, metavar="h0,h1,..",
                    help="host name of each node, comma-separated (default 127.0.0.1 for all)")
+    p.add_argument("--committee", type=_int_in(0, 64, "--committee"), default=3, metavar="K",
+                   help="governance committee members to write, weight 1 each, 2/3 threshold (default 3; "
+                        "0: no committee, governance disabled)")
+    p.add_argument("--proposal-lifetime", type=_int_in(1, 1_000_000, "--proposal-lifetime"), default=1000,
+                   metavar="B", help="blocks a governance proposal takes votes (default 1000)")
     p.set_defaults(func=cmd_testnet)
 
     p = sub.add_parser("start", help="run one node in the foreground (Ctrl-C stops it)",
@@ -404,6 +411,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="show a node's status: node, chain, height, peers, consensus")
     _add_node_url(p)
     p.set_defaults(func=cmd_status)
+
+    from cli.gov import add_gov_parser
+    add_gov_parser(sub)
     return parser
 
 
@@ -413,7 +423,7 @@ def _missing_command(args: argparse.Namespace) -> None:
         sys.exit(2)
 
     if args.command is None:
-        usage_error(PROG, "choose a command: testnet, start, localnet, keys, tx, status or bench")
+        usage_error(PROG, "choose a command: testnet, start, localnet, keys, tx, gov, status or bench")
     if args.command == "keys" and args.keys_command is None:
         usage_error(f"{PROG} keys", "choose a keys command: new or show")
     if args.command == "tx" and args.tx_type is None:

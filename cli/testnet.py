@@ -5,6 +5,10 @@ Writes, under `out_dir`:
     node0/ .. node{N-1}/   node_key.pem (the node's Ed25519 key), config.toml, genesis.json
     accounts/              account0.pem .. account{M-1}.pem (funded keys, PKCS#8 PEM) and
                            index.json: [{"name", "address", "key_file", "balance"}]
+    committee/             member0.pem .. member{K-1}.pem (governance committee keys) and
+                           index.json: [{"name", "address", "key_file", "weight"}]; weight 1 each,
+                           threshold 2/3 of the total weight (2 of 3 by default). K=0 writes no
+                           committee: governance is then disabled on the chain.
 
 Every node gets the identical genesis file. Node k serves REST on base_port+k and p2p on
 base_port+1000+k; `hosts[k]` (default 127.0.0.1) is both its bind address and the host its peers
@@ -20,6 +24,7 @@ from pathlib import Path
 
 from ledger import keys
 from ledger.genesis import ENGINES, Genesis, Validator
+from ledger.governance import MAX_LIFETIME, MAX_MEMBERS, GenesisGovernance
 from ledger.tx import CHAIN_ID_RE, MAX_SAFE_INT
 from node.config import ConfigError, NodeConfig, save_config
 
@@ -29,6 +34,9 @@ MAX_VALIDATORS = 100
 MAX_ACCOUNTS = 100_000
 NODE_KEY_FILE = "node_key.pem"
 GENESIS_FILE = "genesis.json"
+DEFAULT_COMMITTEE = 3
+DEFAULT_PROPOSAL_LIFETIME = 1000  # blocks; an idle chain makes no blocks, so this is not wall time
+COMMITTEE_THRESHOLD = (2, 3)  # of the total weight
 
 
 @dataclass(frozen=True)
@@ -41,6 +49,7 @@ class Testnet:
     node_ids: tuple[str, ...]
     account_files: tuple[Path, ...]
     rest_urls: tuple[str, ...]
+    member_files: tuple[Path, ...] = ()
 
 
 def peer_url(host: str, port: int) -> str:
@@ -51,7 +60,8 @@ def peer_url(host: str, port: int) -> str:
 def make_testnet(
     out_dir: Path, validators: int = 4, consensus: str = "pbft", chain_id: str = "ledger-local",
     accounts: int = 4, base_port: int = 8001, hosts: list[str] | None = None,
-    account_balance: int | None = None,
+    account_balance: int | None = None, committee: int = DEFAULT_COMMITTEE,
+    proposal_lifetime: int = DEFAULT_PROPOSAL_LIFETIME,
 ) -> Testnet:
     """Write a fresh testnet; raises ConfigError for bad arguments or a non-empty `out_dir`."""
     out_dir = Path(out_dir)
@@ -73,17 +83,25 @@ def make_testnet(
         min(DEFAULT_ACCOUNT_BALANCE, MAX_SAFE_INT // max(accounts, 1))
     if accounts and not 1 <= balance * accounts <= MAX_SAFE_INT:
         raise ConfigError("the total genesis allocation must be between 1 and 2^53-1")
+    if not 0 <= committee <= MAX_MEMBERS:
+        raise ConfigError(f"--committee must be between 0 and {MAX_MEMBERS}")
+    if not 1 <= proposal_lifetime <= MAX_LIFETIME:
+        raise ConfigError(f"--proposal-lifetime must be between 1 and {MAX_LIFETIME} blocks")
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise ConfigError(f"{out_dir} already exists and is not empty; refusing to overwrite it")
 
     node_keys = [keys.PrivateKey.generate() for _ in range(validators)]
     account_keys = [keys.PrivateKey.generate() for _ in range(accounts)]
+    member_keys = [keys.PrivateKey.generate() for _ in range(committee)]
+    governance = GenesisGovernance(tuple((k.address, 1) for k in member_keys), *COMMITTEE_THRESHOLD,
+                                   lifetime=proposal_lifetime) if member_keys else None
     genesis = Genesis(
         chain_id=chain_id,
         genesis_time=int(time.time() * 1000),
         consensus=consensus,
         validators=tuple(Validator(k.address, f"node{i}") for i, k in enumerate(node_keys)),
         allocations=tuple((k.address, balance) for k in account_keys),
+        governance=governance,
     )
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -114,10 +132,23 @@ def make_testnet(
             index.append({"name": f"account{i}", "address": account_key.address, "key_file": path.name,
                           "balance": {"LDG": balance}})
         (accounts_dir / "index.json").write_text(json.dumps(index, indent=2) + "\n")
+        member_files = []
+        if member_keys:
+            committee_dir = out_dir / "committee"
+            committee_dir.mkdir()
+            members = []
+            for i, member_key in enumerate(member_keys):
+                path = committee_dir / f"member{i}.pem"
+                member_key.save(path)
+                member_files.append(path)
+                members.append({"name": f"member{i}", "address": member_key.address, "key_file": path.name,
+                                "weight": 1})
+            (committee_dir / "index.json").write_text(json.dumps(members, indent=2) + "\n")
     except OSError as exc:
         raise ConfigError(f"cannot write the testnet to {out_dir}: {exc.strerror or exc}") from exc
     return Testnet(
         out_dir=out_dir, genesis=genesis, node_homes=tuple(homes),
         node_ids=tuple(k.address for k in node_keys), account_files=tuple(files),
         rest_urls=tuple(f"http://{hosts[i]}:{base_port + i}" for i in range(validators)),
+        member_files=tuple(member_files),
     )

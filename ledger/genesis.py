@@ -1,4 +1,9 @@
-"""Genesis: the chain's identity, its validator set, its engine and its initial allocations.
+"""Genesis: the chain's identity, its validator set, its engine, its initial allocations and,
+optionally, its governance (committee, policy, roles, allowlist: `ledger.governance`).
+
+A genesis without a `governance` section (every genesis written before governance existed) still
+loads, with the same hash and the same initial state: such a chain has no committee, so
+governance is disabled on it (open policy, no freezes; `propose` and `vote` fail).
 
 Everything every node must agree on before the first block lives here; addresses and ports do not
 (they are per-node configuration). The genesis hash is block 1's `prev_hash`, and the genesis
@@ -16,6 +21,7 @@ from typing import Any
 from ledger import keys
 from ledger.encoding import canonical_json, sha256_hex
 from ledger.errors import Rejected
+from ledger.governance import GenesisGovernance
 from ledger.state import NATIVE_ASSET, StateOverlay, chain_app_hash
 from ledger.tx import CHAIN_ID_RE, MAX_SAFE_INT
 
@@ -37,15 +43,19 @@ class Genesis:
     consensus: str
     validators: tuple[Validator, ...]
     allocations: tuple[tuple[str, int], ...]  # (address, LDG amount)
+    governance: GenesisGovernance | None = None  # None: no committee, governance disabled
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "chain_id": self.chain_id,
             "genesis_time": self.genesis_time,
             "consensus": self.consensus,
             "validators": [{"node_id": v.node_id, "name": v.name} for v in self.validators],
             "allocations": [{"address": a, "balances": {NATIVE_ASSET: n}} for a, n in self.allocations],
         }
+        if self.governance is not None:
+            out["governance"] = self.governance.to_json()
+        return out
 
     def hash(self) -> str:
         return sha256_hex(b"ledgerd-genesis-v1:" + canonical_json(self.to_json()))
@@ -60,6 +70,8 @@ class Genesis:
         overlay.create_asset(NATIVE_ASSET, GENESIS_ISSUER, total, 0)
         for address, amount in self.allocations:
             overlay.credit_genesis(address, NATIVE_ASSET, amount)
+        if self.governance is not None:
+            self.governance.write_initial(overlay)
         return overlay.writes()
 
     def initial_app_hash(self) -> str:
@@ -84,8 +96,9 @@ class Genesis:
             return Rejected("bad_genesis", f"genesis: {msg}")
 
         fields = {"chain_id", "genesis_time", "consensus", "validators", "allocations"}
-        if not isinstance(obj, dict) or set(obj) != fields:
-            raise bad("expected exactly chain_id, genesis_time, consensus, validators, allocations")
+        if not isinstance(obj, dict) or not fields <= set(obj) <= fields | {"governance"}:
+            raise bad("expected exactly chain_id, genesis_time, consensus, validators, allocations "
+                      "(and optionally governance)")
         chain_id, consensus, gtime = obj["chain_id"], obj["consensus"], obj["genesis_time"]
         if not isinstance(chain_id, str) or not CHAIN_ID_RE.fullmatch(chain_id):
             raise bad("chain_id must be 1 to 64 characters of [A-Za-z0-9._-]")
@@ -113,7 +126,8 @@ class Genesis:
             allocs.append((a["address"], a["balances"][NATIVE_ASSET]))
         if sum(n for _, n in allocs) > MAX_SAFE_INT:
             raise bad("total allocation exceeds 2^53-1")
-        return cls(chain_id, gtime, consensus, tuple(validators), tuple(allocs))
+        governance = GenesisGovernance.from_json(obj["governance"]) if "governance" in obj else None
+        return cls(chain_id, gtime, consensus, tuple(validators), tuple(allocs), governance)
 
 
 class _Empty:

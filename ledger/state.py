@@ -5,6 +5,8 @@ State is a key/value map whose keys are order-preserving bytes:
     b"a" + address(32 bytes)          -> account  {"balances": {asset: amount}, "nonce": n}
     b"s" + asset symbol (ASCII)        -> asset    {"issuer": address, "supply": n, "height": h}
     b"r" + owner(32 bytes) + key UTF-8 -> record   {"value": str, "height": h, "tx": hash}
+    b"g" + ...                          governance: committee, policy, flags, proposals
+                                        (`ledger.governance` documents its keys)
 
 Execution reads through a `StateReader` (the database, or a dict in tests) and collects the
 block's write set in an overlay; nothing is written until the caller commits the write set. The
@@ -14,7 +16,10 @@ it exactly when they agree on every state change, without rehashing the whole st
 Rules. A transaction is *invalid* (it may not appear in a block at all) when its chain_id is wrong
 or its nonce is not the sender's next nonce; signatures are checked by the caller, once. A valid
 transaction always consumes its nonce; it then *succeeds* or *fails* with a stable code
-(insufficient_funds, unknown_asset, asset_exists) and a failure changes nothing else.
+(insufficient_funds, unknown_asset, asset_exists, and the governance codes: account_frozen,
+not_permitted, asset_frozen, not_a_member, unknown_proposal, proposal_closed, already_voted,
+invalid_proposal) and a failure changes nothing else. Every block begins by expiring the governance
+proposals whose lifetime ended (`ledger.governance.begin_block`).
 """
 
 from __future__ import annotations
@@ -24,9 +29,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from ledger import governance
 from ledger.encoding import canonical_json_trusted, sha256, sha256_hex
 from ledger.errors import Rejected
-from ledger.tx import Issue, Record, Transaction, Transfer
+from ledger.tx import Issue, Propose, Record, Transaction, Transfer, Vote
 
 APP_HASH_PREFIX = b"ledgerd-app-v1:"
 NATIVE_ASSET = "LDG"
@@ -150,6 +156,26 @@ class StateOverlay:
         self._records: dict[tuple[str, str], dict[str, Any]] = {}
         self._dirty_accounts: set[str] = set()
         self._dirty_assets: set[str] = set()
+        self._gov: dict[bytes, Any] = {}
+        self._dirty_gov: set[bytes] = set()
+        # The block the next transaction executes in, for rules that depend on it (a vote after
+        # its proposal's lifetime); None when unknown, and then such rules are left to execution.
+        self.height: int | None = None
+
+    # --- governance records (ledger.governance.GovState) ----------------------------------------
+
+    def gov_get(self, key: bytes) -> Any:
+        if key not in self._gov:
+            raw = self._reader.get(key)
+            self._gov[key] = None if raw is None else json.loads(raw)
+        return self._gov[key]
+
+    def gov_put(self, key: bytes, value: Any) -> None:
+        self._gov[key] = value
+        self._dirty_gov.add(key)
+
+    def asset_exists(self, symbol: str) -> bool:
+        return self.asset(symbol) is not None
 
     def account(self, address: str) -> Account:
         acct = self._accounts.get(address)
@@ -180,6 +206,16 @@ class StateOverlay:
     def check_executes(self, tx: Transaction) -> Receipt:
         """The receipt `tx` would get if applied now, without applying it."""
         payload = tx.payload
+        try:
+            governance.check_sender(self, tx.sender, tx.type)
+            if isinstance(payload, Propose):
+                governance.check_propose(self, tx.sender, payload.action, dict(payload.args))
+            elif isinstance(payload, Vote):
+                governance.check_vote(self, tx.sender, payload.proposal, self.height)
+            elif isinstance(payload, Transfer):
+                governance.check_transfer(self, payload.asset)
+        except Rejected as exc:
+            return Receipt(exc.code, exc.message)
         if isinstance(payload, Transfer):
             if self.asset(payload.asset) is None:
                 return Receipt("unknown_asset", f"asset {payload.asset} does not exist")
@@ -214,6 +250,10 @@ class StateOverlay:
             sender.balances[payload.asset] = payload.supply
         elif isinstance(payload, Record):
             self._records[(tx.sender, payload.key)] = {"value": payload.value, "height": height, "tx": tx.hash}
+        elif isinstance(payload, Propose):
+            governance.apply_propose(self, tx.sender, tx.hash, payload.action, dict(payload.args), height)
+        elif isinstance(payload, Vote):
+            governance.apply_vote(self, tx.sender, payload.proposal, payload.approve, height)
         return receipt
 
     def credit_genesis(self, address: str, asset: str, amount: int) -> None:
@@ -233,6 +273,8 @@ class StateOverlay:
             out[asset_key(symbol)] = canonical_json_trusted(self._assets[symbol])
         for (owner, key), rec in self._records.items():
             out[record_key(owner, key)] = canonical_json_trusted(rec)
+        for gov_key in self._dirty_gov:
+            out[gov_key] = canonical_json_trusted(self._gov[gov_key])
         return out
 
 
@@ -263,6 +305,8 @@ def execute(
     Signatures are not checked here: the caller verifies each one once (see node/ and consensus/).
     """
     overlay = StateOverlay(reader, chain_id, memo)
+    overlay.height = height
+    governance.begin_block(overlay, height)
     receipts = []
     seen: set[str] = set()
     for index, tx in enumerate(txs):

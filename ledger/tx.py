@@ -23,6 +23,7 @@ from typing import Any
 from ledger import keys
 from ledger.encoding import canonical_json_trusted, sha256_hex
 from ledger.errors import Rejected
+from ledger.governance import ArgValue, decode_action
 
 SIGNING_PREFIX = b"ledgerd-tx-v1:"
 MAX_SAFE_INT = 2**53 - 1
@@ -30,7 +31,7 @@ MAX_RECORD_KEY_BYTES = 128
 MAX_RECORD_VALUE_BYTES = 4096
 ASSET_RE = re.compile(r"[A-Z][A-Z0-9]{1,11}")
 CHAIN_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-TX_TYPES = ("transfer", "issue", "record")
+TX_TYPES = ("transfer", "issue", "record", "propose", "vote")
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +62,27 @@ class Record:
         return {"key": self.key, "value": self.value}
 
 
-Payload = Transfer | Issue | Record
+@dataclass(frozen=True, slots=True)
+class Propose:
+    """A governance proposal: an action of `ledger.governance.ACTIONS` and its arguments (sorted)."""
+
+    action: str
+    args: tuple[tuple[str, ArgValue], ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"action": self.action, "args": dict(self.args)}
+
+
+@dataclass(frozen=True, slots=True)
+class Vote:
+    proposal: str  # the proposal's id: the hash of its `propose` transaction
+    approve: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {"approve": self.approve, "proposal": self.proposal}
+
+
+Payload = Transfer | Issue | Record | Propose | Vote
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -119,9 +140,12 @@ _BODY_KEYS = ("chain_id", "sender", "nonce", "type", "payload")
 _TRANSFER_KEYS = ("to", "asset", "amount")
 _ISSUE_KEYS = ("asset", "supply")
 _RECORD_KEYS = ("key", "value")
+_PROPOSE_KEYS = ("action", "args")
+_VOTE_KEYS = ("proposal", "approve")
 # Each object's field names as a set, made once: comparing a dict's keys with a set is one C call.
 _KEY_SETS: Mapping[tuple[str, ...], frozenset[str]] = MappingProxyType(
-    {keys_: frozenset(keys_) for keys_ in (_TX_KEYS, _BODY_KEYS, _TRANSFER_KEYS, _ISSUE_KEYS, _RECORD_KEYS)})
+    {keys_: frozenset(keys_) for keys_ in (_TX_KEYS, _BODY_KEYS, _TRANSFER_KEYS, _ISSUE_KEYS, _RECORD_KEYS,
+                                                  _PROPOSE_KEYS, _VOTE_KEYS)})
 
 
 def _exact_keys(obj: Any, where: str, expected: tuple[str, ...]) -> dict[str, Any]:
@@ -203,6 +227,15 @@ def decode_payload(tx_type: str, obj: Any) -> Payload:
         if _utf8_len(value, "payload.value") > MAX_RECORD_VALUE_BYTES:
             raise Rejected("record_too_large", f"payload.value must be at most {MAX_RECORD_VALUE_BYTES} bytes of UTF-8")
         return Record(key, value)
+    if tx_type == "propose":
+        p = _exact_keys(obj, "payload", _PROPOSE_KEYS)
+        action, args = decode_action(p["action"], p["args"])
+        return Propose(action, args)
+    if tx_type == "vote":
+        p = _exact_keys(obj, "payload", _VOTE_KEYS)
+        if type(p["approve"]) is not bool:
+            raise _malformed("payload.approve must be true or false")
+        return Vote(_address(p["proposal"], "payload.proposal"), p["approve"])
     raise _malformed(f"body.type must be one of {', '.join(TX_TYPES)}")
 
 
@@ -220,14 +253,15 @@ _CANONICAL_TX = re.compile(
     rb'"amount":' + _POS + rb',"asset":"' + _ASSET + rb'","to":"' + _HEX64 + rb'"'
     rb'|"asset":"' + _ASSET + rb'","supply":' + _POS +
     rb'|"key":"' + _PLAIN + rb'","value":"' + _PLAIN + rb'"'
-    rb')\},"sender":"' + _HEX64 + rb'","type":"(transfer|issue|record)"\}),"signature":"([0-9a-f]{128})"\}')
+    rb'|"approve":(true|false),"proposal":"' + _HEX64 + rb'"'
+    rb')\},"sender":"' + _HEX64 + rb'","type":"(transfer|issue|record|vote)"\}),"signature":"([0-9a-f]{128})"\}')
 
 
 def _decode_canonical(match: re.Match[bytes], memo: DecodeMemo | None) -> Transaction | None:
     """The transaction a `_CANONICAL_TX` match spells, or None if it breaks a rule the regex
     cannot express (ranges, the payload fitting the type); `decode_tx` then says why."""
-    (body, chain_id, nonce, amount, asset, to, issue_asset, supply, key, value, sender, tx_type,
-     signature) = match.groups()
+    (body, chain_id, nonce, amount, asset, to, issue_asset, supply, key, value, approve, proposal, sender,
+     tx_type, signature) = match.groups()
     raw = match.group(0)
     sig_hex = signature.decode()
     if memo is not None:
@@ -247,6 +281,8 @@ def _decode_canonical(match: re.Match[bytes], memo: DecodeMemo | None) -> Transa
         if not 1 <= len(key) <= MAX_RECORD_KEY_BYTES or len(value) > MAX_RECORD_VALUE_BYTES:
             return None
         payload = Record(key.decode(), value.decode())
+    elif tx_type == b"vote" and approve is not None:
+        payload = Vote(proposal.decode(), approve == b"true")
     else:
         return None
     nonce_value = int(nonce)
@@ -345,9 +381,11 @@ def _validated_body_json(chain_id: str, sender: str, nonce: int, tx_type: str, p
         inner = f'{{"amount":{payload.amount},"asset":"{payload.asset}","to":"{payload.to}"}}'
     elif type(payload) is Issue:
         inner = f'{{"asset":"{payload.asset}","supply":{payload.supply}}}'
-    else:
-        assert type(payload) is Record
+    elif type(payload) is Record:
         inner = f'{{"key":{_json_string(payload.key)},"value":{_json_string(payload.value)}}}'
+    else:
+        # Governance payloads are rare: the generic encoder is fast enough for them.
+        inner = canonical_json_trusted(payload.to_json()).decode()
     return (f'{{"chain_id":"{chain_id}","nonce":{nonce},"payload":{inner},'
             f'"sender":"{sender}","type":"{tx_type}"}}').encode()
 
@@ -359,9 +397,10 @@ def _json_string(text: str) -> str:
 class DecodeMemo:
     """Recently decoded transactions by signature, so that decoding the same JSON twice is cheap.
 
-    A hit needs the new object to equal the remembered transaction's JSON *and* to carry integers
-    where it has integers: Python's `==` says 1 == 1.0 == True, and a strict decoder refuses a
-    float or boolean nonce or amount, so equality alone would let a memo accept what a fresh decode
+    A hit needs the new object to equal the remembered transaction's JSON *and* to have the same
+    JSON type at every place (integers where it has integers, booleans where it has booleans):
+    Python's `==` says 1 == 1.0 == True, and a strict decoder refuses a float or boolean nonce or
+    amount (or an integer `approve`), so equality alone would let a memo accept what a fresh decode
     refuses (and nodes with different memories disagree about a block). Strings, objects and key
     sets compare exactly. The memo never changes a result, only its cost; it is bounded, evicts
     oldest first, and its dict operations are safe under the GIL from any thread. Owned by the
@@ -388,14 +427,11 @@ class DecodeMemo:
         if type(sig) is not str:
             return None
         hit = self.lookup(sig)
-        if hit is None or hit.to_json() != obj:
+        if hit is None:
             return None
-        body = obj["body"]
-        if type(body["nonce"]) is not int:
+        known = hit.to_json()
+        if known != obj or not _same_types(known, obj):
             return None
-        for value in body["payload"].values():
-            if type(value) is bool or type(value) is float:
-                return None
         return hit
 
     def put(self, sig_hex: str, tx: Transaction) -> None:
@@ -408,6 +444,15 @@ class DecodeMemo:
         self._young, self._old = {}, {}
 
 
+def _same_types(known: Any, value: Any) -> bool:
+    """`value` (already == `known`) has the same JSON type as `known` everywhere: Python's == says
+    1 == 1.0 == True, and the decoder tells integers, floats and booleans apart."""
+    if type(known) is not type(value):
+        return False
+    if type(known) is dict:
+        return all(_same_types(v, value[k]) for k, v in known.items())
+    return True
+
 
 def build(chain_id: str, sender: str, nonce: int, tx_type: str, payload: Payload, signature: bytes) -> Transaction:
     body = {"chain_id": chain_id, "sender": sender, "nonce": nonce, "type": tx_type, "payload": payload.to_json()}
@@ -417,6 +462,7 @@ def build(chain_id: str, sender: str, nonce: int, tx_type: str, payload: Payload
 
 def sign_tx(key: keys.PrivateKey, chain_id: str, nonce: int, payload: Payload) -> Transaction:
     """Build and sign a transaction with `key` as the sender."""
-    tx_type = {Transfer: "transfer", Issue: "issue", Record: "record"}[type(payload)]
+    tx_type = {Transfer: "transfer", Issue: "issue", Record: "record", Propose: "propose",
+               Vote: "vote"}[type(payload)]
     unsigned = build(chain_id, key.address, nonce, tx_type, payload, b"")
     return build(chain_id, key.address, nonce, tx_type, payload, key.sign(unsigned.signing_bytes))

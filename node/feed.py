@@ -123,7 +123,8 @@ class CommitFeed:
         self.on_dropped(committed.dropped)
         if self._subscribers:
             event = block_event(block.hash, block.header.to_json(),
-                                [(tx.hash, tx.body()) for tx in block.txs], receipts)
+                                [(tx.hash, tx.body()) for tx in block.txs], receipts,
+                                self._reads.governance.governance_events(block.height))
             for sub in self._subscribers:
                 if sub.lagged:
                     continue

@@ -398,3 +398,12 @@ class NodeServiceImpl:
 
     def events(self, from_height: int | None) -> AsyncIterator[dict[str, Any]]:
         return self._node.feed.events(from_height)
+
+    def governance(self) -> dict[str, Any]:
+        return self._node.reads.governance.overview()
+
+    def proposals(self, status: str | None, limit: int) -> list[dict[str, Any]]:
+        return self._node.reads.governance.proposals(status, limit)
+
+    def proposal(self, proposal_id: str) -> dict[str, Any] | None:
+        return self._node.reads.governance.proposal(proposal_id)

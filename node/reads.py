@@ -15,6 +15,7 @@ from ledger.block import BlockHeader
 from ledger.errors import Rejected
 from ledger.state import ParseMemo, account_key, decode_account, record_key
 from node.core.mempool import Mempool
+from node.governance import GovernanceReads
 from node.service import TxStatus
 from storage import StorageError, Store
 
@@ -29,6 +30,7 @@ class ChainReads:
         self._store = store
         self._mempool = mempool
         self._memo = memo
+        self.governance = GovernanceReads(store)
 
     def tx_status(self, tx_hash: str) -> TxStatus | None:
         found = self._store.load_tx(tx_hash)
@@ -74,13 +76,14 @@ class ChainReads:
         """The /v1/events message of a stored block."""
         block, hashes, receipts = self.load_stored(height)
         txs = [(h, tx["body"]) for h, tx in zip(hashes[1:], block["txs"], strict=True)]
-        return block_event(hashes[0], block["header"], txs, receipts)
+        return block_event(hashes[0], block["header"], txs, receipts, self.governance.governance_events(height))
 
     def account(self, address: str) -> dict[str, Any]:
         if not keys.is_address(address):
             raise Rejected("invalid_address", "an address is 64 lowercase hex characters")
         account = decode_account(self._store.state.get(account_key(address)), self._memo)
-        return {"address": address, "nonce": account.nonce, "balances": dict(account.balances)}
+        return {"address": address, "nonce": account.nonce, "balances": dict(account.balances),
+                **self.governance.account_governance(address)}
 
     def record(self, owner: str, key: str) -> dict[str, Any] | None:
         if not keys.is_address(owner):
@@ -97,8 +100,10 @@ class ChainReads:
 
 
 def block_event(block_hash: str, header: Mapping[str, Any], txs: Sequence[tuple[str, Mapping[str, Any]]],
-                receipts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """One /v1/events message: the header and, per transaction (hash, body), its result."""
+                receipts: Sequence[Mapping[str, Any]], governance: Sequence[Mapping[str, Any]] = ()
+                ) -> dict[str, Any]:
+    """One /v1/events message: the header, per transaction (hash, body) its result, and the
+    governance proposals that closed in the block."""
     return {
         "type": "block",
         "height": header["height"],
@@ -110,4 +115,5 @@ def block_event(block_hash: str, header: Mapping[str, Any], txs: Sequence[tuple[
              "result": dict(r)}
             for i, ((tx_hash, body), r) in enumerate(zip(txs, receipts, strict=True))
         ],
+        "governance": [dict(g) for g in governance],
     }

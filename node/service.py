@@ -57,11 +57,25 @@ class NodeService(Protocol):
         """{"header", "hash", "txs", "receipts", "certificate"} at `height` (None: latest)."""
         ...
 
-    def account(self, address: str) -> dict[str, Any]: ...
+    def account(self, address: str) -> dict[str, Any]:
+        """{address, nonce, balances, roles, frozen, allowed}."""
+        ...
 
     def record(self, owner: str, key: str) -> dict[str, Any] | None: ...
 
     def status(self) -> dict[str, Any]: ...
+
+    def governance(self) -> dict[str, Any]:
+        """The committee, the policy, the role holders and the open proposals' ids."""
+        ...
+
+    def proposals(self, status: str | None, limit: int) -> list[dict[str, Any]]:
+        """Proposals newest first, optionally only those with `status`; Rejected for a bad status."""
+        ...
+
+    def proposal(self, proposal_id: str) -> dict[str, Any] | None:
+        """One proposal with its votes, tally and status; None if unknown."""
+        ...
 
     def events(self, from_height: int | None) -> AsyncIterator[dict[str, Any]]:
         """Committed blocks with their tx results, in height order, from `from_height` (or the

@@ -28,6 +28,7 @@ from ledger.tx import Transaction, decode_canonical_array, decode_canonical_tx
 from node.api.edge import ConnectionGate, Edge, EdgeLimits, EdgeRequestHandler, EdgeSite
 from node.api.errors import INTERNAL_ERROR_MESSAGE, ApiError, dumps, error_response, from_api_error, status_for
 from node.api.events import EventStream
+from node.api.governance import governance_routes
 from node.api.limits import ApiLimits
 from node.api.openapi import build_openapi
 from node.config import NodeConfig
@@ -476,6 +477,7 @@ def make_app(service: NodeService, metrics: NodeMetrics, limits: ApiLimits | Non
         ("/healthz", handlers.get_healthz, "healthz"),
         ("/metrics", _get_metrics, "metrics"),
         ("/openapi.json", handlers.get_openapi, "openapi"),
+        *governance_routes(service),
     ]
     for path, handler, name in gets:
         app.router.add_get(path, handler, name=name, expect_handler=expect)

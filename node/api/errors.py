@@ -56,6 +56,15 @@ STATUS_BY_CODE: Mapping[str, int] = MappingProxyType({
     "record_too_large": 422,
     "nonce_gap": 422,  # the nonce is ahead of the sender's next nonce
     "nonce_too_far": 422,  # ... by more than the mempool keeps per sender
+    # Governance refusals (at submission, and as failed results when state changed before execution).
+    "not_permitted": 403,  # the chain's policy does not let this sender send this (allowlist, issuers)
+    "account_frozen": 403,  # the sender is frozen by the committee
+    "not_a_member": 403,  # propose/vote from an account outside the committee
+    "asset_frozen": 422,  # a transfer of an asset the committee froze
+    "invalid_proposal": 422,  # an action that is malformed or cannot apply (no self-lockout, say why)
+    "unknown_proposal": 404,  # a vote (or GET) for a proposal id this chain never saw
+    "already_voted": 409,  # the member voted on this proposal already
+    "proposal_closed": 409,  # the proposal is executed, rejected or expired
     # 426: a plain GET on the WebSocket route.
     "upgrade_required": 426,
     # 429: this source already holds the most connections the node takes from one address.

@@ -13,6 +13,7 @@ from typing import Any
 
 from ledger.tx import ASSET_RE, CHAIN_ID_RE, MAX_RECORD_KEY_BYTES, MAX_RECORD_VALUE_BYTES, MAX_SAFE_INT
 from node.api.errors import STATUS_BY_CODE
+from node.api.governance import openapi_paths, openapi_schemas
 from node.api.limits import ApiLimits
 
 OPENAPI_VERSION = "3.1.0"
@@ -77,7 +78,8 @@ def _schemas() -> dict[str, Any]:
         }),
         "TransactionBody": {
             "oneOf": [_body("transfer", "TransferPayload"), _body("issue", "IssuePayload"),
-                      _body("record", "RecordPayload")],
+                      _body("record", "RecordPayload"), _body("propose", "ProposePayload"),
+                      _body("vote", "VotePayload")],
             "description": "The signed part of a transaction; `type` names the payload's shape.",
         },
         "Transaction": _obj({
@@ -127,7 +129,13 @@ def _schemas() -> dict[str, Any]:
                 "type": {"type": "string"}, "status": {"type": "string", "enum": ["committed", "failed"]},
                 "result": receipt,
             })},
-        }, closed=False, description="One /v1/events message: a committed block and its tx results."),
+            "governance": {"type": "array", "items": _obj({
+                "proposal": HEX64, "action": {"type": "string"},
+                "status": {"type": "string", "enum": ["executed", "rejected", "expired"]},
+                "reason": {"type": "string"},
+            }, ["proposal", "action", "status"]), "description": "governance proposals that closed in this block"},
+        }, ["type", "height", "hash", "header", "txs"], closed=False,
+            description="One /v1/events message: a committed block, its tx results and governance outcomes."),
         "StreamError": _obj({
             "type": {"type": "string", "const": "error"}, "code": {"type": "string"},
             "message": {"type": "string"},
@@ -136,7 +144,10 @@ def _schemas() -> dict[str, Any]:
         "Account": _obj({
             "address": HEX64, "nonce": {"type": "integer", "minimum": 0},
             "balances": {"type": "object", "additionalProperties": {"type": "integer", "minimum": 0}},
-        }, closed=False),
+            "roles": {"type": "array", "items": {"type": "string", "enum": ["auditor", "issuer"]}},
+            "frozen": {"type": "boolean", "description": "frozen by the committee: it can send nothing"},
+            "allowed": {"type": "boolean", "description": "on the allowlist"},
+        }, ["address", "nonce", "balances"], closed=False),
         "Record": _obj({
             "owner": HEX64, "key": {"type": "string"}, "value": {"type": "string"},
             "height": {"type": "integer"}, "tx": HEX64,
@@ -276,6 +287,9 @@ def _document(limits: ApiLimits) -> dict[str, Any]:
                              "Accepted into the mempool (pending)."),
                 "400": _error("Malformed body: not JSON, not a transaction of the contract's shape, wrong "
                               "types, unknown fields, an empty array, or a bad query.", _codes(400)),
+                "403": _error("Refused by the chain's governance: the sender is frozen, not permitted by "
+                              "the policy, or (propose, vote) not a committee member.", _codes(403)),
+                "404": _error("A vote for a proposal this chain never saw.", ["unknown_proposal"]),
                 "405": _error("Only POST is allowed here.", ["method_not_allowed"]),
                 "408": _error(f"The body did not arrive within {limits.body_timeout_s:g}s.", ["request_timeout"]),
                 "417": _error("An Expect header other than 100-continue.", ["expectation_failed"]),
@@ -384,7 +398,7 @@ def _document(limits: ApiLimits) -> dict[str, Any]:
                 "their HTTP status. Unknown routes answer 404 not_found."
             ),
         },
-        "paths": paths,
-        "components": {"schemas": _schemas()},
+        "paths": {**paths, **openapi_paths()},
+        "components": {"schemas": {**_schemas(), **openapi_schemas()}},
         "x-error-codes": dict(sorted(STATUS_BY_CODE.items(), key=lambda item: (item[1], item[0]))),
     }

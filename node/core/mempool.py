@@ -25,6 +25,14 @@ What admission refuses, in order (stable codes; the API maps them to HTTP status
                           they commit: admission is conservative. An `issue` of a symbol that a
                           pending `issue` of another sender already claims is refused too.
 
+Governance (`ledger.governance`) adds its refusals the same way, from the sender's pending state
+on committed state: `account_frozen`, `not_permitted`, `asset_frozen`, `not_a_member`,
+`unknown_proposal`, `proposal_closed` (also when the proposal's lifetime ends before the next
+block), `already_voted`, `invalid_proposal`. These CAN change under a pending transaction (a freeze
+commits after it was admitted): a commit that changes an account's flags re-checks that sender,
+and one that changes the policy or an asset's flags re-checks every sender; what still slips
+through fails in its block with the same code.
+
 Decoding (`malformed`, `invalid_amount`, `invalid_asset`, `record_too_large`) happens before
 admission, in `ledger.tx.decode_tx`.
 
@@ -46,6 +54,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from consensus.api import ChainTip
 from ledger.state import ParseMemo, StateOverlay, StateReader
 from ledger.tx import SIGNING_PREFIX, Issue, Transaction
 from node.service import SubmitOutcome
@@ -73,6 +82,9 @@ class CommittedView(Protocol):
 
     @property
     def state(self) -> StateReader: ...
+
+    @property
+    def tip(self) -> ChainTip: ...
 
     def has_tx(self, tx_hash: str) -> bool: ...
 
@@ -314,10 +326,12 @@ class Mempool:
             claimant = self._pending_issues.get(payload.asset)
             if claimant is not None and claimant != tx.sender:
                 return "asset_exists", f"a pending transaction already issues asset {payload.asset}"
+        height = self._committed.tip.height + 1
+        sender.overlay.height = height
         receipt = sender.overlay.check_executes(tx)
         if not receipt.ok:
             return receipt.code, receipt.message
-        sender.overlay.apply(tx, 0)
+        sender.overlay.apply(tx, height)
         sender.applied += 1
         sender.ready.append(entry)
         self._ready_total += 1
@@ -399,6 +413,12 @@ class Mempool:
                 claimant = self._pending_issues.get(key[1:].decode("ascii"))
                 if claimant is not None:
                     recheck.add(claimant)
+            elif key[:2] == b"ga":  # an account's governance flags (frozen, allowed, roles)
+                address = key[2:].hex()
+                if address in self._senders:
+                    recheck.add(address)
+            elif key[:2] in (b"gp", b"gs"):  # the policy, or an asset's frozen flag: rare, check all
+                recheck.update(self._senders)
         for address, committed in by_sender.items():
             sender = self._senders.get(address)
             if sender is None:

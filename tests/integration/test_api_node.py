@@ -303,7 +303,8 @@ async def test_transfer_then_every_read_shows_it(c: Cluster) -> None:
     _, status_body = await call(c, "GET", "/v1/status", "/v1/status")
     assert status_body["height"] == result.height and status_body["latest_hash"] == latest["hash"]
     _, fresh = await call(c, "GET", "/v1/accounts/" + "ef" * 32, "/v1/accounts/{address}")
-    assert fresh == {"address": "ef" * 32, "nonce": 0, "balances": {}}
+    assert fresh == {"address": "ef" * 32, "nonce": 0, "balances": {}, "roles": [], "frozen": False,
+                     "allowed": False}
 
 
 async def test_issue_and_record_with_wait_commit(c: Cluster) -> None:
