@@ -1,4 +1,4 @@
-"""The LevelDB block store, tx index, state and engine records of one node.
+"""The block store, tx index, state and engine records of one node, over a `storage.backend` store.
 
 Key layout (every key starts with a one-byte namespace; heights are 8-byte big-endian so that
 byte order is height order and blocks can be read by range):
@@ -19,11 +19,9 @@ head, the block at that height and the state always agree.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
-
-import plyvel
 
 from consensus.api import ChainTip
 from ledger.block import Block, decode_block
@@ -31,6 +29,9 @@ from ledger.encoding import canonical_json_trusted
 from ledger.errors import Rejected
 from ledger.genesis import Genesis
 from ledger.state import Execution
+from storage.backend import KeyValueStore, WriteBatch, prefix_stop
+from storage.errors import DiskError, StorageError
+from storage.plyvel_backend import PlyvelBackend
 
 FORMAT_VERSION = b"1"
 
@@ -47,10 +48,6 @@ META_FORMAT = META + b"format"
 META_CHAIN_ID = META + b"chain_id"
 META_GENESIS_HASH = META + b"genesis_hash"
 META_TIP = META + b"tip"
-
-
-class StorageError(Exception):
-    """The database cannot be opened or written. The message is one line, fit for an operator."""
 
 
 def height_key(prefix: bytes, height: int) -> bytes:
@@ -80,99 +77,106 @@ def genesis_tip(genesis: Genesis) -> ChainTip:
 class StateView:
     """Committed state as a `ledger.state.StateReader`."""
 
-    def __init__(self, db: plyvel.DB) -> None:
-        self._db = db
+    def __init__(self, backend: KeyValueStore) -> None:
+        # Bound once: execution reads state once per touched key, the hottest read of the node.
+        self._get = backend.get
+        self._location = backend.location
 
     def get(self, key: bytes) -> bytes | None:
-        value: bytes | None = self._db.get(STATE + key)
-        return value
+        try:
+            return self._get(STATE + key)
+        except DiskError as exc:
+            raise StorageError(f"reading state from the database at {self._location} failed: {exc}") from exc
 
 
 class Store:
-    """One node's database. Build it with `Store.open`; `close()` it last, after the runtime stops."""
+    """One node's database over a storage backend; `close()` it last, after the runtime stops.
 
-    def __init__(self, db: plyvel.DB, path: Path, chain_id: str, genesis_hash: str, tip: ChainTip) -> None:
-        self._db = db
-        self.path = path
-        self.chain_id = chain_id
-        self.genesis_hash = genesis_hash
-        self.tip = tip
-        self.state = StateView(db)
+    `Store.open(path, genesis)` opens the LevelDB at `path`; `Store(backend, genesis)` runs over any
+    `storage.backend.KeyValueStore` (the simulator's `storage.memory.MemoryBackend`)."""
+
+    def __init__(self, backend: KeyValueStore, genesis: Genesis) -> None:
+        """Check that `backend` holds this chain (writing genesis on first use) and read its head.
+
+        The store owns `backend` from here on: when this raises StorageError (not a ledgerd database,
+        another chain's, corrupt, unreadable), the backend is closed."""
+        self._backend = backend
+        self.location = backend.location
+        self.chain_id = genesis.chain_id
+        self.genesis_hash = genesis.hash()
+        try:
+            self.tip = self._check_or_init(genesis)
+        except BaseException:
+            backend.close()
+            raise
+        self.state = StateView(backend)
 
     # --- opening ----------------------------------------------------------------------------
 
     @classmethod
     def open(cls, path: Path, genesis: Genesis) -> Store:
-        """Open (creating on first use) the database at `path` for the chain `genesis` defines.
+        """Open (creating on first use) the LevelDB at `path` for the chain `genesis` defines.
 
         Raises StorageError when it is locked, corrupt, not a ledgerd database, or another chain's.
         """
-        path = Path(path)
-        try:
-            path.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StorageError(f"cannot create the data directory {path}: {exc.strerror}") from exc
-        try:
-            db = plyvel.DB(str(path), create_if_missing=True)
-        except plyvel.IOError as exc:
-            text = _text(exc)
-            if "lock" in text.lower():
-                raise StorageError(
-                    f"the database at {path} is in use by another process (is another node running with "
-                    f"this home?): {text}"
-                ) from exc
-            raise StorageError(f"cannot open the database at {path}: {text}") from exc
-        except plyvel.CorruptionError as exc:
-            raise StorageError(f"the database at {path} is corrupt: {_text(exc)}") from exc
-        except plyvel.Error as exc:
-            raise StorageError(f"cannot open the database at {path}: {_text(exc)}") from exc
-        try:
-            tip = cls._check_or_init(db, path, genesis)
-        except StorageError:
-            db.close()
-            raise
-        except plyvel.Error as exc:
-            db.close()
-            raise StorageError(f"the database at {path} is corrupt: {_text(exc)}") from exc
-        return cls(db, path, genesis.chain_id, genesis.hash(), tip)
+        return cls(PlyvelBackend.open(Path(path)), genesis)
 
-    @staticmethod
-    def _check_or_init(db: plyvel.DB, path: Path, genesis: Genesis) -> ChainTip:
-        genesis_hash = genesis.hash()
-        fmt = db.get(META_FORMAT)
+    def _get(self, key: bytes) -> bytes | None:
+        try:
+            return self._backend.get(key)
+        except DiskError as exc:
+            raise StorageError(f"reading from the database at {self.location} failed: {exc}") from exc
+
+    def _scan(self, start: bytes, stop: bytes | None) -> Generator[tuple[bytes, bytes], None, None]:
+        try:
+            yield from self._backend.scan(start, stop)
+        except DiskError as exc:
+            raise StorageError(f"reading from the database at {self.location} failed: {exc}") from exc
+
+    def _is_empty(self) -> bool:
+        scan = self._scan(b"", None)
+        try:
+            return next(scan, None) is None
+        finally:
+            scan.close()  # LevelDB iterators hold a snapshot until closed
+
+    def _check_or_init(self, genesis: Genesis) -> ChainTip:
+        where = self.location
+        genesis_hash = self.genesis_hash
+        fmt = self._get(META_FORMAT)
         if fmt is None:
-            with db.iterator(include_value=False) as it:
-                if next(it, None) is not None:
-                    raise StorageError(f"the database at {path} is not a ledgerd database (no ledgerd meta)")
+            if not self._is_empty():
+                raise StorageError(f"the database at {where} is not a ledgerd database (no ledgerd meta)")
             tip = genesis_tip(genesis)
+            batch = WriteBatch()
+            for key, value in genesis.initial_writes().items():
+                batch.put(STATE + key, value)
+            batch.put(META_CHAIN_ID, genesis.chain_id.encode())
+            batch.put(META_GENESIS_HASH, genesis_hash.encode())
+            batch.put(META_TIP, _tip_json(tip))
+            batch.put(META_FORMAT, FORMAT_VERSION)
             try:
-                with db.write_batch(transaction=True, sync=True) as batch:
-                    for key, value in genesis.initial_writes().items():
-                        batch.put(STATE + key, value)
-                    batch.put(META_CHAIN_ID, genesis.chain_id.encode())
-                    batch.put(META_GENESIS_HASH, genesis_hash.encode())
-                    batch.put(META_TIP, _tip_json(tip))
-                    batch.put(META_FORMAT, FORMAT_VERSION)
-            except plyvel.Error as exc:
-                raise StorageError(f"cannot write genesis to the database at {path}: {_text(exc)}") from exc
+                self._backend.write(batch, sync=True)
+            except DiskError as exc:
+                raise StorageError(f"cannot write genesis to the database at {where}: {exc}") from exc
             return tip
         if fmt != FORMAT_VERSION:
             raise StorageError(
-                f"the database at {path} has format {fmt!r}; this ledgerd reads format {FORMAT_VERSION!r}"
+                f"the database at {where} has format {fmt!r}; this ledgerd reads format {FORMAT_VERSION!r}"
             )
-        chain_id = (db.get(META_CHAIN_ID) or b"").decode("utf-8", "replace")
-        stored_genesis = (db.get(META_GENESIS_HASH) or b"").decode("utf-8", "replace")
+        chain_id = (self._get(META_CHAIN_ID) or b"").decode("utf-8", "replace")
+        stored_genesis = (self._get(META_GENESIS_HASH) or b"").decode("utf-8", "replace")
         if chain_id != genesis.chain_id or stored_genesis != genesis_hash:
             raise StorageError(
-                f"the database at {path} belongs to chain {chain_id!r} (genesis {stored_genesis[:16]}), "
+                f"the database at {where} belongs to chain {chain_id!r} (genesis {stored_genesis[:16]}), "
                 f"not to {genesis.chain_id!r} (genesis {genesis_hash[:16]}); "
                 "use a fresh data dir for this genesis"
             )
 
         def corrupt(what: str) -> StorageError:
-            return StorageError(f"the database at {path} is corrupt: {what}")
+            return StorageError(f"the database at {where} is corrupt: {what}")
 
-        raw_tip = db.get(META_TIP)
+        raw_tip = self._get(META_TIP)
         if raw_tip is None:
             raise corrupt("the head marker is missing")
         try:
@@ -183,9 +187,9 @@ class Store:
             if tip != genesis_tip(genesis):
                 raise corrupt("its height-0 head is not this genesis")
         else:
-            raw = db.get(height_key(BLOCK, tip.height))
-            if raw is None or db.get(height_key(CERTIFICATE, tip.height)) is None \
-                    or db.get(height_key(RECEIPTS, tip.height)) is None:
+            raw = self._get(height_key(BLOCK, tip.height))
+            if raw is None or self._get(height_key(CERTIFICATE, tip.height)) is None \
+                    or self._get(height_key(RECEIPTS, tip.height)) is None:
                 raise corrupt(f"block {tip.height} named by the head is missing")
             try:
                 block = decode_block(raw)
@@ -193,22 +197,25 @@ class Store:
                 raise corrupt(f"block {tip.height}: {exc.message}") from exc
             if block.hash != tip.block_hash or block.header.app_hash != tip.app_hash:
                 raise corrupt(f"block {tip.height} does not match the head")
-        if db.get(height_key(BLOCK, tip.height + 1)) is not None:
+        if self._get(height_key(BLOCK, tip.height + 1)) is not None:
             raise corrupt(f"a block is stored above the head {tip.height}")
         return tip
 
     def close(self) -> None:
-        if not self._db.closed:
-            self._db.close()
+        if not self._backend.closed:
+            self._backend.close()
 
     @property
     def closed(self) -> bool:
-        return bool(self._db.closed)
+        return self._backend.closed
 
     # --- committing -------------------------------------------------------------------------
 
     def save_block(self, block: Block, certificate: Mapping[str, Any], execution: Execution) -> ChainTip:
-        """Store a committed block with everything it implies in one synced atomic batch."""
+        """Store a committed block with everything it implies in one synced atomic batch.
+
+        The head moves only once that batch is durable: after a StorageError it still names the
+        previous block (and the node halts)."""
         tip = self.tip
         if block.height != tip.height + 1 or block.header.prev_hash != tip.block_hash:
             raise StorageError(
@@ -219,52 +226,53 @@ class Store:
             raise StorageError(f"refusing to store block {block.height}: its execution does not match it")
         new_tip = ChainTip(block.height, block.hash, block.header.timestamp, block.header.app_hash)
         height_bytes = block.height.to_bytes(8, "big")
+        batch = WriteBatch()
+        batch.put(BLOCK + height_bytes, block.encode())
+        batch.put(CERTIFICATE + height_bytes, canonical_json_trusted(dict(certificate)))
+        receipts = [r.encode() for r in execution.receipts]
+        batch.put(RECEIPTS + height_bytes, b"[" + b",".join(receipts) + b"]")
+        batch.put(TX_HASHES + height_bytes, b"".join(bytes.fromhex(tx.hash) for tx in block.txs))
+        for index, (tx, receipt) in enumerate(zip(block.txs, receipts, strict=True)):
+            location = height_bytes + index.to_bytes(4, "big")
+            batch.put(tx_index_key(tx.hash), location + receipt)
+        for key, value in execution.writes.items():
+            batch.put(STATE + key, value)
+        batch.put(META_TIP, _tip_json(new_tip))
         try:
-            with self._db.write_batch(transaction=True, sync=True) as batch:
-                batch.put(BLOCK + height_bytes, block.encode())
-                batch.put(CERTIFICATE + height_bytes, canonical_json_trusted(dict(certificate)))
-                receipts = [r.encode() for r in execution.receipts]
-                batch.put(RECEIPTS + height_bytes, b"[" + b",".join(receipts) + b"]")
-                batch.put(TX_HASHES + height_bytes, b"".join(bytes.fromhex(tx.hash) for tx in block.txs))
-                for index, (tx, receipt) in enumerate(zip(block.txs, receipts, strict=True)):
-                    location = height_bytes + index.to_bytes(4, "big")
-                    batch.put(tx_index_key(tx.hash), location + receipt)
-                for key, value in execution.writes.items():
-                    batch.put(STATE + key, value)
-                batch.put(META_TIP, _tip_json(new_tip))
-        except (plyvel.Error, RuntimeError) as exc:
+            self._backend.write(batch, sync=True)
+        except DiskError as exc:
             raise StorageError(
-                f"durable write of block {block.height} to {self.path} failed: {_text(exc)}"
+                f"durable write of block {block.height} to {self.location} failed: {exc}"
             ) from exc
         self.tip = new_tip
         return new_tip
 
     def save_engine(self, puts: Mapping[str, bytes], deletes: Sequence[str]) -> None:
         """Durably store consensus engine records (one synced batch)."""
+        batch = WriteBatch()
+        for name in deletes:
+            batch.delete(ENGINE + name.encode("utf-8"))
+        for name, value in puts.items():
+            batch.put(ENGINE + name.encode("utf-8"), value)
         try:
-            with self._db.write_batch(transaction=True, sync=True) as batch:
-                for name in deletes:
-                    batch.delete(ENGINE + name.encode("utf-8"))
-                for name, value in puts.items():
-                    batch.put(ENGINE + name.encode("utf-8"), value)
-        except (plyvel.Error, RuntimeError) as exc:
+            self._backend.write(batch, sync=True)
+        except DiskError as exc:
             raise StorageError(
-                f"durable write of consensus state to {self.path} failed: {_text(exc)}"
+                f"durable write of consensus state to {self.location} failed: {exc}"
             ) from exc
 
     # --- loading ----------------------------------------------------------------------------
 
     def load_engine(self) -> dict[str, bytes]:
         out: dict[str, bytes] = {}
-        for key, value in self._db.iterator(prefix=ENGINE):
+        for key, value in self._scan(ENGINE, prefix_stop(ENGINE)):
             out[key[len(ENGINE):].decode("utf-8")] = value
         return out
 
     def load_block_bytes(self, height: int) -> bytes | None:
         if height < 1:
             return None
-        value: bytes | None = self._db.get(height_key(BLOCK, height))
-        return value
+        return self._get(height_key(BLOCK, height))
 
     def load_block(self, height: int) -> Block | None:
         raw = self.load_block_bytes(height)
@@ -274,7 +282,7 @@ class Store:
             return decode_block(raw)
         except Rejected as exc:
             raise StorageError(
-                f"the database at {self.path} is corrupt: block {height}: {exc.message}"
+                f"the database at {self.location} is corrupt: block {height}: {exc.message}"
             ) from exc
 
     def load_block_json(self, height: int) -> dict[str, Any] | None:
@@ -287,7 +295,7 @@ class Store:
         return obj
 
     def load_tx_hashes(self, height: int) -> list[str] | None:
-        raw = self._db.get(height_key(TX_HASHES, height))
+        raw = self._get(height_key(TX_HASHES, height))
         if raw is None:
             return None
         return [raw[i:i + 32].hex() for i in range(0, len(raw), 32)]
@@ -297,18 +305,18 @@ class Store:
         start = max(start, 1)
         if stop <= start:
             return
-        for key, value in self._db.iterator(start=height_key(BLOCK, start), stop=height_key(BLOCK, stop)):
+        for key, value in self._scan(height_key(BLOCK, start), height_key(BLOCK, stop)):
             yield int.from_bytes(key[1:], "big"), value
 
     def load_certificate(self, height: int) -> dict[str, Any] | None:
-        raw = self._db.get(height_key(CERTIFICATE, height))
+        raw = self._get(height_key(CERTIFICATE, height))
         if raw is None:
             return None
         cert: dict[str, Any] = json.loads(raw)
         return cert
 
     def load_receipts(self, height: int) -> list[dict[str, Any]] | None:
-        raw = self._db.get(height_key(RECEIPTS, height))
+        raw = self._get(height_key(RECEIPTS, height))
         if raw is None:
             return None
         receipts: list[dict[str, Any]] = json.loads(raw)
@@ -316,25 +324,18 @@ class Store:
 
     def load_tx_location(self, tx_hash: str) -> tuple[int, int] | None:
         """(height, index) of a committed transaction, or None."""
-        raw = self._db.get(tx_index_key(tx_hash))
+        raw = self._get(tx_index_key(tx_hash))
         if raw is None:
             return None
         return int.from_bytes(raw[:8], "big"), int.from_bytes(raw[8:12], "big")
 
     def load_tx(self, tx_hash: str) -> tuple[int, int, dict[str, Any]] | None:
         """(height, index, receipt) of a committed transaction, or None."""
-        raw = self._db.get(tx_index_key(tx_hash))
+        raw = self._get(tx_index_key(tx_hash))
         if raw is None:
             return None
         receipt: dict[str, Any] = json.loads(raw[12:])
         return int.from_bytes(raw[:8], "big"), int.from_bytes(raw[8:12], "big"), receipt
 
     def has_tx(self, tx_hash: str) -> bool:
-        return self._db.get(tx_index_key(tx_hash)) is not None
-
-
-def _text(exc: BaseException) -> str:
-    arg = exc.args[0] if exc.args else exc
-    if isinstance(arg, bytes):
-        return arg.decode("utf-8", "replace")
-    return str(arg)
+        return self._get(tx_index_key(tx_hash)) is not None

@@ -1,5 +1,8 @@
 """Storage contract (GUIDE section 5): atomic block batches, order-preserving keys, engine records,
-and a clear StorageError for databases that are locked, corrupt, foreign or unwritable."""
+and a clear StorageError for databases that are locked, corrupt, foreign or unwritable.
+
+Every test that is not about LevelDB's files runs twice: over plyvel and over the in-memory disk,
+since the simulator runs the same `Store` over the latter."""
 
 from __future__ import annotations
 
@@ -8,13 +11,13 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Protocol
 
-import plyvel
 import pytest
 
 from ledger.genesis import Genesis
 from ledger.state import account_key, decode_account
-from storage import StorageError, Store
+from storage import KeyValueStore, MemoryBackend, MemoryDisk, PlyvelBackend, StorageError, Store, WriteBatch
 from storage.store import BLOCK, height_key
 from tests.helpers.chain import CHAIN, certificate_for, key, make_genesis, next_block, transfer
 
@@ -30,9 +33,48 @@ def balance(store: Store, who: str) -> int:
     return decode_account(store.state.get(account_key(who))).balances.get("LDG", 0)
 
 
-def test_first_open_writes_genesis_state_and_head_at_height_zero(tmp_path: Path) -> None:
+class Place(Protocol):
+    """Where one database lives: a directory for plyvel, a `MemoryDisk` for the in-memory backend."""
+
+    def open(self, g: Genesis) -> Store: ...
+
+    def raw(self) -> KeyValueStore:
+        """A bare handle on the same data, for tampering with it the way an outside tool would."""
+        ...
+
+
+class LevelDBPlace:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def open(self, g: Genesis) -> Store:
+        return Store.open(self.path, g)
+
+    def raw(self) -> KeyValueStore:
+        return PlyvelBackend.open(self.path)
+
+
+class MemoryPlace:
+    def __init__(self) -> None:
+        self.disk = MemoryDisk("node0")
+
+    def open(self, g: Genesis) -> Store:
+        return Store(MemoryBackend(self.disk), g)
+
+    def raw(self) -> KeyValueStore:
+        return MemoryBackend(self.disk)
+
+
+@pytest.fixture(params=["plyvel", "memory"])
+def place(request: pytest.FixtureRequest, tmp_path: Path) -> Place:
+    if request.param == "plyvel":
+        return LevelDBPlace(tmp_path / "db")
+    return MemoryPlace()
+
+
+def test_first_open_writes_genesis_state_and_head_at_height_zero(place: Place) -> None:
     g = genesis()
-    store = Store.open(tmp_path / "db", g)
+    store = place.open(g)
     try:
         assert store.tip.height == 0
         assert store.tip.block_hash == g.hash()
@@ -43,15 +85,15 @@ def test_first_open_writes_genesis_state_and_head_at_height_zero(tmp_path: Path)
         store.close()
 
 
-def test_committed_block_survives_reopen_with_index_receipts_and_state(tmp_path: Path) -> None:
+def test_committed_block_survives_reopen_with_index_receipts_and_state(place: Place) -> None:
     g = genesis()
-    store = Store.open(tmp_path / "db", g)
+    store = place.open(g)
     txs = [transfer(ALICE, 0, BOB, 10), transfer(ALICE, 1, BOB, 5_000_000)]
     block, execution = next_block(store, txs, V0.address)
     store.save_block(block, certificate_for(block), execution)
     store.close()
 
-    store = Store.open(tmp_path / "db", g)
+    store = place.open(g)
     try:
         tip = store.tip
         assert (tip.height, tip.block_hash, tip.app_hash) == (1, block.hash, block.header.app_hash)
@@ -70,8 +112,8 @@ def test_committed_block_survives_reopen_with_index_receipts_and_state(tmp_path:
         store.close()
 
 
-def test_a_block_that_does_not_extend_the_head_is_refused(tmp_path: Path) -> None:
-    store = Store.open(tmp_path / "db", genesis())
+def test_a_block_that_does_not_extend_the_head_is_refused(place: Place) -> None:
+    store = place.open(genesis())
     try:
         block, execution = next_block(store, [transfer(ALICE, 0, BOB)], V0.address)
         store.save_block(block, certificate_for(block), execution)
@@ -82,11 +124,11 @@ def test_a_block_that_does_not_extend_the_head_is_refused(tmp_path: Path) -> Non
         store.close()
 
 
-def test_height_keys_sort_in_height_order_and_blocks_read_by_range(tmp_path: Path) -> None:
+def test_height_keys_sort_in_height_order_and_blocks_read_by_range(place: Place) -> None:
     heights = [1, 2, 255, 256, 65_536, 2**40]
     keys_ = [height_key(BLOCK, h) for h in heights]
     assert sorted(keys_) == keys_
-    store = Store.open(tmp_path / "db", genesis())
+    store = place.open(genesis())
     try:
         hashes = []
         for nonce in range(4):
@@ -102,12 +144,12 @@ def test_height_keys_sort_in_height_order_and_blocks_read_by_range(tmp_path: Pat
         store.close()
 
 
-def test_engine_records_are_namespaced_saved_and_deleted(tmp_path: Path) -> None:
-    store = Store.open(tmp_path / "db", genesis())
+def test_engine_records_are_namespaced_saved_and_deleted(place: Place) -> None:
+    store = place.open(genesis())
     store.save_engine({"view": b"\x00\x01", "locked": b"abc"}, ())
     store.save_engine({"view": b"\x00\x02"}, ("locked",))
     store.close()
-    store = Store.open(tmp_path / "db", genesis())
+    store = place.open(genesis())
     try:
         assert store.load_engine() == {"view": b"\x00\x02"}
         assert balance(store, ALICE.address) == 1_000_000
@@ -115,14 +157,14 @@ def test_engine_records_are_namespaced_saved_and_deleted(tmp_path: Path) -> None
         store.close()
 
 
-def test_a_database_of_another_chain_is_refused(tmp_path: Path) -> None:
-    Store.open(tmp_path / "db", genesis()).close()
+def test_a_database_of_another_chain_is_refused(place: Place) -> None:
+    place.open(genesis()).close()
     with pytest.raises(StorageError, match="belongs to chain 'ledger-test'.*not to 'other-chain'"):
-        Store.open(tmp_path / "db", genesis("other-chain"))
+        place.open(genesis("other-chain"))
     # Same chain id, different genesis (other allocations): still another chain.
     other = make_genesis([V0], [ALICE], amount=7)
     with pytest.raises(StorageError, match="belongs to chain"):
-        Store.open(tmp_path / "db", other)
+        place.open(other)
 
 
 def test_a_database_locked_by_another_process_is_refused(tmp_path: Path) -> None:
@@ -146,11 +188,11 @@ def test_a_database_locked_by_another_process_is_refused(tmp_path: Path) -> None
         holder.wait()
 
 
-def test_a_database_open_twice_in_one_process_is_refused(tmp_path: Path) -> None:
-    store = Store.open(tmp_path / "db", genesis())
+def test_a_database_open_twice_in_one_process_is_refused(place: Place) -> None:
+    store = place.open(genesis())
     try:
         with pytest.raises(StorageError, match="in use"):
-            Store.open(tmp_path / "db", genesis())
+            place.open(genesis())
     finally:
         store.close()
 
@@ -168,25 +210,28 @@ def test_a_corrupt_database_is_refused(tmp_path: Path, damage: str) -> None:
         Store.open(path, genesis())
 
 
-def test_a_head_that_names_a_missing_block_is_corruption(tmp_path: Path) -> None:
-    path = tmp_path / "db"
-    store = Store.open(path, genesis())
+def test_a_head_that_names_a_missing_block_is_corruption(place: Place) -> None:
+    store = place.open(genesis())
     block, execution = next_block(store, [transfer(ALICE, 0, BOB)], V0.address)
     store.save_block(block, certificate_for(block), execution)
     store.close()
-    db = plyvel.DB(str(path))
-    db.delete(height_key(BLOCK, 1), sync=True)
+    db = place.raw()
+    damage = WriteBatch()
+    damage.delete(height_key(BLOCK, 1))
+    db.write(damage, sync=True)
     db.close()
     with pytest.raises(StorageError, match="corrupt: block 1 named by the head is missing"):
-        Store.open(path, genesis())
+        place.open(genesis())
 
 
-def test_a_leveldb_that_is_not_ours_is_refused(tmp_path: Path) -> None:
-    db = plyvel.DB(str(tmp_path / "db"), create_if_missing=True)
-    db.put(b"hello", b"world")
+def test_a_leveldb_that_is_not_ours_is_refused(place: Place) -> None:
+    db = place.raw()
+    foreign = WriteBatch()
+    foreign.put(b"hello", b"world")
+    db.write(foreign, sync=True)
     db.close()
     with pytest.raises(StorageError, match="not a ledgerd database"):
-        Store.open(tmp_path / "db", genesis())
+        place.open(genesis())
 
 
 def test_an_unusable_data_dir_is_a_clear_error(tmp_path: Path) -> None:
@@ -200,8 +245,8 @@ def test_an_unusable_data_dir_is_a_clear_error(tmp_path: Path) -> None:
             Store.open(ro / "db", genesis())
 
 
-def test_a_failed_durable_write_raises_instead_of_being_ignored(tmp_path: Path) -> None:
-    store = Store.open(tmp_path / "db", genesis())
+def test_a_failed_durable_write_raises_instead_of_being_ignored(place: Place) -> None:
+    store = place.open(genesis())
     block, execution = next_block(store, [transfer(ALICE, 0, BOB)], V0.address)
     store.close()
     with pytest.raises(StorageError, match="durable write of block 1 .* failed"):
@@ -209,3 +254,8 @@ def test_a_failed_durable_write_raises_instead_of_being_ignored(tmp_path: Path) 
     with pytest.raises(StorageError, match="durable write of consensus state"):
         store.save_engine({"x": b"1"}, ())
     assert store.tip.height == 0
+    # Reads of a closed store fail the same way, not with the backend's own exception.
+    with pytest.raises(StorageError, match="reading from the database"):
+        store.load_block(1)
+    with pytest.raises(StorageError, match="reading state from the database"):
+        store.state.get(account_key(ALICE.address))
