@@ -1,8 +1,12 @@
-"""Deliberately broken BFT engines: the simulator must catch each of them.
+"""Deliberately broken engines and node parts: the simulator must catch each of them.
 
 They exist to prove the checkers bite. Each breaks one rule that safety or liveness needs; the one
 with a smaller quorum comes with the certificate rule that matches it, so that what the simulator
 reports is the disagreement itself, not merely a certificate that is too small.
+
+Two break the node rather than the engine: a store whose block batches are not synced (a crash
+loses a block the node already acknowledged), and a core that lets an action list's messages leave
+before its `Persist` (a crash in between makes the node forget what it just signed).
 """
 
 from __future__ import annotations
@@ -11,12 +15,17 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
-from consensus.api import Action, EngineContext, Event, Tick, Verifier
+from collections.abc import Iterator
+
+from consensus.api import Action, Broadcast, EngineContext, Event, Send, Tick, Verifier
 from consensus.bft.certificate import check_certificate
 from consensus.bft.engine import BftEngine
 from consensus.bft.messages import Claim, Message
 from consensus.bft.rounds import max_faulty
 from ledger.block import Block
+from node.core.machine import NodeCore
+from storage import KeyValueStore, WriteBatch
+from storage.store import BLOCK
 
 
 class CommitsOnTwoF(BftEngine):
@@ -60,3 +69,46 @@ class NeverChangesRound(BftEngine):
         if isinstance(event, Tick):
             return []
         return super().step(event)
+
+
+class UnsyncedBlockBatches:
+    """A store backend that writes block batches without sync=True: the commit is acknowledged while
+    the block is only in the log, and a power loss before the next synced write takes it away."""
+
+    def __init__(self, inner: KeyValueStore) -> None:
+        self._inner = inner
+
+    @property
+    def location(self) -> str:
+        return self._inner.location
+
+    @property
+    def closed(self) -> bool:
+        return self._inner.closed
+
+    def get(self, key: bytes) -> bytes | None:
+        return self._inner.get(key)
+
+    def scan(self, start: bytes = b"", stop: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+        return self._inner.scan(start, stop)
+
+    def write(self, batch: WriteBatch, *, sync: bool) -> None:
+        is_block = any(key[:1] == BLOCK and len(key) == 9 for key, _ in batch.ops)
+        self._inner.write(batch, sync=sync and not is_block)
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+class SendsBeforePersist(NodeCore):
+    """Executes an action list's Send/Broadcast before its Persist: a vote leaves the node before the
+    hard state that records it is durable."""
+
+    def _step(self, event: Event) -> None:
+        actions = self.engine.step(event)
+        for action in actions:
+            if isinstance(action, Send | Broadcast):
+                self._execute(action)
+        for action in actions:
+            if not isinstance(action, Send | Broadcast):
+                self._execute(action)
