@@ -4,18 +4,17 @@ They exist to prove the checkers bite. Each breaks one rule that safety or liven
 with a smaller quorum comes with the certificate rule that matches it, so that what the simulator
 reports is the disagreement itself, not merely a certificate that is too small.
 
-Two break the node rather than the engine: a store whose block batches are not synced (a crash
-loses a block the node already acknowledged), and a core that lets an action list's messages leave
-before its `Persist` (a crash in between makes the node forget what it just signed).
+Three break the node rather than the engine: a store whose block batches are not synced (a crash
+loses a block the node already acknowledged), a core that lets an action list's messages leave
+before its `Persist` (a crash in between makes the node forget what it just signed), and a core
+that shrugs off a failed durable write and goes on instead of halting.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
-
-from collections.abc import Iterator
 
 from consensus.api import Action, Broadcast, EngineContext, Event, Send, Tick, Verifier
 from consensus.bft.certificate import check_certificate
@@ -24,7 +23,7 @@ from consensus.bft.messages import Claim, Message
 from consensus.bft.rounds import max_faulty
 from ledger.block import Block
 from node.core.machine import NodeCore
-from storage import KeyValueStore, WriteBatch
+from storage import KeyValueStore, StorageError, WriteBatch
 from storage.store import BLOCK
 
 
@@ -112,3 +111,14 @@ class SendsBeforePersist(NodeCore):
         for action in actions:
             if not isinstance(action, Send | Broadcast):
                 self._execute(action)
+
+
+class ShrugsOffFailedWrites(NodeCore):
+    """Treats a failed Persist or block write as a warning and goes on with the rest of the action list
+    (the "log and ignore" the storage contract forbids)."""
+
+    def _execute(self, action: Action) -> None:
+        try:
+            super()._execute(action)
+        except StorageError:
+            pass

@@ -10,7 +10,6 @@ Byzantine validators, an adversary that rewrites a faulty node's traffic.
 from __future__ import annotations
 
 import dataclasses
-
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -31,6 +30,7 @@ from tests.sim.broken import (
     IgnoresPreparedCertificate,
     NeverChangesRound,
     SendsBeforePersist,
+    ShrugsOffFailedWrites,
     UnsyncedBlockBatches,
     verify_two_f_certificate,
 )
@@ -140,3 +140,5 @@ for _base in ("pbft", "raft"):
         ENGINES[_base], name=f"{_base}-unsynced-blocks", store_backend=UnsyncedBlockBatches)
     ENGINES[f"{_base}-send-before-persist"] = dataclasses.replace(
         ENGINES[_base], name=f"{_base}-send-before-persist", core=SendsBeforePersist)
+    ENGINES[f"{_base}-ignores-disk-errors"] = dataclasses.replace(
+        ENGINES[_base], name=f"{_base}-ignores-disk-errors", core=ShrugsOffFailedWrites)

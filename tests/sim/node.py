@@ -49,7 +49,7 @@ class SimNode:
     adversary: Adversary | None
     disk: MemoryDisk
     metrics: NodeMetrics
-    rng: Any  # random.Random: the engine's, kept across restarts like a node's seed would not be
+    rng: Any  # the engine's random.Random, derived from the seed and handed to each incarnation
     core: NodeCore | None = None
     checker: CountingChecker | None = None
     backend: SimBackend | None = None  # the handle its store writes through, while it is up

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import multiprocessing
+import random
 import sys
 import time
 import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from tests.sim.engines import ENGINES
-from tests.sim.world import Violation, World
+from tests.sim.engines import ENGINES, EngineSpec
+from tests.sim.world import Crash, Violation, World
 
 CHAOS_TICKS = 400
 LIVENESS_HEIGHTS = 3
@@ -19,6 +21,8 @@ LIVENESS_HEIGHTS = 3
 # world.make_plan: 8 x the base timeout): heal, converge on a round, skip up to f faulty proposers.
 LIVENESS_BOUND_MAX_TIMEOUTS = 12
 MAX_STEPS_PER_NODE = 60_000
+CRASH_EVERY_TICKS = 6
+MAX_DOWN_TICKS = 10
 RUNS = "real node core, in-memory disk with faults"  # what the summary says was simulated
 
 
@@ -67,6 +71,31 @@ def run_seed(engine: str, nodes: int, seed: int, trace: Callable[[str], None] | 
                       min(n.height for n in honest), world.stats.commits, world.stats.consensus_commits,
                       world.stats.synced_commits, world.stats.halts, world.stats.deliveries,
                       world.now, world.stats.liveness_ticks, world.stats.counters)
+
+
+class CrashStorm(World):
+    """The seed's usual faults plus a crash every CRASH_EVERY_TICKS ticks: a random node goes down
+    for 1..MAX_DOWN_TICKS ticks, half of the time halfway through an action list."""
+
+    def __init__(self, spec: EngineSpec, n: int, seed: int,
+                 trace: Callable[[str], None] | None = None) -> None:
+        super().__init__(spec, n, seed, CHAOS_TICKS, LIVENESS_HEIGHTS, LIVENESS_BOUND_MAX_TIMEOUTS,
+                         MAX_STEPS_PER_NODE * n, trace)
+        rng = random.Random(seed * 7919 + 1)
+        storm = tuple(Crash(rng.randrange(n), at, rng.randint(1, MAX_DOWN_TICKS), rng.random() < 0.5)
+                      for at in range(5, CHAOS_TICKS, CRASH_EVERY_TICKS))
+        crashes = tuple(sorted(self.plan.crashes + storm, key=lambda c: c.at))
+        self.plan = dataclasses.replace(self.plan, crashes=crashes)
+
+
+def storm(spec: EngineSpec, n: int, seed: int,
+          trace: Callable[[str], None] | None = None) -> Violation | None:
+    """Run one crash-storm seed; replay one with `storm(ENGINES["raft"], 5, seed, print)`."""
+    try:
+        CrashStorm(spec, n, seed, trace).run()
+    except Violation as exc:
+        return exc
+    return None
 
 
 def _run_one(args: tuple[str, int, int, int, bool]) -> SeedResult:

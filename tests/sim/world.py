@@ -525,8 +525,9 @@ class World:
             self.tx_arrivals.setdefault(due, []).append((node.index, tx))
 
     def _resubmit(self) -> None:
-        """A client sends again its oldest transactions that no honest node committed yet: mempools
-        are lost in crashes and refuse what they cannot hold, and one lost nonce stalls its sender."""
+        """A client sends again the oldest uncommitted transactions of a sender whose chain of nonces has
+        not moved since the last check: mempools are lost in crashes and refuse what they cannot hold,
+        and one lost nonce stalls every later transaction of its sender."""
         for sender in range(SENDERS):
             first = self.next_nonce[sender]
             if first != self.stalled[sender]:
