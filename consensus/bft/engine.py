@@ -36,7 +36,9 @@ signed message for this height or a later one). The flag is per height: the runt
 `TxsAvailable` again after a commit while its mempool still holds transactions. In a round after a
 round change with nothing prepared the runtime should build a block even if it is empty: that block
 is what ends the round change. `BlockChecker.check_block` must not reject a block for being old,
-because a re-proposed block keeps its original timestamp.
+because a re-proposed block keeps its original timestamp. The checker runs on the runtime's
+committed head, so the next height's buffered messages, which a commit releases, are handled from
+the step after the one that returns the `Commit`.
 
 Crash safety: each signed message is preceded in the action list by a `Persist` of the hard state
 that records it (see `hardstate`); within the actions of one step, up to a `Commit`, these Persists
@@ -186,6 +188,7 @@ class BftEngine:
     # --- the interface -----------------------------------------------------------------------------
 
     def step(self, event: Event) -> list[Action]:
+        self._handle_queued()  # what a commit in the last step held back (see _handle_queued)
         if isinstance(event, Tick):
             self._on_tick()
         elif isinstance(event, Received):
@@ -198,12 +201,22 @@ class BftEngine:
             self._on_chain_advanced(event.tip)
         else:
             raise TypeError(f"not an engine event: {event!r}")
-        while self._queue:
+        self._handle_queued()
+        out, self._out = self._out, []
+        return _coalesce_persists(out)
+
+    def _handle_queued(self) -> None:
+        """Handle the queued messages of the current height, but none after a Commit in this step.
+
+        A commit releases the next height's buffered messages, and its proposal goes to the
+        BlockChecker, which executes on the runtime's committed head: the runtime stores the decided
+        block only when it executes the Commit, after this step. Asked now, the checker would refuse
+        the proposal (and its verdict is kept for the height), so the rest waits for the next step.
+        """
+        while self._queue and not any(isinstance(action, Commit) for action in self._out):
             msg, direct = self._queue.popleft()
             if msg.height == self._hs.height:
                 self._handle(msg, direct)
-        out, self._out = self._out, []
-        return _coalesce_persists(out)
 
     def status(self) -> dict[str, Any]:
         hs = self._hs

@@ -470,6 +470,34 @@ def test_future_height_messages_are_buffered_within_a_bound_and_replayed() -> No
     assert (prepare.kind, prepare.height, prepare.digest) == (Kind.PREPARE, 2, block2.hash)
 
 
+def test_a_commit_holds_the_next_heights_buffered_proposal_back_until_the_next_step() -> None:
+    """The checker executes on the runtime's committed head, which holds the decided block only once
+    the runtime has executed the Commit: asked in the same step, it refused the next height's block
+    and the engine kept that verdict for the whole height (a node that never prepares it)."""
+    net = Net(4)
+    first, second = proposer_index(1, 0, 4), proposer_index(2, 0, 4)
+    me = next(i for i in range(4) if i not in (first, second))
+    others = [a for a in range(4) if a != me]
+    engine, checker = net.engines[me], net.checkers[me]
+    block1 = child(GENESIS, net.ids[first])
+    block2 = child(tip_of(block1), net.ids[second])
+    assert engine.step(Received(net.ids[second], net.proposal(block2))) == []  # buffered
+    engine.step(Received(net.ids[first], net.proposal(block1)))
+    for a in others:
+        engine.step(Received(net.ids[a], net.signed_as(a, Kind.PREPARE, 1, 0, block1.hash)))
+    decided: list[Action] = []
+    for a in others:
+        decided = engine.step(Received(net.ids[a], net.signed_as(a, Kind.COMMIT, 1, 0, block1.hash)))
+        if any(isinstance(action, Commit) for action in decided):
+            break
+    assert any(isinstance(action, Commit) and action.block.hash == block1.hash for action in decided)
+    assert block2.hash not in checker.calls
+    assert not [m for m in broadcasts(decided) if m.height == 2]
+    prepares = [(m.kind, m.height, m.digest) for m in broadcasts(engine.step(Tick()))]
+    assert (Kind.PREPARE, 2, block2.hash) in prepares
+    assert checker.calls.count(block2.hash) == 1
+
+
 def test_a_validator_that_committed_hands_a_laggard_the_block_and_its_seals() -> None:
     net = Net(4)
     net.drop = lambda src, dst, msg: dst == 3 and msg.kind == Kind.COMMIT
