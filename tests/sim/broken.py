@@ -61,6 +61,17 @@ class ForgetsItsHardState(BftEngine):
         super().__init__(dataclasses.replace(ctx, restored={}))
 
 
+class ChecksBeforeTheCommitIsStored(BftEngine):
+    """Handles the next height's buffered proposal in the very step that returns the Commit, so its
+    BlockChecker is asked before the runtime has stored the block the proposal builds on."""
+
+    def _handle_queued(self) -> None:
+        while self._queue:
+            msg, direct = self._queue.popleft()
+            if msg.height == self._hs.height:
+                self._handle(msg, direct)
+
+
 class NeverChangesRound(BftEngine):
     """Never leaves a round on timeout: safe, but a dead proposer stalls the chain for ever."""
 

@@ -25,6 +25,7 @@ from ledger.block import Block
 from node.core.machine import NodeCore
 from storage import KeyValueStore
 from tests.sim.broken import (
+    ChecksBeforeTheCommitIsStored,
     CommitsOnTwoF,
     ForgetsItsHardState,
     IgnoresPreparedCertificate,
@@ -131,6 +132,7 @@ ENGINES: dict[str, EngineSpec] = {
     "pbft-ignore-prepared": _bft("pbft-ignore-prepared", IgnoresPreparedCertificate, verify_certificate),
     "pbft-amnesia": _bft("pbft-amnesia", ForgetsItsHardState, verify_certificate),
     "pbft-no-round-change": _bft("pbft-no-round-change", NeverChangesRound, verify_certificate),
+    "pbft-checks-ahead": _bft("pbft-checks-ahead", ChecksBeforeTheCommitIsStored, verify_certificate),
     "raft": EngineSpec("raft", RaftEngine, raft_verify_certificate, max_faulty=lambda n: (n - 1) // 2,
                        describe=describe_raft, empty_block_after_round_0=False, consensus="raft"),
 }

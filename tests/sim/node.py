@@ -23,7 +23,7 @@ from ledger.block import Block
 from node.core.machine import CommittedBlock, NodeCore
 from node.executor import BlockExecutor
 from node.metrics import NodeMetrics
-from storage import DiskError, KeyValueStore, MemoryDisk, WriteBatch
+from storage import DiskError, KeyValueStore, MemoryDisk, Store, WriteBatch
 from tests.sim.crypto import HmacSigner
 from tests.sim.engines import Adversary
 
@@ -167,10 +167,14 @@ class SimListener:
 
 class CountingChecker:
     """The engine's `BlockChecker`: the node's executor, with a count of how often each block was asked
-    about (an engine may promise to ask once per distinct block)."""
+    about (an engine may promise to ask once per distinct block), and a check that the engine asks
+    only about blocks on the store's committed head: the executor can judge nothing else, and an
+    engine that asks before the runtime has stored its last decision gets a refusal it may keep."""
 
-    def __init__(self, executor: BlockExecutor) -> None:
+    def __init__(self, executor: BlockExecutor, store: Store, node: str) -> None:
         self._executor = executor
+        self._store = store
+        self._node = node
         self.calls: dict[str, int] = {}
         self.repeated: str | None = None  # a block hash checked more than once
 
@@ -178,4 +182,8 @@ class CountingChecker:
         self.calls[block.hash] = self.calls.get(block.hash, 0) + 1
         if self.calls[block.hash] > 1:
             self.repeated = block.hash
+        head = self._store.tip
+        if parent.height != head.height or parent.block_hash != head.block_hash:
+            raise Violation("checker_parent", f"{self._node}'s engine asked about block {block.height} on "
+                            f"parent {parent.height} while its store's head is {head.height}")
         return self._executor.check_block(block, parent)

@@ -103,3 +103,10 @@ def test_disk_faults_halt_nodes_without_losing_what_they_acknowledged() -> None:
     assert all(r.ok for r in results), [r.violation for r in results if not r.ok]
     assert sum(r.halts for r in results) >= 2
     assert sum(r.synced_commits for r in results) > 0 and sum(r.consensus_commits for r in results) > 0
+
+
+def test_an_engine_that_asks_its_checker_before_the_commit_is_stored_is_caught() -> None:
+    """The executor judges blocks on the committed head only; asked about the next height before the
+    runtime stored the decided block, it refuses, and the engine keeps that verdict for the height."""
+    found = first_failure("pbft-checks-ahead", range(10))
+    assert found.kind == "checker_parent", found.violation

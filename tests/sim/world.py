@@ -673,7 +673,7 @@ class World:
         executor = BlockExecutor(store, mempool, node.id, self.genesis.validator_ids,
                                  BuildLimits(MAX_TXS_PER_BLOCK, 1 << 22, 10_000,
                                              self.spec.empty_block_after_round_0), self._clock_ms)
-        checker = CountingChecker(executor)
+        checker = CountingChecker(executor, store, node.name)
         ctx = EngineContext(CHAIN_ID, self.validators, node.signer, self.verifier, checker, store.tip,
                             node.rng, restored, self.plan.config)
         try:
