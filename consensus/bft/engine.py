@@ -188,7 +188,10 @@ class BftEngine:
     # --- the interface -----------------------------------------------------------------------------
 
     def step(self, event: Event) -> list[Action]:
-        self._handle_queued()  # what a commit in the last step held back (see _handle_queued)
+        if not isinstance(event, ChainAdvanced):
+            # What a commit in the last step held back (see _handle_queued); after a ChainAdvanced
+            # instead, since the messages may be for a height the runtime's store has passed.
+            self._handle_queued()
         if isinstance(event, Tick):
             self._on_tick()
         elif isinstance(event, Received):

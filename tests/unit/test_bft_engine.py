@@ -498,6 +498,29 @@ def test_a_commit_holds_the_next_heights_buffered_proposal_back_until_the_next_s
     assert checker.calls.count(block2.hash) == 1
 
 
+def test_messages_a_commit_held_back_are_not_checked_once_block_sync_has_passed_their_height() -> None:
+    net = Net(4)
+    first, second = proposer_index(1, 0, 4), proposer_index(2, 0, 4)
+    me = next(i for i in range(4) if i not in (first, second))
+    others = [a for a in range(4) if a != me]
+    engine, checker = net.engines[me], net.checkers[me]
+    block1 = child(GENESIS, net.ids[first])
+    block2 = child(tip_of(block1), net.ids[second])
+    engine.step(Received(net.ids[second], net.proposal(block2)))
+    engine.step(Received(net.ids[first], net.proposal(block1)))
+    for a in others:
+        engine.step(Received(net.ids[a], net.signed_as(a, Kind.PREPARE, 1, 0, block1.hash)))
+    for a in others:
+        if any(isinstance(action, Commit) for action in
+               engine.step(Received(net.ids[a], net.signed_as(a, Kind.COMMIT, 1, 0, block1.hash)))):
+            break
+    assert engine.counters["blocks_committed"] == 1 and block2.hash not in checker.calls
+    # The runtime stored block 1, then block 2 from block sync: block 2's proposal is history now.
+    engine.step(ChainAdvanced(tip_of(block2)))
+    assert block2.hash not in checker.calls
+    assert engine.status()["height"] == 3
+
+
 def test_a_validator_that_committed_hands_a_laggard_the_block_and_its_seals() -> None:
     net = Net(4)
     net.drop = lambda src, dst, msg: dst == 3 and msg.kind == Kind.COMMIT
