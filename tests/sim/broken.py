@@ -72,6 +72,14 @@ class ChecksBeforeTheCommitIsStored(BftEngine):
                 self._handle(msg, direct)
 
 
+class NeverAsksItsChecker(BftEngine):
+    """Prepares whatever a proposer sends without executing it: a poisoned block (a wrong app_hash)
+    gets a quorum, and the honest nodes' cores then cannot execute the block they committed."""
+
+    def _block_acceptable(self, block: Block) -> bool:
+        return True
+
+
 class NeverChangesRound(BftEngine):
     """Never leaves a round on timeout: safe, but a dead proposer stalls the chain for ever."""
 

@@ -110,3 +110,10 @@ def test_an_engine_that_asks_its_checker_before_the_commit_is_stored_is_caught()
     runtime stored the decided block, it refuses, and the engine keeps that verdict for the height."""
     found = first_failure("pbft-checks-ahead", range(10))
     assert found.kind == "checker_parent", found.violation
+
+
+def test_an_engine_that_never_asks_its_checker_is_caught_committing_a_poisoned_block() -> None:
+    """Validity: a Byzantine proposer's block with a wrong app_hash gets through an engine that does not
+    execute proposals, and the honest node's core cannot execute the block it committed."""
+    found = first_failure("pbft-no-checker", range(20))
+    assert found.kind == "validity", found.violation
