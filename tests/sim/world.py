@@ -750,8 +750,7 @@ class World:
             return
         self._start(node)
         if node.core is not None:
-            self.trace(f"RESTART {node.name} at height {node.height} with "
-                       f"{len(node.core.store.load_engine())} engine records")
+            self.trace(f"RESTART {node.name} at height {node.height}")
 
     def _storage_failed(self, node: SimNode, exc: StorageError) -> None:
         """The core (or block sync serving from the node) raised StorageError."""
