@@ -521,6 +521,35 @@ def test_messages_a_commit_held_back_are_not_checked_once_block_sync_has_passed_
     assert engine.status()["height"] == 3
 
 
+def test_an_event_after_a_commit_of_held_back_messages_waits_for_the_next_step() -> None:
+    """The held-back messages of height 2 decide it at the start of the next step: the event of that
+    step (height 3's proposal) must wait too, for the runtime to store block 2."""
+    net = Net(4)
+    first, second, third = (proposer_index(h, 0, 4) for h in (1, 2, 3))
+    me = next(i for i in range(4) if i not in (first, second, third))
+    others = [a for a in range(4) if a != me]
+    engine, checker = net.engines[me], net.checkers[me]
+    block1 = child(GENESIS, net.ids[first])
+    block2 = child(tip_of(block1), net.ids[second])
+    block3 = child(tip_of(block2), net.ids[third])
+    engine.step(Received(net.ids[second], net.proposal(block2)))
+    for a in others:
+        engine.step(Received(net.ids[a], net.signed_as(a, Kind.COMMIT, 2, 0, block2.hash)))
+    engine.step(Received(net.ids[first], net.proposal(block1)))
+    for a in others:
+        engine.step(Received(net.ids[a], net.signed_as(a, Kind.PREPARE, 1, 0, block1.hash)))
+    for a in others:
+        if any(isinstance(action, Commit) for action in
+               engine.step(Received(net.ids[a], net.signed_as(a, Kind.COMMIT, 1, 0, block1.hash)))):
+            break
+    assert engine.counters["blocks_committed"] == 1
+    actions = engine.step(Received(net.ids[third], net.proposal(block3)))
+    assert [a.block.hash for a in actions if isinstance(a, Commit)] == [block2.hash]
+    assert block3.hash not in checker.calls
+    prepares = [(m.kind, m.height, m.digest) for m in broadcasts(engine.step(Tick()))]
+    assert (Kind.PREPARE, 3, block3.hash) in prepares
+
+
 def test_a_validator_that_committed_hands_a_laggard_the_block_and_its_seals() -> None:
     net = Net(4)
     net.drop = lambda src, dst, msg: dst == 3 and msg.kind == Kind.COMMIT
