@@ -62,6 +62,7 @@ class SimNode:
     pending_down_ticks: int | None = None
     down_forever: bool = False
     disk_error: str | None = None  # the first failed disk operation: the node must halt on it
+    disk_write_failed: bool = False  # that operation was a write (or its sync), not a read
     halted: str | None = None  # why it halted for good
 
     @property
@@ -105,9 +106,10 @@ class SimBackend:
     def closed(self) -> bool:
         return self._inner.closed
 
-    def _failed(self, exc: DiskError) -> None:
+    def _failed(self, exc: DiskError, writing: bool = False) -> None:
         if self._node.disk_error is None:
             self._node.disk_error = str(exc)
+            self._node.disk_write_failed = writing
 
     def get(self, key: bytes) -> bytes | None:
         try:
@@ -128,7 +130,7 @@ class SimBackend:
         try:
             self._inner.write(batch, sync=sync)
         except DiskError as exc:
-            self._failed(exc)
+            self._failed(exc, writing=True)
             raise
 
     def close(self) -> None:
