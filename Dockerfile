@@ -47,7 +47,7 @@ COPY . /build/src/
 # own installed files (per its RECORD) go to /export at their final paths, so the runtime image adds
 # them as a small layer on top of the unchanged dependency layer.
 RUN /opt/ledgerd/bin/pip install --no-index --no-deps --no-build-isolation /build/src \
-    && /opt/ledgerd/bin/python -c "import ledger, consensus, storage, p2p, node" \
+    && /opt/ledgerd/bin/python -c "import ledger, consensus, storage, p2p, node, cli" \
     && /opt/ledgerd/bin/python /build/src/docker/export_dist.py ledgerd /export
 
 FROM ${BASE_IMAGE}

@@ -8,6 +8,7 @@ from typing import Any, Protocol
 
 from ledger import keys
 from ledger.block import Block
+from ledger.tx import DecodeMemo
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +137,13 @@ class EngineConfig:
     heartbeat_ticks: int = 1
     max_future_heights: int = 10  # buffer messages at most this many heights ahead
     max_buffered_messages: int = 4096
+    # Messages buffered for future heights, in bytes as received (a proposal or a prepared round
+    # change carries a whole block). Each validator may hold at most its share, the smaller of the
+    # per-author value and the total divided by the validator count, so that the f faulty ones
+    # cannot crowd out the others; the per-author default is four maximum-size blocks. A share
+    # below one maximum-size message means such proposals are not buffered (block sync catches up).
+    max_buffered_bytes: int = 128 * 1024 * 1024
+    max_buffered_bytes_per_author: int = 32 * 1024 * 1024
     max_block_bytes: int = 8 * 1024 * 1024
 
 
@@ -162,6 +170,8 @@ class EngineContext:
     rng: Rng  # a random.Random
     restored: Mapping[str, bytes]  # the engine's records as last persisted (empty on first start)
     config: EngineConfig = field(default_factory=EngineConfig)
+    # The node's memo of decoded transactions: a proposal's transactions were mostly met in gossip.
+    decode_memo: DecodeMemo | None = None
 
 
 class Engine(Protocol):

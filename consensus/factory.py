@@ -5,7 +5,8 @@ To add an engine, register it in `ENGINES` with its constructor and its certific
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from consensus import bft, raft
@@ -22,10 +23,11 @@ class EngineKind(NamedTuple):
     trusts_validators: bool
 
 
-ENGINES: dict[str, EngineKind] = {
+# Read-only: one registry for every node in the process.
+ENGINES: Mapping[str, EngineKind] = MappingProxyType({
     "pbft": EngineKind(bft.BftEngine, bft.verify_certificate, trusts_validators=False),
     "raft": EngineKind(raft.RaftEngine, raft.verify_certificate, trusts_validators=True),
-}
+})
 
 
 def _kind(kind: str) -> EngineKind:

@@ -15,7 +15,7 @@ from ledger import keys
 from ledger.encoding import canonical_json_trusted, sha256_hex
 from ledger.errors import Rejected
 from ledger.merkle import merkle_root_hex
-from ledger.tx import CHAIN_ID_RE, Transaction, decode_canonical_array, decode_tx
+from ledger.tx import CHAIN_ID_RE, DecodeMemo, Transaction, decode_canonical_array, decode_tx
 
 BLOCK_PREFIX = b"ledgerd-block-v1:"
 HEADER_FIELDS = ("app_hash", "chain_id", "height", "prev_hash", "proposer", "timestamp", "tx_count", "tx_root")
@@ -116,7 +116,8 @@ def decode_header(obj: Any) -> BlockHeader:
 _TXS_OPEN = b',"txs":['
 
 
-def _decode_canonical_block(data: bytes, max_txs: int) -> tuple[BlockHeader, tuple[Transaction, ...]] | None:
+def _decode_canonical_block(data: bytes, max_txs: int, memo: DecodeMemo | None
+                            ) -> tuple[BlockHeader, tuple[Transaction, ...]] | None:
     """Header and transactions of a block in its own canonical encoding (`Block.encode`), without
     parsing the transactions as JSON; None for anything else (the caller decodes it strictly)."""
     if not data.startswith(b'{"header":{') or not data.endswith(b"]}"):
@@ -126,21 +127,24 @@ def _decode_canonical_block(data: bytes, max_txs: int) -> tuple[BlockHeader, tup
         return None
     try:
         header = decode_header(json.loads(data[10:header_end]))
-    except (ValueError, UnicodeDecodeError, Rejected):
+    except (ValueError, UnicodeDecodeError, RecursionError, Rejected):
         return None
-    txs = decode_canonical_array(data, header_end + len(_TXS_OPEN) - 1, len(data) - 1)
+    txs = decode_canonical_array(data, header_end + len(_TXS_OPEN) - 1, len(data) - 1, memo)
     if txs is None or len(txs) > max_txs:
         return None
     return header, tuple(txs)
 
 
-def decode_block(data: bytes, max_txs: int = 100_000) -> Block:
-    """Decode a block's bytes and check its internal consistency (tx_count, tx_root)."""
-    fast = _decode_canonical_block(data, max_txs)
+def decode_block(data: bytes, max_txs: int = 100_000, memo: DecodeMemo | None = None) -> Block:
+    """Decode a block's bytes and check its internal consistency (tx_count, tx_root); `memo`
+    answers transactions decoded before (a proposal's, met first in gossip)."""
+    fast = _decode_canonical_block(data, max_txs, memo)
     if fast is not None:
         return _checked_block(data, *fast)
     try:
         obj = json.loads(data)
+    except RecursionError:  # what the JSON parser raises for deep nesting: bad input all the same
+        raise Rejected("malformed_block", "block is nested too deeply") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise Rejected("malformed_block", f"block is not valid JSON: {exc}") from exc
     if not isinstance(obj, dict) or sorted(obj) != ["header", "txs"] or not isinstance(obj["txs"], list):
@@ -149,7 +153,7 @@ def decode_block(data: bytes, max_txs: int = 100_000) -> Block:
     if len(obj["txs"]) > max_txs:
         raise Rejected("malformed_block", f"block has more than {max_txs} transactions")
     try:
-        txs = tuple(decode_tx(t) for t in obj["txs"])
+        txs = tuple(decode_tx(t, memo) for t in obj["txs"])
     except Rejected as exc:
         raise Rejected("malformed_block", f"block holds a malformed transaction: {exc.message}") from exc
     return _checked_block(data, header, txs)

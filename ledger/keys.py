@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
@@ -26,6 +25,8 @@ from nacl.exceptions import CryptoError
 from ledger.errors import Rejected
 
 _LOWER_HEX = re.compile(r"[0-9a-f]*")
+KEY_FILE_EXPECTED = ("a key file is an unencrypted Ed25519 private key in PKCS#8 PEM form, starting with "
+                     "'-----BEGIN PRIVATE KEY-----'; make one with `ledgerd keys new --out FILE`")
 
 
 def is_hex(text: str, length: int) -> bool:
@@ -66,13 +67,18 @@ class PrivateKey:
         )
 
     @classmethod
-    def from_pem(cls, pem: bytes) -> PrivateKey:
+    def from_pem(cls, pem: bytes, source: str = "the PEM data") -> PrivateKey:
+        """The key in `pem`; `source` names where it came from in the rejection's message."""
+        # The library's own text (OpenSSL error stacks, a URL to its FAQ) says nothing a user can act
+        # on; say what the file should be instead, and keep the library's reason on the exception.
         try:
             key = serialization.load_pem_private_key(pem, password=None)
-        except (ValueError, TypeError) as exc:
-            raise Rejected("bad_key", f"not an unencrypted PKCS#8 PEM private key: {exc}") from exc
+        except TypeError as exc:
+            raise Rejected("bad_key", f"{source} is a password-protected key; {KEY_FILE_EXPECTED}") from exc
+        except ValueError as exc:
+            raise Rejected("bad_key", f"{source} is not a key file; {KEY_FILE_EXPECTED}") from exc
         if not isinstance(key, Ed25519PrivateKey):
-            raise Rejected("bad_key", "the PEM key is not an Ed25519 key")
+            raise Rejected("bad_key", f"{source} holds a key that is not Ed25519; {KEY_FILE_EXPECTED}")
         return cls._wrap(key)
 
     def save(self, path: Path) -> None:
@@ -87,12 +93,7 @@ class PrivateKey:
             data = path.read_bytes()
         except OSError as exc:
             raise Rejected("bad_key", f"cannot read key file {path}: {exc.strerror}") from exc
-        return cls.from_pem(data)
-
-
-@lru_cache(maxsize=4096)
-def _public_key(address: str) -> bytes:
-    return bytes.fromhex(address)
+        return cls.from_pem(data, source=str(path))
 
 
 def verify(address: str, signature: bytes, data: bytes) -> bool:
@@ -100,7 +101,7 @@ def verify(address: str, signature: bytes, data: bytes) -> bool:
     if len(address) != 64:
         return False
     try:
-        public_key = _public_key(address)
+        public_key = bytes.fromhex(address)
     except ValueError:
         return False
     return verify_raw(public_key, signature, data)

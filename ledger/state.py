@@ -89,44 +89,62 @@ def encode_account(acct: Account) -> bytes:
     return f'{{"balances":{{{balances}}},"nonce":{acct.nonce}}}'.encode()
 
 
-def decode_account(raw: bytes | None) -> Account:
-    """A fresh (mutable) Account from its stored bytes; the parse is remembered by those bytes."""
+class ParseMemo:
+    """Stored account and asset bytes -> their parsed values, remembered by those bytes.
+
+    Every admission and execution reads accounts, most of them unchanged since the last read;
+    equal bytes always parse to equal values and callers get fresh copies, so the memo changes
+    nothing but the cost. Owned by whoever owns the readers (one per node), bounded by
+    `max_entries` per kind, and cleared whole when full.
+    """
+
+    __slots__ = ("max_entries", "_accounts", "_assets")
+
+    def __init__(self, max_entries: int = 65_536) -> None:
+        self.max_entries = max_entries
+        self._accounts: dict[bytes, tuple[int, dict[str, int]]] = {}
+        self._assets: dict[bytes, dict[str, Any]] = {}
+
+    def account(self, raw: bytes) -> Account:
+        known = self._accounts.get(raw)
+        if known is None:
+            known = _parse_account(raw)
+            if len(self._accounts) >= self.max_entries:
+                self._accounts.clear()
+            self._accounts[raw] = known
+        return Account(known[0], dict(known[1]))
+
+    def asset(self, raw: bytes) -> dict[str, Any]:
+        known = self._assets.get(raw)
+        if known is None:
+            if len(self._assets) >= self.max_entries:
+                self._assets.clear()
+            known = self._assets[raw] = json.loads(raw)
+        return dict(known)
+
+
+def _parse_account(raw: bytes) -> tuple[int, dict[str, int]]:
+    obj = json.loads(raw)
+    return obj["nonce"], obj["balances"]
+
+
+def decode_account(raw: bytes | None, memo: ParseMemo | None = None) -> Account:
+    """A fresh (mutable) Account from its stored bytes (an absent account is empty)."""
     if raw is None:
         return Account(0, {})
-    known = _parsed_accounts.get(raw)
-    if known is None:
-        obj = json.loads(raw)
-        known = (obj["nonce"], obj["balances"])
-        if len(_parsed_accounts) >= MAX_PARSED_ACCOUNTS:
-            _parsed_accounts.clear()
-        _parsed_accounts[raw] = known
-    return Account(known[0], dict(known[1]))
-
-
-# Stored account bytes -> (nonce, balances). Every admission and execution reads accounts, most of
-# them unchanged since the last read; equal bytes always parse to equal values, and callers get a
-# copy of the balances, so remembering the parse changes nothing but its cost.
-MAX_PARSED_ACCOUNTS = 65_536
-_parsed_accounts: dict[bytes, tuple[int, dict[str, int]]] = {}
-_parsed_assets: dict[bytes, dict[str, Any]] = {}
-
-
-def _parse_asset(raw: bytes) -> dict[str, Any]:
-    """A fresh copy of a stored asset record; the parse is remembered by its bytes (as accounts)."""
-    known = _parsed_assets.get(raw)
-    if known is None:
-        if len(_parsed_assets) >= MAX_PARSED_ACCOUNTS:
-            _parsed_assets.clear()
-        known = _parsed_assets[raw] = json.loads(raw)
-    return dict(known)
+    if memo is not None:
+        return memo.account(raw)
+    nonce, balances = _parse_account(raw)
+    return Account(nonce, dict(balances))
 
 
 class StateOverlay:
     """Reads through to `reader` and keeps every change in memory until `writes()` is taken."""
 
-    def __init__(self, reader: StateReader, chain_id: str) -> None:
+    def __init__(self, reader: StateReader, chain_id: str, memo: ParseMemo | None = None) -> None:
         self._reader = reader
         self.chain_id = chain_id
+        self._memo = memo
         self._accounts: dict[str, Account] = {}
         self._assets: dict[str, dict[str, Any] | None] = {}
         self._records: dict[tuple[str, str], dict[str, Any]] = {}
@@ -136,14 +154,17 @@ class StateOverlay:
     def account(self, address: str) -> Account:
         acct = self._accounts.get(address)
         if acct is None:
-            acct = decode_account(self._reader.get(account_key(address)))
+            acct = decode_account(self._reader.get(account_key(address)), self._memo)
             self._accounts[address] = acct
         return acct
 
     def asset(self, symbol: str) -> dict[str, Any] | None:
         if symbol not in self._assets:
             raw = self._reader.get(asset_key(symbol))
-            self._assets[symbol] = None if raw is None else _parse_asset(raw)
+            if raw is None:
+                self._assets[symbol] = None
+            else:
+                self._assets[symbol] = self._memo.asset(raw) if self._memo is not None else json.loads(raw)
         return self._assets[symbol]
 
     def check_valid(self, tx: Transaction) -> None:
@@ -234,13 +255,14 @@ class Execution:
 
 
 def execute(
-    reader: StateReader, chain_id: str, height: int, txs: Iterable[Transaction], prev_app_hash: str
+    reader: StateReader, chain_id: str, height: int, txs: Iterable[Transaction], prev_app_hash: str,
+    memo: ParseMemo | None = None,
 ) -> Execution:
     """Execute `txs` in order at `height`. Raises Rejected("invalid_block") on an invalid tx.
 
     Signatures are not checked here: the caller verifies each one once (see node/ and consensus/).
     """
-    overlay = StateOverlay(reader, chain_id)
+    overlay = StateOverlay(reader, chain_id, memo)
     receipts = []
     seen: set[str] = set()
     for index, tx in enumerate(txs):

@@ -15,7 +15,9 @@ together); refusals, with their precise error codes, always come from `decode_tx
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from ledger import keys
@@ -112,20 +114,20 @@ def _malformed(message: str) -> Rejected:
     return Rejected("malformed", message)
 
 
-_KEY_SETS: dict[tuple[str, ...], frozenset[str]] = {}
-
-
-def _key_set(expected: tuple[str, ...]) -> frozenset[str]:
-    found = _KEY_SETS.get(expected)
-    if found is None:
-        found = _KEY_SETS[expected] = frozenset(expected)
-    return found
+_TX_KEYS = ("body", "signature")
+_BODY_KEYS = ("chain_id", "sender", "nonce", "type", "payload")
+_TRANSFER_KEYS = ("to", "asset", "amount")
+_ISSUE_KEYS = ("asset", "supply")
+_RECORD_KEYS = ("key", "value")
+# Each object's field names as a set, made once: comparing a dict's keys with a set is one C call.
+_KEY_SETS: Mapping[tuple[str, ...], frozenset[str]] = MappingProxyType(
+    {keys_: frozenset(keys_) for keys_ in (_TX_KEYS, _BODY_KEYS, _TRANSFER_KEYS, _ISSUE_KEYS, _RECORD_KEYS)})
 
 
 def _exact_keys(obj: Any, where: str, expected: tuple[str, ...]) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise _malformed(f"{where} must be a JSON object")
-    if obj.keys() != _key_set(expected):
+    if obj.keys() != _KEY_SETS[expected]:
         missing = [k for k in expected if k not in obj]
         extra = sorted(k for k in obj if k not in expected)
         parts = []
@@ -186,14 +188,14 @@ def _utf8_len(text: str, where: str) -> int:
 
 def decode_payload(tx_type: str, obj: Any) -> Payload:
     if tx_type == "transfer":
-        p = _exact_keys(obj, "payload", ("to", "asset", "amount"))
+        p = _exact_keys(obj, "payload", _TRANSFER_KEYS)
         return Transfer(_address(p["to"], "payload.to"), _asset(p["asset"], "payload.asset"),
                         _amount(p["amount"], "payload.amount"))
     if tx_type == "issue":
-        p = _exact_keys(obj, "payload", ("asset", "supply"))
+        p = _exact_keys(obj, "payload", _ISSUE_KEYS)
         return Issue(_asset(p["asset"], "payload.asset"), _amount(p["supply"], "payload.supply"))
     if tx_type == "record":
-        p = _exact_keys(obj, "payload", ("key", "value"))
+        p = _exact_keys(obj, "payload", _RECORD_KEYS)
         key = _string(p["key"], "payload.key")
         value = _string(p["value"], "payload.value")
         if not 1 <= _utf8_len(key, "payload.key") <= MAX_RECORD_KEY_BYTES:
@@ -221,16 +223,17 @@ _CANONICAL_TX = re.compile(
     rb')\},"sender":"' + _HEX64 + rb'","type":"(transfer|issue|record)"\}),"signature":"([0-9a-f]{128})"\}')
 
 
-def _decode_canonical(match: re.Match[bytes]) -> Transaction | None:
+def _decode_canonical(match: re.Match[bytes], memo: DecodeMemo | None) -> Transaction | None:
     """The transaction a `_CANONICAL_TX` match spells, or None if it breaks a rule the regex
     cannot express (ranges, the payload fitting the type); `decode_tx` then says why."""
     (body, chain_id, nonce, amount, asset, to, issue_asset, supply, key, value, sender, tx_type,
      signature) = match.groups()
     raw = match.group(0)
     sig_hex = signature.decode()
-    hit = _memo.lookup(sig_hex)
-    if hit is not None and hit.encode() == raw:
-        return hit
+    if memo is not None:
+        hit = memo.lookup(sig_hex)
+        if hit is not None and hit.encode() == raw:
+            return hit
     payload: Payload
     if tx_type == b"transfer" and amount is not None:
         payload = Transfer(to.decode(), asset.decode(), int(amount))
@@ -253,13 +256,16 @@ def _decode_canonical(match: re.Match[bytes]) -> Transaction | None:
     tx = Transaction(chain_id.decode(), sender.decode(), nonce_value, tx_type.decode(), payload,
                      bytes.fromhex(sig_hex), signing, sha256_hex(signing))
     tx._encoded.append(raw)
-    _memo.put(sig_hex, tx)
+    if memo is not None:
+        memo.put(sig_hex, tx)
     return tx
 
 
-def decode_canonical_array(data: bytes, start: int = 0, end: int | None = None) -> list[Transaction] | None:
+def decode_canonical_array(data: bytes, start: int = 0, end: int | None = None,
+                           memo: DecodeMemo | None = None) -> list[Transaction] | None:
     """Transactions from `data[start:end]` when it is a JSON array of canonical transactions
-    (`[` tx `,` tx ... `]`, no whitespace); None when it is anything else, for `decode_tx`."""
+    (`[` tx `,` tx ... `]`, no whitespace); None when it is anything else, for `decode_tx`.
+    With a `memo`, transactions seen before are answered from it (see `DecodeMemo`)."""
     end = len(data) if end is None else end
     if end - start < 2 or data[start] != 0x5B or data[end - 1] != 0x5D:  # [ ... ]
         return None
@@ -272,7 +278,7 @@ def decode_canonical_array(data: bytes, start: int = 0, end: int | None = None) 
         match = match_at(data, pos, end)
         if match is None:
             return None
-        tx = _decode_canonical(match)
+        tx = _decode_canonical(match, memo)
         if tx is None:
             return None
         txs.append(tx)
@@ -284,29 +290,32 @@ def decode_canonical_array(data: bytes, start: int = 0, end: int | None = None) 
         pos += 1
 
 
-def decode_canonical_tx(data: bytes) -> Transaction | None:
+def decode_canonical_tx(data: bytes, memo: DecodeMemo | None = None) -> Transaction | None:
     """One canonical transaction from all of `data`, or None (see `decode_canonical_array`)."""
     match = _CANONICAL_TX.fullmatch(data)
-    return None if match is None else _decode_canonical(match)
+    return None if match is None else _decode_canonical(match, memo)
 
 
-def decode_tx(obj: Any) -> Transaction:
+def decode_tx(obj: Any, memo: DecodeMemo | None = None) -> Transaction:
     """Decode one transaction from parsed JSON; raises Rejected for anything off-contract.
 
-    A transaction seen before (the same JSON, by value and by JSON type) answers the Transaction
-    decoded then: a replica meets most transactions twice, in gossip and again in a proposal.
+    With a `memo`, a transaction seen before (the same JSON, by value and by JSON type) answers the
+    Transaction decoded then: a replica meets most transactions twice, in gossip and again in a
+    proposal.
     """
-    hit = _memo.get(obj)
+    if memo is None:
+        return _decode_tx(obj)
+    hit = memo.get(obj)
     if hit is not None:
         return hit
     tx = _decode_tx(obj)
-    _memo.put(obj["signature"], tx)
+    memo.put(obj["signature"], tx)
     return tx
 
 
 def _decode_tx(obj: Any) -> Transaction:
-    tx = _exact_keys(obj, "transaction", ("body", "signature"))
-    body = _exact_keys(tx["body"], "body", ("chain_id", "sender", "nonce", "type", "payload"))
+    tx = _exact_keys(obj, "transaction", _TX_KEYS)
+    body = _exact_keys(tx["body"], "body", _BODY_KEYS)
     chain_id = _string(body["chain_id"], "body.chain_id")
     if not CHAIN_ID_RE.fullmatch(chain_id):
         raise _malformed("body.chain_id must be 1 to 64 characters of [A-Za-z0-9._-]")
@@ -347,7 +356,7 @@ def _json_string(text: str) -> str:
     return canonical_json_trusted(text).decode()
 
 
-class _DecodeMemo:
+class DecodeMemo:
     """Recently decoded transactions by signature, so that decoding the same JSON twice is cheap.
 
     A hit needs the new object to equal the remembered transaction's JSON *and* to carry integers
@@ -355,7 +364,8 @@ class _DecodeMemo:
     float or boolean nonce or amount, so equality alone would let a memo accept what a fresh decode
     refuses (and nodes with different memories disagree about a block). Strings, objects and key
     sets compare exactly. The memo never changes a result, only its cost; it is bounded, evicts
-    oldest first, and its dict operations are safe under the GIL from any thread.
+    oldest first, and its dict operations are safe under the GIL from any thread. Owned by the
+    node (one per node), handed to whatever decodes for it: gossip intake and the consensus engine.
     """
 
     MAX_ENTRIES = 16_384  # several full blocks between gossip and proposal; bounds what it keeps alive
@@ -397,8 +407,6 @@ class _DecodeMemo:
     def clear(self) -> None:
         self._young, self._old = {}, {}
 
-
-_memo = _DecodeMemo()
 
 
 def build(chain_id: str, sender: str, nonce: int, tx_type: str, payload: Payload, signature: bytes) -> Transaction:

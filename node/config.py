@@ -87,8 +87,30 @@ class NodeConfig(BaseModel):
     ws_send_timeout_s: float = Field(
         default=10.0, gt=0, description="an event subscriber slower than this is cut off")
     ws_heartbeat_s: float = Field(default=20.0, gt=0, description="ping interval on event streams")
+    ws_client_frames_per_s: float = Field(
+        default=5.0, gt=0,
+        description="frames (pings, pongs, messages) an event subscriber may send per second on average; "
+                    "a flood closes its stream with 1008")
     shutdown_timeout_s: float = Field(
         default=5.0, gt=0, description="how long stopping waits for in-flight requests")
+    http_idle_timeout_s: float = Field(
+        default=30.0, gt=0,
+        description="a REST connection with no request under way for this long is closed (keep-alive)")
+    http_header_timeout_s: float = Field(
+        default=10.0, gt=0,
+        description="a request head (request line and headers) must arrive within this long of its first byte")
+    http_body_timeout_s: float = Field(
+        default=30.0, gt=0, description="a request body must arrive within this long (408 otherwise)")
+    http_linger_timeout_s: float = Field(
+        default=2.0, ge=0,
+        description="after answering a request whose body it did not read, the node discards what of the "
+                    "body still arrives for at most this long, then closes the connection")
+    http_max_connections: int = Field(default=1024, ge=1, description="most open REST connections")
+    http_max_connections_per_ip: int = Field(
+        default=128, ge=1, description="most open REST connections from one source address")
+    http_max_headers: int = Field(default=64, ge=8, le=1024, description="most header lines in one request")
+    http_max_line_bytes: int = Field(
+        default=8190, ge=1024, le=65536, description="longest request line (URL) or header line")
     gossip_inbox_batches: int = Field(
         default=256, ge=1, description="gossiped transaction batches queued for admission; more are dropped")
     gossip_flush_ms: int = Field(
@@ -97,6 +119,10 @@ class NodeConfig(BaseModel):
     gossip_resend_after_s: float = Field(
         default=3.0, gt=0, le=3600,
         description="a transaction pending here this long is gossiped again (gossip is best effort)")
+    gossip_max_batch_bytes: int = Field(
+        default=MiB, ge=64 * 1024,
+        description="largest gossiped transaction batch, sent or received (a bigger one from a peer is "
+                    "dropped before it is parsed); at least the largest transaction")
     gossip_max_pending_txs: int = Field(
         default=50_000, ge=1, description="accepted transactions waiting to be gossiped; more are not gossiped")
     status_interval_s: float = Field(

@@ -84,7 +84,7 @@ def _iso_time(created: float) -> str:
 
 
 class PlainFormatter(logging.Formatter):
-    """`2024-05-01T12:00:00.123Z INFO  node=3f2a9c1b h=17 node.api: message key=value`."""
+    """`2024-05-01T12:00:00.123Z INFO  node=3f2a9c1b h=17 ledgerd.api: message key=value`."""
 
     def format(self, record: logging.LogRecord) -> str:
         node_id = str(getattr(record, "node_id", "-"))

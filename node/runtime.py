@@ -20,9 +20,9 @@ from typing import Any
 from consensus.api import Engine
 from ledger.block import Block
 from ledger.tx import Transaction
+from node.core.executor import BlockExecutor
 from node.core.machine import CommittedBlock, CoreSettings, NodeCore, SyncOutcome, Transport
-from node.executor import BlockExecutor
-from node.mempool import Dropped, Mempool
+from node.core.mempool import Dropped, Mempool
 from node.metrics import NodeMetrics
 from node.service import SubmitOutcome
 from storage import Store

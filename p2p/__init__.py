@@ -34,6 +34,30 @@ API (all of it; see the docstrings for details):
 Topics match `[a-z][a-z0-9_.-]{0,31}` (e.g. "consensus", "txs", "status", "sync"); handlers
 refuse a request with `RequestRefused(code, message)`.
 
+Who may take the listener's time (a stranger on the p2p port must never lock validators out;
+CometBFT CVE-2020-5303 was this class of bug). Before anyone has proven a key, everything is
+bounded, and refusals are cheap (an HTTP 429/503/403 before the WebSocket upgrade, counted as
+`handshake_failed_<reason>`):
+
+- TCP: at most `max_idle_connections` accepted connections that have not sent their upgrade
+  request; a newer one closes the oldest (a genuine dialer asks at once, so it is never the oldest).
+- Pre-auth deadline: the upgrade request and the hello must arrive within `hello_timeout_s` (2 s);
+  the hello earns the rest of `handshake_timeout_s` for the last two frames.
+- Dialers name themselves in the upgrade request (header `Ledgerd-Node-Id`). A known id gets its
+  own `max_pending_handshakes_per_peer` slots, which no outsider can fill: a newer claim of the
+  same id evicts the oldest pending one that has not said hello (else the oldest), so a squatter
+  on a validator's id is pushed out by the validator itself. The hello must carry the claimed
+  id, and the handshake still proves the key. Claims are rate-limited per (source address, id),
+  so a flood from an address the validators share (a NAT; 127.0.0.1 in tests) does not use up
+  theirs. An unknown claimed id is refused (403).
+- Everyone else (no claim; e.g. a dialer from before the header): `max_pending_handshakes` in all,
+  `max_pending_handshakes_per_source` per source address, and a token bucket per source address
+  (`connect_rate_per_source`, `connect_burst_per_source`; `max_tracked_sources` buckets kept).
+What remains: a claim is not proven until the handshake ends, so an attacker that keeps claiming
+a validator's id can evict that validator's attempts here, if it claims again within the round
+trip the validator needs to finish (from the validator's own address it can also use up that
+claim's attempt rate). A link also forms by dialing the other way, and one per pair is enough.
+
 Guarantees and non-guarantees: messages are delivered at most once and in order per connection;
 a full queue, a disconnect or an oversize frame loses them (consensus and tx gossip tolerate
 loss; requests fail with a typed error instead). `send`/`broadcast` never block. Exactly one

@@ -27,8 +27,23 @@ class P2PConfig(BaseModel):
     send_timeout_s: float = Field(default=30.0, gt=0)
 
     handshake_timeout_s: float = Field(default=5.0, gt=0)
-    # Unauthenticated inbound connections in handshake at once; more are answered 503.
+    # The pre-auth deadline: an inbound connection must send its upgrade request and its hello
+    # within this (capped by handshake_timeout_s), or it is closed. Short, so that a silent client
+    # holds a slot only briefly.
+    hello_timeout_s: float = Field(default=2.0, gt=0)
+    # Admission before the WebSocket upgrade (see p2p.limits). Outsiders, i.e. connections that
+    # claim no known node id: in handshake at once in all, and from one source address.
     max_pending_handshakes: int = Field(default=8, ge=1)
+    max_pending_handshakes_per_source: int = Field(default=2, ge=1)
+    # Connections claiming a known node id have this many slots per id, apart from the outsiders.
+    max_pending_handshakes_per_peer: int = Field(default=2, ge=1)
+    # Connection attempts: a token bucket per source address (per source and claimed id for claims).
+    connect_rate_per_source: float = Field(default=5.0, gt=0)  # attempts per second, sustained
+    connect_burst_per_source: int = Field(default=10, ge=1)
+    max_tracked_sources: int = Field(default=4096, ge=1)  # buckets kept; the least recently used go
+    # Accepted TCP connections that have not sent their upgrade request yet; when more arrive, the
+    # oldest is closed to make room (each is closed after the pre-auth deadline anyway).
+    max_idle_connections: int = Field(default=256, ge=1)
 
     reconnect_backoff_min_s: float = Field(default=0.2, gt=0)
     reconnect_backoff_max_s: float = Field(default=10.0, gt=0)

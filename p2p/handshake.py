@@ -13,6 +13,10 @@ OS CSPRNG, so a recorded handshake is worthless later, and the role in the trans
 side's signature from being reflected as the other's. The listener signs only after it has checked
 the dialer's signature, so a stranger who can reach our port cannot use us as a signing oracle.
 
+Before the first frame, the dialer names itself in its upgrade request (`NODE_ID_HEADER`): that
+only chooses which admission slots the attempt uses (see the `p2p` package docstring); the
+listener refuses a hello whose node id differs from the claim, and the signatures prove the rest.
+
 What it does not do: encrypt or MAC the frames after the handshake. A party that can sit on the
 network path can still relay or tamper with the stream (run the p2p port on a private network or
 behind TLS); everything consensus relies on is signed end to end by the validators anyway.
@@ -34,6 +38,9 @@ from ledger.tx import CHAIN_ID_RE
 from p2p.errors import HandshakeError
 
 HANDSHAKE_VERSION = 1
+# The dialer names itself in its upgrade request, so the listener can admit it into the slots kept
+# for that node id before any frame flows; the hello must then carry the same id (and prove it).
+NODE_ID_HEADER = "Ledgerd-Node-Id"
 MAX_HANDSHAKE_FRAME_CHARS = 4096
 _DOMAIN = b"ledgerd-p2p-handshake-v1:"
 

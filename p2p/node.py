@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import random
 import socket
+from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -17,7 +20,7 @@ from aiohttp import web
 
 from ledger import keys
 from ledger.tx import CHAIN_ID_RE
-from p2p import frames, handshake
+from p2p import frames, handshake, limits
 from p2p.config import P2PConfig
 from p2p.connection import Counters, Handler, PeerConnection, WebSocket, close_websocket
 from p2p.errors import HandshakeError, PeerUnavailable, RequestTimeout
@@ -40,11 +43,17 @@ COUNTER_NAMES: tuple[str, ...] = (
     "handshake_failed_penalized",
     "handshake_failed_closed",
     "handshake_failed_busy",
+    # refused before the upgrade (see p2p.limits), or dropped for a newer claim of the same id
+    "handshake_failed_busy_source",
+    "handshake_failed_rate_limited",
+    "handshake_failed_evicted",
+    "handshake_failed_wrong_claim",
     "dial_failed",
     "connections_opened",
     "connections_closed",
     "connections_replaced",
     "connections_refused_duplicate",
+    "connections_evicted_idle",  # closed for a newer one: too many had not sent their upgrade request
     "peers_disconnected_bad_frames",
     "frames_in",
     "frames_out",
@@ -73,6 +82,12 @@ COUNTER_NAMES: tuple[str, ...] = (
 )
 
 OnMessage = Callable[[str, str, bytes], None]
+
+_REFUSALS: Mapping[str, str] = MappingProxyType({
+    "rate_limited": "too many connection attempts from this address",
+    "busy_source": "too many handshakes in progress from this address",
+    "busy": "too many handshakes in progress",
+})
 
 
 class Backoff:
@@ -162,7 +177,16 @@ class P2PNode:
         self._dial_states: dict[str, _DialState] = {}
         self._request_ids = itertools.count(1)
         self._pending_requests = 0
-        self._pending_handshakes = 0
+        self._admission = limits.Admission(
+            max_pending=config.max_pending_handshakes,
+            max_pending_per_source=config.max_pending_handshakes_per_source,
+            max_pending_per_peer=config.max_pending_handshakes_per_peer,
+            rate_per_s=config.connect_rate_per_source, burst=config.connect_burst_per_source,
+            max_sources=config.max_tracked_sources)
+        self._deadlines: dict[limits.Ticket, asyncio.Timeout] = {}  # of inbound handshakes in progress
+        # Inbound TCP connections that have not sent their upgrade request yet, oldest first.
+        self._idle: OrderedDict[web.RequestHandler, float] = OrderedDict()  # -> accepted at (loop time)
+        self._listener: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()  # dialers
         self._inbound: set[asyncio.Task[Any]] = set()  # aiohttp handler tasks serving inbound peers
         self._state = "new"
@@ -187,6 +211,10 @@ class P2PNode:
         return self.config.max_frame_bytes - frames.MAX_OVERHEAD_BYTES
 
     @property
+    def _preauth_timeout_s(self) -> float:
+        return min(self.config.hello_timeout_s, self.config.handshake_timeout_s)
+
+    @property
     def url(self) -> str:
         """The URL peers dial to reach this node (with the listen host as configured)."""
         return f"ws://{self.config.listen_host}:{self.port}{P2P_PATH}"
@@ -197,20 +225,23 @@ class P2PNode:
             raise RuntimeError(f"P2PNode.start() called in state {self._state!r}")
         app = web.Application()
         app.router.add_get(P2P_PATH, self._accept)
-        # keepalive_timeout also closes a raw TCP client that never sends its upgrade request.
+        # keepalive_timeout also closes a raw TCP client that never completes its upgrade request
+        # (aiohttp closes a connection still waiting for its first request when it expires).
         runner = web.AppRunner(app, handle_signals=False, access_log=None,
-                               keepalive_timeout=self.config.handshake_timeout_s,
+                               keepalive_timeout=self._preauth_timeout_s,
                                shutdown_timeout=self.config.close_timeout_s)
         await runner.setup()
+        self._runner = runner
         try:
             family = socket.AF_INET6 if ":" in self.config.listen_host else socket.AF_INET
             sock = socket.create_server((self.config.listen_host, self.config.listen_port), family=family)
-            site = web.SockSite(runner, sock)
-            await site.start()
+            # Our own listener rather than a web site: every accepted connection passes through
+            # _new_protocol, which bounds the connections that have not asked for anything yet.
+            self._listener = await asyncio.get_running_loop().create_server(self._new_protocol, sock=sock)
         except BaseException:
+            self._runner = None
             await runner.cleanup()
             raise
-        self._runner = runner
         self._port = sock.getsockname()[1]
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=None, connect=self.config.handshake_timeout_s))
@@ -238,12 +269,42 @@ class P2PNode:
         for task in owned:
             task.cancel()
         await asyncio.gather(*owned, return_exceptions=True)
-        assert self._runner is not None and self._session is not None
+        assert self._runner is not None and self._session is not None and self._listener is not None
+        self._listener.close()  # stop accepting; the runner then closes what is still open
         await self._runner.cleanup()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.config.close_timeout_s):
+                await self._listener.wait_closed()
+        self._idle.clear()
         await self._session.close()
         self._conns.clear()
         self._state = "stopped"
         log.info("p2p %s stopped", self.node_id[:16])
+
+    def _new_protocol(self) -> asyncio.BaseProtocol:
+        """A protocol for one accepted TCP connection; evicts the oldest idle one when too many are.
+
+        An idle connection (no upgrade request yet) is closed anyway after the pre-auth deadline,
+        but thousands held open at once would cost a file descriptor each and could exhaust them.
+        Closing the oldest rather than refusing the newest keeps the port open to a validator
+        whatever a flood holds: a genuine dialer sends its request at once and stops being idle.
+        """
+        assert self._runner is not None and self._runner.server is not None
+        now = asyncio.get_running_loop().time()
+        if len(self._idle) >= self.config.max_idle_connections:
+            for old, accepted_at in list(self._idle.items()):
+                # No transport: closed since, unless accepted a moment ago and not yet connected.
+                gone = old.transport.is_closing() if old.transport is not None else now - accepted_at > 0.1
+                if gone:
+                    del self._idle[old]
+        if len(self._idle) >= self.config.max_idle_connections:
+            oldest = next(iter(self._idle))
+            del self._idle[oldest]
+            oldest.force_close()
+            self._counters.add("connections_evicted_idle")
+        handler = self._runner.server()
+        self._idle[handler] = now
+        return handler
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.create_task(coro, name=name)
@@ -459,13 +520,41 @@ class P2PNode:
 
     # --- inbound --------------------------------------------------------------------------------
 
+    def _refuse(self, exc: HandshakeError, source: str, status: int) -> web.Response:
+        """Answer an upgrade request we will not serve, cheaply: no WebSocket, no keep-alive."""
+        self._counters.add("handshake_failed")
+        self._counters.add(f"handshake_failed_{exc.code}")
+        # Debug only: under a flood, one warning per refused attempt would be a flood of its own.
+        log.debug("p2p %s refused a connection from %s: %s", self.node_id[:16], source, exc)
+        response = web.Response(status=status, text=exc.message, headers={"Retry-After": "1"})
+        response.force_close()
+        return response
+
+    def _evict(self, ticket: limits.Ticket) -> None:
+        """A newer claim of the same node id took `ticket`'s slot: end that handshake now."""
+        deadline = self._deadlines.get(ticket)
+        if deadline is not None and not deadline.expired():  # an expired one cannot be rescheduled
+            deadline.reschedule(asyncio.get_running_loop().time())
+
     async def _accept(self, request: web.Request) -> web.StreamResponse:
         if self._state != "running":
             return web.Response(status=503, text="shutting down")
-        if self._pending_handshakes >= self.config.max_pending_handshakes:
-            self._handshake_failed(HandshakeError("busy", "too many handshakes in progress", 0),
-                                   str(request.remote))
-            return web.Response(status=503, text="too many handshakes in progress")
+        self._idle.pop(request.protocol, None)
+        source = request.remote or "unknown"
+        claimed = request.headers.get(handshake.NODE_ID_HEADER)
+        if claimed is not None and (claimed not in self._ident.allowed or claimed == self.node_id):
+            return self._refuse(HandshakeError("not_allowed", "the claimed node id is not a validator or "
+                                               "observer of this chain", 0), source, 403)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        decision = self._admission.admit(source, claimed, started)
+        if decision.ticket is None:
+            status = 429 if decision.refusal == "rate_limited" else 503
+            return self._refuse(HandshakeError(decision.refusal, _REFUSALS[decision.refusal], 0), source,
+                                status)
+        ticket = decision.ticket
+        if decision.evicted is not None:
+            self._evict(decision.evicted)
         task = asyncio.current_task()
         assert task is not None
         self._inbound.add(task)
@@ -473,24 +562,43 @@ class P2PNode:
             ws = web.WebSocketResponse(heartbeat=self.config.ping_interval_s, compress=False,
                                        max_msg_size=self.config.hard_max_frame_bytes,
                                        timeout=self.config.close_timeout_s)
-            self._pending_handshakes += 1
+            # The pre-auth deadline covers the upgrade and the hello; a hello in time earns the rest
+            # of handshake_timeout_s for the remaining two frames.
+            deadline = asyncio.timeout_at(started + self._preauth_timeout_s)
+
+            def admit(peer_id: str) -> HandshakeError | None:
+                if peer_id != claimed and claimed is not None:
+                    return HandshakeError("wrong_claim", f"the upgrade request claimed node {claimed[:16]}…, "
+                                          f"the hello {peer_id[:16]}…", handshake.CLOSE_NOT_ALLOWED)
+                if not ticket.evicted and not deadline.expired():
+                    ticket.said_hello = True
+                    deadline.reschedule(started + self.config.handshake_timeout_s)
+                return self._admit(peer_id)
+
             try:
-                await ws.prepare(request)
-                async with asyncio.timeout(self.config.handshake_timeout_s):
-                    peer_id = await handshake.accept(ws, self._ident, self._admit)
+                async with deadline:
+                    self._deadlines[ticket] = deadline
+                    await ws.prepare(request)
+                    peer_id = await handshake.accept(ws, self._ident, admit)
             except HandshakeError as exc:
-                self._handshake_failed(exc, str(request.remote))
+                self._handshake_failed(exc, source)
                 await close_websocket(ws, exc.close_code, exc.code, self.config.close_timeout_s)
                 return ws
             except (ConnectionError, aiohttp.ClientError) as exc:
-                self._handshake_failed(HandshakeError("closed", f"connection lost: {exc}", 0),
-                                       str(request.remote))
+                self._handshake_failed(HandshakeError("closed", f"connection lost: {exc}", 0), source)
                 return ws
             except TimeoutError:
-                await self._handshake_timed_out(ws, str(request.remote))
-                return ws
+                if ticket.evicted:
+                    self._handshake_failed(HandshakeError("evicted", "a newer connection claimed the same "
+                                                          "node id", 0), source)
+                    await close_websocket(ws, handshake.CLOSE_DUPLICATE, "superseded",
+                                          self.config.close_timeout_s)
+                else:
+                    await self._handshake_timed_out(ws, source)
+                return ws if ws.prepared else web.Response(status=408, text="handshake timeout")
             finally:
-                self._pending_handshakes -= 1
+                self._deadlines.pop(ticket, None)
+                self._admission.release(ticket)
             self._counters.add("handshake_ok")
             conn = self._new_connection(ws, peer_id, outbound=False)
             if not self._register(conn):
@@ -535,6 +643,7 @@ class P2PNode:
             async with asyncio.timeout(self.config.handshake_timeout_s):
                 ws = await self._session.ws_connect(
                     self._peer_urls[peer_id], heartbeat=self.config.ping_interval_s, compress=0,
+                    headers={handshake.NODE_ID_HEADER: self.node_id},
                     max_msg_size=self.config.hard_max_frame_bytes,
                     timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=self.config.close_timeout_s))
                 await handshake.dial(ws, self._ident, peer_id)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import plyvel  # type: ignore[import-untyped]
+import plyvel  # no type information: see [[tool.mypy.overrides]] in pyproject.toml
 
 from storage.backend import WriteBatch
 from storage.errors import DiskError, StorageError

@@ -159,12 +159,22 @@ class BftEngine:
         self._queue: deque[tuple[Message, bool]] = deque()
         self._events: deque[Event] = deque()  # events a Commit in an earlier step left for later
         self._commit_returned = False  # this step returns a Commit: handle nothing more (see step)
-        self._buffer: dict[int, list[tuple[Message, bool]]] = {}  # the same, for future heights
+        # The same, for future heights, each with the bytes it is charged for (see `_buffer_message`).
+        self._buffer: dict[int, list[tuple[Message, bool, int]]] = {}
         # What is buffered, by identity and directness: a relayed copy (whose unsigned attachments a
         # relay may have spoiled) must not crowd out the copy from the author itself.
         self._buffered_ids: set[tuple[tuple[int, int, int, int, str, int], bool]] = set()
+        # The one signed content buffered per (kind, height, round, author): an honest validator
+        # signs one message per slot, so a second, different one is equivocation.
+        self._buffered_slots: dict[tuple[int, int, int, int], tuple[int, int, int, int, str, int]] = {}
         self._buffered_per_author = [0] * self._n
+        self._buffered_bytes_per_author = [0] * self._n
+        self._buffered_bytes = 0
         self._buffer_cap_per_author = max(1, self._cfg.max_buffered_messages // self._n)
+        # Shares that add up to at most max_buffered_bytes: that bounds the total, and no group of
+        # authors can take space the others are owed.
+        self._buffer_bytes_cap_per_author = min(self._cfg.max_buffered_bytes_per_author,
+                                                self._cfg.max_buffered_bytes // self._n)
         self._last_decided: tuple[Block, int, tuple[Vote, ...]] | None = None
         self._decided_msg: bytes | None = None
         self._decided_replied: set[str] = set()
@@ -325,7 +335,7 @@ class BftEngine:
         self._activate()
         direct = sender == self._validators[msg.author]
         if msg.height > hs.height:
-            self._buffer_message(msg, direct)
+            self._buffer_message(msg, direct, len(data))
             return
         self._handle(msg, direct)
 
@@ -621,21 +631,49 @@ class BftEngine:
         for h in sorted(self._buffer):
             if h > height:
                 break
-            for msg, direct in self._buffer.pop(h):
+            for msg, direct, size in self._buffer.pop(h):
                 self._buffered_ids.discard((msg.identity(), direct))
+                self._buffered_slots.pop(_slot(msg), None)
                 self._buffered_per_author[msg.author] -= 1
+                self._buffered_bytes_per_author[msg.author] -= size
+                self._buffered_bytes -= size
                 if h == height:
                     self._queue.append((msg, direct))
 
-    def _buffer_message(self, msg: Message, direct: bool) -> None:
+    @property
+    def buffered_bytes(self) -> int:
+        """What the messages held for future heights are charged, in all (see `_buffer_message`)."""
+        return self._buffered_bytes
+
+    def _buffer_message(self, msg: Message, direct: bool, wire_bytes: int) -> None:
+        """Hold a verified message for a future height, within bounds in count and in bytes.
+
+        Only the signature has been checked: the attachments (a block of up to `max_block_bytes`)
+        are not looked at before the height comes, so a faulty validator could otherwise make this
+        node hold block after block. Each message is charged the bytes it arrived as plus a fixed
+        allowance for the objects around them, against its author's share of the total; what does
+        not fit is dropped, never grown into.
+        """
         ident = (msg.identity(), direct)
         if ident in self._buffered_ids:
             return self._drop("duplicate")
-        if self._buffered_per_author[msg.author] >= self._buffer_cap_per_author:
+        slot = _slot(msg)
+        held = self._buffered_slots.get(slot)
+        if held is not None and held != msg.identity():
+            self._count("equivocations_seen")
+            return self._drop("equivocation")
+        author = msg.author
+        if self._buffered_per_author[author] >= self._buffer_cap_per_author:
             return self._drop("buffer_full")
+        size = wire_bytes + _BUFFER_ENTRY_OVERHEAD_BYTES
+        if self._buffered_bytes_per_author[author] + size > self._buffer_bytes_cap_per_author:
+            return self._drop("buffer_author_bytes_full")
         self._buffered_ids.add(ident)
-        self._buffered_per_author[msg.author] += 1
-        self._buffer.setdefault(msg.height, []).append((msg, direct))
+        self._buffered_slots[slot] = msg.identity()
+        self._buffered_per_author[author] += 1
+        self._buffered_bytes_per_author[author] += size
+        self._buffered_bytes += size
+        self._buffer.setdefault(msg.height, []).append((msg, direct, size))
         self._count("buffered")
 
     def _maybe_reply_decided(self, sender: str, msg: Message) -> None:
@@ -676,7 +714,7 @@ class BftEngine:
             self._drop("block_too_large")
             return None
         try:
-            block = decode_block(block_bytes)
+            block = decode_block(block_bytes, memo=self._ctx.decode_memo)
         except Rejected:
             self._drop("malformed_block")
             return None
@@ -736,7 +774,7 @@ class BftEngine:
         block: Block | None = None
         if raw_block is not None:
             try:
-                block = decode_block(raw_block)
+                block = decode_block(raw_block, memo=self._ctx.decode_memo)
             except Rejected as exc:
                 raise ValueError(f"the BFT record {BLOCK_KEY!r} is corrupt: {exc.message}") from exc
             self._disk_block = block.hash
@@ -774,6 +812,16 @@ class BftEngine:
 
 def _ignore(_: int) -> None:
     pass
+
+
+# Charged per buffered message on top of its wire bytes: the decoded message, its signature and
+# attachment objects and the index entries cost a few hundred bytes even when the frame is small.
+_BUFFER_ENTRY_OVERHEAD_BYTES = 512
+
+
+def _slot(msg: Message) -> tuple[int, int, int, int]:
+    """What one validator signs at most one message for: (kind, height, round, author)."""
+    return (msg.kind, msg.height, msg.round, msg.author)
 
 
 def _coalesce_persists(actions: list[Action]) -> list[Action]:

@@ -58,8 +58,8 @@ from consensus.api import (
 from ledger.block import Block
 from ledger.state import Receipt
 from ledger.tx import Transaction
-from node.executor import BlockExecutor
-from node.mempool import Dropped, Mempool
+from node.core.executor import BlockExecutor
+from node.core.mempool import Dropped, Mempool
 from node.metrics import NodeMetrics
 from node.service import SubmitOutcome
 from storage import Store

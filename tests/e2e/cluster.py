@@ -12,13 +12,18 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import re
 import shutil
+import signal
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
+from collections import deque
 from collections.abc import Callable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -35,6 +40,12 @@ POLL_S = 0.5
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 COMMAND_TIMEOUT_S = 180.0
 HTTP_TIMEOUT_S = 10.0
+# The suite's own image tag: building it must never replace the `ledgerd:local` a developer built
+# (scripts/docker-build's and docker-compose.yml's default) and may be running.
+E2E_IMAGE = "ledgerd:test"
+DEVELOPER_IMAGE = "ledgerd:local"
+PROGRESS_EVERY_S = 30.0
+OUTPUT_TAIL_LINES = 60
 
 T = TypeVar("T")
 
@@ -79,6 +90,63 @@ def run(argv: Sequence[str], *, env: dict[str, str] | None = None, timeout_s: fl
     return result
 
 
+def _is_step(line: str) -> bool:
+    """A line of scripts/docker-build worth showing: its steps ("==> ...") and their notes."""
+    return line.startswith("==> ") or (line.startswith("    ") and not line.startswith("     "))
+
+
+def run_with_progress(argv: Sequence[str], say: Callable[[str], None], *, timeout_s: float,
+                      progress_every_s: float = PROGRESS_EVERY_S) -> None:
+    """Run a long command (an image build), passing its step lines to `say` as they come and saying
+    "still running" when it has been quiet for `progress_every_s`; raise with the end of its output
+    if it fails or outlives `timeout_s` (it is killed then)."""
+    lines: queue.Queue[str | None] = queue.Queue()
+    tail: deque[str] = deque(maxlen=OUTPUT_TAIL_LINES)
+    # Its own process group, so that giving up kills what it started too (a docker build), not just it.
+    proc = subprocess.Popen(list(argv), cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, errors="replace", start_new_session=True)
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.put(line.rstrip("\n"))
+        lines.put(None)
+
+    reader = threading.Thread(target=pump, name="run-with-progress", daemon=True)
+    reader.start()
+    started = time.monotonic()
+    deadline = started + timeout_s
+    last_said = started
+    try:
+        while True:
+            now = time.monotonic()
+            if now >= deadline:
+                raise ClusterError(f"`{' '.join(argv)}` did not finish within {timeout_s:.0f} s; its last "
+                                   "lines:\n" + "\n".join(tail))
+            try:
+                line = lines.get(timeout=min(1.0, deadline - now))
+            except queue.Empty:
+                if time.monotonic() - last_said >= progress_every_s:
+                    last = f"; last line: {tail[-1].strip()[:100]}" if tail else ""
+                    say(f"  still running ({time.monotonic() - started:.0f} s{last})")
+                    last_said = time.monotonic()
+                continue
+            if line is None:
+                break
+            tail.append(line)
+            if _is_step(line):
+                say("  " + line.strip())
+                last_said = time.monotonic()
+        code = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+        if code != 0:
+            raise ClusterError(f"`{' '.join(argv)}` exited with status {code}:\n" + "\n".join(tail))
+    finally:
+        with suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        reader.join(timeout=5)
+
+
 def free_ports(count: int) -> list[int]:
     """`count` host ports for the compose services, free now and below the ephemeral range."""
     return ports.free_ports(count)
@@ -113,6 +181,7 @@ class Cluster:
     project: str
     data_dir: Path
     host_ports: dict[str, int]
+    image: str = E2E_IMAGE
     extra_networks: list[str] = field(default_factory=list)
 
     # --- compose and docker ---------------------------------------------------------------------
@@ -121,6 +190,8 @@ class Cluster:
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
         env["LEDGERD_COMPOSE_DATA"] = str(self.data_dir)
+        # The image under test, never whatever docker-compose.yml would pick by default.
+        env["LEDGERD_IMAGE"] = self.image
         env["LEDGERD_HOST_BIND"] = "127.0.0.1"
         # One funded sender per test, so a test that fails with a transaction still pending cannot
         # leave a nonce gap that breaks the next one.

@@ -1,6 +1,7 @@
 """Fixtures for the docker compose end-to-end tests.
 
-One cluster per test session (building it costs tens of seconds): `./scripts/docker-build`, then
+One cluster per test session (building it costs tens of seconds, minutes the first time, with its
+steps shown as they happen): `./scripts/docker-build --tag ledgerd:test`, then
 `up -d` under a unique project name, with a data folder in pytest's tmp dir and free host ports, then
 a wait for all four nodes to be healthy. The cluster is always torn down (`down --volumes
 --remove-orphans`) and its data folder removed, whatever the tests did.
@@ -8,7 +9,9 @@ a wait for all four nodes to be healthy. The cluster is always torn down (`down 
 Skipped only when docker or a compose tool is absent. Settings (environment):
     LEDGERD_E2E_COMPOSE        force a compose command, e.g. "docker-compose" or "docker compose"
     LEDGERD_E2E_BASE_PORT      host ports BASE..BASE+3 for node0..node3 (default: free ports)
-    LEDGERD_E2E_SKIP_BUILD=1   use the existing ledgerd:local image as it is
+    LEDGERD_E2E_IMAGE          the image tag the suite builds and runs (default ledgerd:test: the
+                               ledgerd:local a developer builds with ./scripts/docker-build is left alone)
+    LEDGERD_E2E_SKIP_BUILD=1   use the existing test image as it is
     LEDGERD_E2E_KEEP=1         leave the cluster and its data running after the session (debugging)
 """
 
@@ -24,7 +27,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.cluster import NODES, ROOT, Cluster, ClusterError, find_compose, free_ports, run
+from tests.e2e.cluster import (
+    DEVELOPER_IMAGE,
+    E2E_IMAGE,
+    NODES,
+    ROOT,
+    Cluster,
+    ClusterError,
+    find_compose,
+    free_ports,
+    run_with_progress,
+)
 
 BUILD_TIMEOUT_S = 1200.0
 UP_TIMEOUT_S = 240.0
@@ -56,13 +69,16 @@ def compose_cmd() -> list[str]:
 
 @pytest.fixture(scope="session")
 def image(compose_cmd: list[str]) -> str:
-    """The ledgerd image, freshly built with ./scripts/docker-build (cached layers make that quick)."""
-    tag = os.environ.get("LEDGERD_IMAGE") or "ledgerd:local"
+    """The ledgerd image under its own tag, freshly built with ./scripts/docker-build (cached layers make
+    that quick after the first time)."""
+    tag = os.environ.get("LEDGERD_E2E_IMAGE") or E2E_IMAGE
     if os.environ.get("LEDGERD_E2E_SKIP_BUILD") != "1":
         started = time.monotonic()
-        _say("building the image with ./scripts/docker-build")
-        run([str(ROOT / "scripts" / "docker-build"), "--tag", tag], timeout_s=BUILD_TIMEOUT_S)
-        _say(f"image built in {time.monotonic() - started:.0f} s")
+        replaced = (f"{DEVELOPER_IMAGE} is left as it is" if tag != DEVELOPER_IMAGE
+                    else f"this REPLACES your {DEVELOPER_IMAGE}, as LEDGERD_E2E_IMAGE asks")
+        _say(f"building the test image {tag} with ./scripts/docker-build; {replaced} (minutes the first time)")
+        run_with_progress([str(ROOT / "scripts" / "docker-build"), "--tag", tag], _say, timeout_s=BUILD_TIMEOUT_S)
+        _say(f"image {tag} built in {time.monotonic() - started:.0f} s")
     return tag
 
 
@@ -71,7 +87,8 @@ def cluster(image: str, compose_cmd: list[str],
             tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     project = "ledgerde2e" + secrets.token_hex(4)
     data_dir: Path = tmp_path_factory.mktemp("compose-data")
-    c = Cluster(compose_cmd=compose_cmd, project=project, data_dir=data_dir, host_ports=_host_ports())
+    c = Cluster(compose_cmd=compose_cmd, project=project, data_dir=data_dir, host_ports=_host_ports(),
+                image=image)
     keep = os.environ.get("LEDGERD_E2E_KEEP") == "1"
     try:
         started = time.monotonic()

@@ -28,12 +28,12 @@ async def main(home: Path) -> None:
     while True:
         txs = []
         for i, sender in enumerate(senders):
-            nonce = node.account(sender.address)["nonce"]
+            nonce = node.service.account(sender.address)["nonce"]
             to = senders[(i + 1 + round_) % len(senders)]
             txs += [pay(sender, nonce + k, to, 1 + (round_ + k) % 9) for k in range(BATCH)]
-        outcomes = await node.submit([tx.to_json() for tx in txs])
+        outcomes = await node.service.submit([tx.to_json() for tx in txs])
         assert all(o.accepted for o in outcomes), {o.code for o in outcomes}
-        status = await node.wait_committed(txs[-1].hash, 30)
+        status = await node.service.wait_committed(txs[-1].hash, 30)
         assert status is not None and status.status == "committed", status
         print(f"committed {node.height}", flush=True)
         round_ += 1

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cli.testnet import Testnet, make_testnet
 from ledger import keys
 from ledger.tx import Payload, Transaction, Transfer, sign_tx
-from node.testnet import Testnet, make_testnet
 
 CHAIN = "ledger-local"
 

@@ -16,11 +16,11 @@ import aiohttp
 import pytest
 from openapi_schema_validator import OAS31Validator
 
+from cli.testnet import make_testnet
 from ledger import keys
 from ledger.tx import Issue, Payload, Record, Transaction, Transfer, sign_tx
-from node.api import ApiServer, limits_from_config, make_app
+from node.api.app import ApiServer, limits_from_config, make_app
 from node.node import Node
-from node.testnet import make_testnet
 
 CHAIN = "ledger-local"
 WAIT_S = 10.0
@@ -285,7 +285,7 @@ async def test_transfer_then_every_read_shows_it(c: Cluster) -> None:
     # Retrying with wait=commit is safe: it waits for the copy already known.
     status, body = await submit(c, t.to_json(), "?wait=commit")
     assert (status, body["status"]) == (200, "committed")
-    result = await c.node.wait_committed(t.hash, WAIT_S)
+    result = await c.node.service.wait_committed(t.hash, WAIT_S)
     assert result is not None and result.status == "committed"
     status, body = await submit(c, t.to_json(), "?wait=commit")
     assert (status, body) == (200, result.to_json())
@@ -330,7 +330,7 @@ async def test_batch_answers_per_entry_and_commits_the_accepted(c: Cluster) -> N
     assert body[:3] == [{"hash": t.hash, "status": "pending"} for t in good]
     assert body[3]["status"] == "rejected" and body[3]["error"]["code"] == "invalid_amount"
     for t in good:
-        assert (await c.node.wait_committed(t.hash, WAIT_S)) is not None
+        assert (await c.node.service.wait_committed(t.hash, WAIT_S)) is not None
     _, account = await call(c, "GET", f"/v1/accounts/{c.accounts[0].address}", "/v1/accounts/{address}")
     assert account["nonce"] == 3
 
@@ -399,7 +399,7 @@ async def test_node_stop_ends_a_pending_wait_with_504(stalled: Cluster) -> None:
     t = pay(c)
     waiting = asyncio.create_task(submit(c, t.to_json(), "?wait=commit"))
     # Admitted, and now waiting for a commit that cannot come.
-    assert await poll_until(lambda: c.node.tx_status(t.hash) is not None, WAIT_S)
+    assert await poll_until(lambda: c.node.service.tx_status(t.hash) is not None, WAIT_S)
     await c.node.stop()
     status, body = await asyncio.wait_for(waiting, WAIT_S)
     assert (status, body["error"]["code"], body["hash"]) == (504, "commit_timeout", t.hash)

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 BIN = Path(sys.executable).parent / "ledgerd"
-CLI = [str(BIN)] if BIN.exists() else [sys.executable, "-m", "node"]
+CLI = [str(BIN)] if BIN.exists() else [sys.executable, "-m", "cli"]
 KEYS = ("consensus", "validators", "tx_bytes", "offered_tps", "committed_tps", "latency_ms_p50",
         "latency_ms_p95", "latency_ms_p99", "duration_s", "cpu_cores", "nodes")
 

@@ -23,7 +23,7 @@ from ledger.keys import PrivateKey
 from tests.helpers.ports import free_base_port, wait_for
 
 BIN = Path(sys.executable).parent / "ledgerd"
-CLI = [str(BIN)] if BIN.exists() else [sys.executable, "-m", "node"]
+CLI = [str(BIN)] if BIN.exists() else [sys.executable, "-m", "cli"]
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 20.0
 

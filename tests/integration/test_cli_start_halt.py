@@ -15,11 +15,11 @@ from typing import Any
 import aiohttp
 import pytest
 
+from cli.errors import CliError
+from cli.start import run_node
+from cli.testnet import make_testnet
 from ledger import keys
 from ledger.tx import Transfer, sign_tx
-from node.cli import CliError
-from node.cli_start import run_node
-from node.testnet import make_testnet
 from storage import StorageError, Store
 
 

@@ -39,14 +39,14 @@ from typing import Any, TypeVar
 import pytest
 from openapi_schema_validator import OAS31Validator
 
+from cli.client import ClientError, LedgerClient, RequestFailed
 from consensus.factory import ENGINES
 from ledger import keys
 from ledger.tx import Transfer, sign_tx
-from node.client import ClientError, LedgerClient, RequestFailed
 from tests.helpers import ports
 
 BIN = Path(sys.executable).parent / "ledgerd"
-CLI = [str(BIN)] if BIN.exists() else [sys.executable, "-m", "node"]
+CLI = [str(BIN)] if BIN.exists() else [sys.executable, "-m", "cli"]
 N = 4
 ACCOUNTS = 8
 CHAIN = "ledger-local"

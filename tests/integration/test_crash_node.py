@@ -36,13 +36,13 @@ async def test_sigkill_while_committing_restarts_consistent_and_keeps_going(tmp_
         await node.start()
         try:
             height = node.height
-            assert node.status()["latest_hash"] == genesis_or_block_hash(node, height)
+            assert node.service.status()["latest_hash"] == genesis_or_block_hash(node, height)
             # The loop never uses the last account, so this transaction cannot collide with a block
             # the killed node had prepared but not committed (which the engine may re-propose first).
             spare, to = net.accounts[-1], net.accounts[0]
-            tx = pay(spare, node.account(spare.address)["nonce"], to)
-            assert (await node.submit([tx.to_json()]))[0].accepted
-            status = await node.wait_committed(tx.hash, WAIT_S)
+            tx = pay(spare, node.service.account(spare.address)["nonce"], to)
+            assert (await node.service.submit([tx.to_json()]))[0].accepted
+            status = await node.service.wait_committed(tx.hash, WAIT_S)
             assert status is not None and status.status == "committed"
             assert status.height is not None and status.height > height
         finally:
@@ -50,5 +50,5 @@ async def test_sigkill_while_committing_restarts_consistent_and_keeps_going(tmp_
 
 
 def genesis_or_block_hash(node: Node, height: int) -> str:
-    block = node.block(height)
+    block = node.service.block(height)
     return node.store.genesis_hash if block is None else str(block["hash"])

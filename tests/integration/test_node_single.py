@@ -37,30 +37,30 @@ async def node(net: Net) -> AsyncIterator[Node]:
 
 
 async def commit(node: Node, *txs: Any) -> list[Any]:
-    outcomes = await node.submit(wire(*txs))
+    outcomes = await node.service.submit(wire(*txs))
     assert [o.code for o in outcomes] == ["accepted"] * len(txs)
-    statuses = [await node.wait_committed(tx.hash, WAIT_S) for tx in txs]
+    statuses = [await node.service.wait_committed(tx.hash, WAIT_S) for tx in txs]
     assert all(s is not None for s in statuses)
     return statuses
 
 
 async def test_a_transfer_commits_and_every_read_shows_it(net: Net, node: Node) -> None:
     alice, bob = net.accounts[0], net.accounts[1]
-    before = node.account(bob.address)["balances"]["LDG"]
+    before = node.service.account(bob.address)["balances"]["LDG"]
     tx = pay(alice, 0, bob, 25)
     [status] = await commit(node, tx)
     assert (status.status, status.height, status.index, status.result) == ("committed", 1, 0, {"code": "ok"})
-    assert node.tx_status(tx.hash) == status
-    assert node.account(bob.address)["balances"]["LDG"] == before + 25
-    assert node.account(alice.address)["nonce"] == 1
-    block = node.block(None)
-    assert block is not None and block == node.block(1)
+    assert node.service.tx_status(tx.hash) == status
+    assert node.service.account(bob.address)["balances"]["LDG"] == before + 25
+    assert node.service.account(alice.address)["nonce"] == 1
+    block = node.service.block(None)
+    assert block is not None and block == node.service.block(1)
     assert block["header"]["height"] == 1 and block["header"]["hash"] == block["hash"]
     assert block["txs"] == [tx.to_json()]
     assert block["receipts"] == [{"hash": tx.hash, "code": "ok"}]
     assert block["certificate"]  # the engine's commit certificate, stored with the block
-    assert node.block(2) is None and node.block(0) is None
-    status_doc = node.status()
+    assert node.service.block(2) is None and node.service.block(0) is None
+    status_doc = node.service.status()
     assert status_doc["height"] == 1 and status_doc["latest_hash"] == block["hash"]
     assert status_doc["consensus"] == "pbft" and status_doc["chain_id"] == "ledger-local"
     assert status_doc["validators"][0]["node_id"] == node.node_id
@@ -78,7 +78,7 @@ async def test_blocks_are_paced_by_block_interval_unless_a_full_block_waits(net:
     try:
         [first] = await commit(paced, pay(alice, 0, bob))
         [second] = await commit(paced, pay(alice, 1, bob))  # one transaction: not a full block
-        ts = [paced.block(h)["header"]["timestamp"] for h in (first.height, second.height)]  # type: ignore[index]
+        ts = [paced.service.block(h)["header"]["timestamp"] for h in (first.height, second.height)]  # type: ignore[index]
         assert second.height == first.height + 1 and ts[1] - ts[0] >= 300
     finally:
         await paced.stop()
@@ -87,9 +87,9 @@ async def test_blocks_are_paced_by_block_interval_unless_a_full_block_waits(net:
     try:
         [a, b] = await commit(eager, pay(alice, 2, bob), pay(alice, 3, bob))  # a full block: at once
         pair = [pay(alice, 4, bob), pay(alice, 5, bob)]
-        assert [o.code for o in await eager.submit(wire(*pair))] == ["accepted"] * 2
+        assert [o.code for o in await eager.service.submit(wire(*pair))] == ["accepted"] * 2
         # Well inside the 10 s interval: only the full-block rule can have built this block.
-        c, d = [await eager.wait_committed(tx.hash, 5.0) for tx in pair]
+        c, d = [await eager.service.wait_committed(tx.hash, 5.0) for tx in pair]
         assert c is not None and d is not None
         assert a.height == b.height and c.height == d.height == a.height + 1
     finally:
@@ -103,11 +103,11 @@ async def test_failed_execution_and_records_issue(net: Net, node: Node) -> None:
     note = signed(bob, 0, Record("invoice-7", "sha256:abcd"))
     statuses = await commit(node, issue, give, note)
     assert [s.status for s in statuses] == ["committed"] * 3
-    assert node.account(bob.address)["balances"]["GOLD"] == 40
-    record = node.record(bob.address, "invoice-7")
+    assert node.service.account(bob.address)["balances"]["GOLD"] == 40
+    record = node.service.record(bob.address, "invoice-7")
     assert record == {"owner": bob.address, "key": "invoice-7", "value": "sha256:abcd",
                       "height": statuses[2].height, "tx": note.hash}
-    assert node.record(bob.address, "nope") is None
+    assert node.service.record(bob.address, "nope") is None
 
 
 async def test_refusals_come_back_per_transaction_in_order(net: Net, node: Node) -> None:
@@ -115,7 +115,7 @@ async def test_refusals_come_back_per_transaction_in_order(net: Net, node: Node)
     good = pay(alice, 0, bob)
     bad_sig = pay(bob, 0, alice).to_json()
     bad_sig["signature"] = "00" * 64
-    outcomes = await node.submit([{"body": {}}, good.to_json(), bad_sig, good.to_json(),
+    outcomes = await node.service.submit([{"body": {}}, good.to_json(), bad_sig, good.to_json(),
                                   pay(alice, 0, bob, 2).to_json()])
     assert [o.code for o in outcomes] == ["malformed", "accepted", "invalid_signature", "duplicate",
                                           "nonce_pending"]
@@ -125,16 +125,17 @@ async def test_refusals_come_back_per_transaction_in_order(net: Net, node: Node)
 async def test_a_batch_commits_in_nonce_order(net: Net, node: Node) -> None:
     alice, bob, carol = net.accounts
     txs = [pay(alice, n, carol) for n in range(150)] + [pay(bob, n, carol) for n in range(150)]
-    outcomes = await node.submit(wire(*txs))
+    outcomes = await node.service.submit(wire(*txs))
     assert all(o.accepted for o in outcomes)
-    last = [await node.wait_committed(txs[149].hash, WAIT_S), await node.wait_committed(txs[-1].hash, WAIT_S)]
+    last = [await node.service.wait_committed(txs[149].hash, WAIT_S),
+            await node.service.wait_committed(txs[-1].hash, WAIT_S)]
     assert all(s is not None and s.status == "committed" for s in last)
-    assert node.account(alice.address)["nonce"] == 150 and node.account(bob.address)["nonce"] == 150
+    assert node.service.account(alice.address)["nonce"] == 150 and node.service.account(bob.address)["nonce"] == 150
     assert len(node.mempool) == 0
     # Every committed block lists each sender's transactions in nonce order.
     nonces: dict[str, int] = {}
     for height in range(1, node.height + 1):
-        block = node.block(height)
+        block = node.service.block(height)
         assert block is not None
         for tx in block["txs"]:
             sender, nonce = tx["body"]["sender"], tx["body"]["nonce"]
@@ -145,12 +146,12 @@ async def test_a_batch_commits_in_nonce_order(net: Net, node: Node) -> None:
 async def test_pending_and_unknown_status_and_wait_timeout(net: Net, node: Node) -> None:
     alice, bob = net.accounts[0], net.accounts[1]
     future = pay(alice, 1, bob)  # nonce 0 never sent: waits behind the gap
-    assert (await node.submit(wire(future)))[0].accepted
-    status = node.tx_status(future.hash)
+    assert (await node.service.submit(wire(future)))[0].accepted
+    status = node.service.tx_status(future.hash)
     assert status is not None and status.status == "pending" and status.height is None
-    assert await node.wait_committed(future.hash, 0.05) is None
-    assert node.tx_status("ab" * 32) is None
-    assert await node.wait_committed("ab" * 32, 0.05) is None
+    assert await node.service.wait_committed(future.hash, 0.05) is None
+    assert node.service.tx_status("ab" * 32) is None
+    assert await node.service.wait_committed("ab" * 32, 0.05) is None
 
 
 async def test_events_replay_then_follow_live_without_gaps(net: Net, node: Node) -> None:
@@ -158,7 +159,7 @@ async def test_events_replay_then_follow_live_without_gaps(net: Net, node: Node)
     for n in range(3):
         await commit(node, pay(alice, n, bob))
     assert node.height == 3
-    stream = node.events(2)
+    stream = node.service.events(2)
     got = [await anext(stream), await anext(stream)]
     assert [e["height"] for e in got] == [2, 3]
     nxt = asyncio.ensure_future(anext(stream))
@@ -166,16 +167,16 @@ async def test_events_replay_then_follow_live_without_gaps(net: Net, node: Node)
     live = await asyncio.wait_for(nxt, WAIT_S)
     assert live["height"] == 4 and live["type"] == "block"
     assert live["txs"][0]["status"] == "committed" and live["txs"][0]["result"] == {"code": "ok"}
-    assert live["hash"] == node.block(4)["hash"]  # type: ignore[index]
+    assert live["hash"] == node.service.block(4)["hash"]  # type: ignore[index]
     await stream.aclose()
     # from_height=None means "from the next block".
-    fresh = node.events(None)
+    fresh = node.service.events(None)
     nxt = asyncio.ensure_future(anext(fresh))
     await commit(node, pay(alice, 4, bob))
     assert (await asyncio.wait_for(nxt, WAIT_S))["height"] == 5
     await fresh.aclose()
     # A from_height beyond the head waits for that height, skipping the blocks before it.
-    ahead = node.events(7)
+    ahead = node.service.events(7)
     nxt = asyncio.ensure_future(anext(ahead))
     await commit(node, pay(alice, 5, bob))
     await commit(node, pay(alice, 6, bob))
@@ -183,7 +184,7 @@ async def test_events_replay_then_follow_live_without_gaps(net: Net, node: Node)
     await commit(node, pay(alice, 7, bob))
     assert (await asyncio.wait_for(nxt, WAIT_S))["height"] == 7
     await ahead.aclose()
-    assert not node._subscribers  # closing a stream unsubscribes it
+    assert node.feed.subscribers == 0  # closing a stream unsubscribes it
 
 
 async def test_a_slow_subscriber_is_cut_off_not_buffered_forever(net: Net, tmp_path: Path) -> None:
@@ -191,7 +192,7 @@ async def test_a_slow_subscriber_is_cut_off_not_buffered_forever(net: Net, tmp_p
     await node.start()
     try:
         alice, bob = net.accounts[0], net.accounts[1]
-        stream = node.events(None)
+        stream = node.service.events(None)
         first = asyncio.ensure_future(anext(stream))
         await commit(node, pay(alice, 0, bob))
         assert (await asyncio.wait_for(first, WAIT_S))["height"] == 1
@@ -209,21 +210,21 @@ async def test_a_slow_subscriber_is_cut_off_not_buffered_forever(net: Net, tmp_p
 async def test_streams_and_waiters_end_when_the_node_stops(net: Net) -> None:
     node = Node.open(net.home, environ={})
     await node.start()
-    stream = node.events(None)
+    stream = node.service.events(None)
     nxt = asyncio.ensure_future(anext(stream))
-    waiter = asyncio.ensure_future(node.wait_committed("cd" * 32, 60))
+    waiter = asyncio.ensure_future(node.service.wait_committed("cd" * 32, 60))
     await asyncio.sleep(0)
     await node.stop()
     with pytest.raises(StopAsyncIteration):
         await asyncio.wait_for(nxt, WAIT_S)
     assert await asyncio.wait_for(waiter, WAIT_S) is None
-    outcome = await node.submit(wire(pay(net.accounts[0], 0, net.accounts[1])))
+    outcome = await node.service.submit(wire(pay(net.accounts[0], 0, net.accounts[1])))
     assert outcome[0].code == "shutting_down"
 
 
 def snapshot(node: Node, address: str) -> tuple[Any, ...]:
-    status = node.status()
-    return node.height, status["latest_hash"], status["app_hash"], node.account(address)
+    status = node.service.status()
+    return node.height, status["latest_hash"], status["app_hash"], node.service.account(address)
 
 
 async def test_restart_resumes_at_the_same_height_hash_and_state(net: Net) -> None:
@@ -240,7 +241,7 @@ async def test_restart_resumes_at_the_same_height_hash_and_state(net: Net) -> No
         assert snapshot(node, bob.address) == before
         [status] = await commit(node, pay(alice, 3, bob))
         assert status.height == 4
-        replay = node.events(1)
+        replay = node.service.events(1)
         assert [(await anext(replay))["height"] for _ in range(4)] == [1, 2, 3, 4]
         await replay.aclose()
     finally:
@@ -257,14 +258,14 @@ async def test_a_failed_durable_write_halts_the_node_with_a_clear_reason(
 
         monkeypatch.setattr(node.store, "save_block", disk_full)  # fault injection: the disk is full
         tx = pay(net.accounts[0], 0, net.accounts[1])
-        waiter = asyncio.ensure_future(node.wait_committed(tx.hash, 60))
-        await node.submit(wire(tx))
+        waiter = asyncio.ensure_future(node.service.wait_committed(tx.hash, 60))
+        await node.service.submit(wire(tx))
         await asyncio.wait_for(node.wait_stopped(), WAIT_S)
         assert node.fatal_error is not None and "No space left on device" in node.fatal_error
-        assert node.status()["state"] == "halted"
-        assert node.height == 0 and node.tx_status(tx.hash) is not None
+        assert node.service.status()["state"] == "halted"
+        assert node.height == 0 and node.service.tx_status(tx.hash) is not None
         assert await asyncio.wait_for(waiter, WAIT_S) is None
-        refused = await node.submit(wire(pay(net.accounts[1], 0, net.accounts[0])))
+        refused = await node.service.submit(wire(pay(net.accounts[1], 0, net.accounts[0])))
         assert refused[0].code == "shutting_down" and "No space left" in refused[0].message
     finally:
         await node.stop()
@@ -306,14 +307,14 @@ async def test_accepted_submissions_are_gossiped_and_gossip_is_admitted(net: Net
     gossip = Recorder()
     node.set_transport(None, gossip, lambda: [])
     mine = [pay(alice, 0, bob), pay(alice, 1, bob)]
-    outcomes = await node.submit([*wire(*mine), {"junk": 1}, mine[0].to_json()])
+    outcomes = await node.service.submit([*wire(*mine), {"junk": 1}, mine[0].to_json()])
     assert [o.code for o in outcomes] == ["accepted", "accepted", "malformed", "duplicate"]
     assert len(gossip.sent) == 1 and [t["body"]["nonce"] for t in json.loads(gossip.sent[0])] == [0, 1]
     # Transactions arriving from a peer go through the same admission and commit.
     theirs = pay(carol, 0, bob, 3)
-    assert node.receive_txs("ab" * 32, json.dumps([theirs.to_json(), {"nope": True}]).encode())
-    assert node.receive_txs("ab" * 32, b"not json")
-    status = await node.wait_committed(theirs.hash, WAIT_S)
+    assert node.intake.receive_txs("ab" * 32, json.dumps([theirs.to_json(), {"nope": True}]).encode())
+    assert node.intake.receive_txs("ab" * 32, b"not json")
+    status = await node.service.wait_committed(theirs.hash, WAIT_S)
     assert status is not None and status.status == "committed"
     assert len(gossip.sent) == 1  # what came from a peer is not echoed back out
     dropped = node.metrics.registry.get_sample_value("ledgerd_dropped_messages_total",
@@ -332,8 +333,8 @@ async def test_transactions_pending_too_long_are_gossiped_again(net: Net) -> Non
         node.set_transport(None, gossip, lambda: [])
         waiting = [pay(alice, 1, bob), pay(alice, 2, bob)]  # nonce 0 is missing: never ready here
         done = pay(bob, 0, alice)
-        assert all(o.accepted for o in await node.submit(wire(*waiting, done)))
-        status = await node.wait_committed(done.hash, WAIT_S)
+        assert all(o.accepted for o in await node.service.submit(wire(*waiting, done)))
+        status = await node.service.wait_committed(done.hash, WAIT_S)
         assert status is not None and status.status == "committed"
 
         def sent_nonces() -> list[list[tuple[str, int]]]:
@@ -367,8 +368,8 @@ async def test_draining_a_deep_mempool_yields_between_blocks(net: Net) -> None:
 
         watcher = asyncio.ensure_future(watch())
         txs = [pay(net.accounts[0], n, net.accounts[1]) for n in range(30)]
-        assert all(o.accepted for o in await node.submit(wire(*txs)))
-        status = await node.wait_committed(txs[-1].hash, WAIT_S)
+        assert all(o.accepted for o in await node.service.submit(wire(*txs)))
+        status = await node.service.wait_committed(txs[-1].hash, WAIT_S)
         done.set()
         await watcher
         assert status is not None and status.height == 6
@@ -390,7 +391,7 @@ async def test_a_single_raft_node_commits_and_restarts(tmp_path: Path) -> None:
         try:
             statuses = await commit(node, *[pay(alice, n, bob) for n in nonces])
             assert all(s.status == "committed" for s in statuses)
-            assert node.status()["engine"]["engine"] == "raft"
-            assert node.account(alice.address)["nonce"] == nonces.stop
+            assert node.service.status()["engine"]["engine"] == "raft"
+            assert node.service.account(alice.address)["nonce"] == nonces.stop
         finally:
             await node.stop()

@@ -15,14 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from node.bench.stats import family
-from node.node import VERIFY_INLINE_BELOW
+from cli.bench.stats import family
+from node.signatures import VERIFY_INLINE_BELOW
 from tests.helpers.chain import resigned
 from tests.helpers.nodes import pay, single_node_net, wire
 from tests.helpers.ports import wait_for
 
 BIN = Path(sys.executable).parent / "ledgerd"
-CLI = [str(BIN)] if BIN.exists() else [sys.executable, "-m", "node"]
+CLI = [str(BIN)] if BIN.exists() else [sys.executable, "-m", "cli"]
 WORKERS = 2
 
 
@@ -61,7 +61,7 @@ def test_workers_verify_batches_and_die_with_the_node(tmp_path: Path, stop: sign
             return found.group(1) if found else None
 
         url = wait_for(serving, 20, "the node to announce its URL")
-        # More than node.VERIFY_INLINE_BELOW signatures: fewer are checked on the node's loop.
+        # More than node.signatures.VERIFY_INLINE_BELOW signatures: fewer are checked on the node's loop.
         txs = [pay(alice, n, bob) for n in range(VERIFY_INLINE_BELOW + 8)]
         txs[7] = resigned(txs[7], bob)  # same body, signed by someone else
         answers = post(url, wire(*txs))

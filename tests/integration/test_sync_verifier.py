@@ -1,5 +1,5 @@
 """Block sync against peers that lie, in process: a real node (runtime, store, executor) and
-`node.sync.BlockSync` fed by stand-in peers that answer sync requests from a store of their own,
+`node.net.sync.BlockSync` fed by stand-in peers that answer sync requests from a store of their own,
 honestly or with forged blocks. Certificates are real PBFT certificates signed with the testnet's
 validator keys, so a forgery is exactly what a peer holding (or lacking) a quorum could send.
 
@@ -19,13 +19,13 @@ from typing import Any
 
 import pytest
 
+from cli.testnet import make_testnet
 from consensus.bft.messages import Kind, signing_bytes
 from ledger import keys
 from ledger.block import Block
 from ledger.genesis import Genesis
+from node.net.sync import BlockSync, PeerHead, SyncSettings, encode_status, serve_blocks
 from node.node import Node
-from node.sync import BlockSync, PeerHead, SyncSettings, encode_status, serve_blocks
-from node.testnet import make_testnet
 from p2p import RequestTimeout
 from storage import Store
 from tests.helpers.chain import next_block

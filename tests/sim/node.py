@@ -20,8 +20,8 @@ from typing import Any
 
 from consensus.api import ChainTip, Engine
 from ledger.block import Block
+from node.core.executor import BlockExecutor
 from node.core.machine import CommittedBlock, NodeCore
-from node.executor import BlockExecutor
 from node.metrics import NodeMetrics
 from storage import DiskError, KeyValueStore, MemoryDisk, Store, WriteBatch
 from tests.sim.crypto import HmacSigner

@@ -74,9 +74,9 @@ from ledger.block import Block
 from ledger.errors import Rejected
 from ledger.genesis import Genesis, Validator
 from ledger.tx import Record, Transaction, sign_tx
+from node.core.executor import BlockExecutor, BuildLimits
 from node.core.machine import Box, CommittedBlock, CoreSettings
-from node.executor import BlockExecutor, BuildLimits
-from node.mempool import Mempool, MempoolLimits
+from node.core.mempool import Mempool, MempoolLimits
 from node.metrics import NodeMetrics
 from storage import DiskFaults, KeyValueStore, MemoryBackend, MemoryDisk, StorageError, Store
 from storage.backend import prefix_stop

@@ -22,8 +22,8 @@ from openapi_spec_validator import validate as validate_openapi
 from ledger.errors import Rejected
 from ledger.keys import PrivateKey
 from ledger.tx import Transaction, Transfer, decode_tx, sign_tx
-from node.api import EVENTS_KEY, ApiLimits, ApiServer, make_app
-from node.errors import STATUS_BY_CODE
+from node.api.app import EVENTS_KEY, ApiLimits, ApiServer, make_app
+from node.api.errors import STATUS_BY_CODE
 from node.metrics import NodeMetrics
 from node.service import SubmitOutcome, TxStatus
 
@@ -395,7 +395,7 @@ async def test_a_bug_in_the_service_is_a_json_500_and_logged(api: Any, http: aio
                                                              caplog: pytest.LogCaptureFixture) -> None:
     service, server, _ = api
     service.fail_status = True
-    with caplog.at_level(logging.ERROR, logger="node.api"):
+    with caplog.at_level(logging.ERROR, logger="ledgerd.api"):
         status, body, _ = await call(http, server, "GET", "/v1/status", headers={"Accept": "text/html"})
     assert_error(status, body, 500, "internal_error")
     assert "KeyError" not in json.dumps(body)
@@ -493,7 +493,7 @@ async def test_subscriber_limit_answers_503_with_retry_after(api: Any, http: aio
 async def test_slow_consumer_is_cut_off_with_1008(api: Any, caplog: pytest.LogCaptureFixture) -> None:
     """A client that stops reading must not grow the node's memory: its stream is closed instead."""
     service, server, _ = api
-    caplog.set_level(logging.WARNING, logger="node.api")
+    caplog.set_level(logging.WARNING, logger="ledgerd.api")
     service.endless_event = {"type": "block", "height": 1, "pad": "x" * 65536}
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)

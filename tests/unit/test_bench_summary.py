@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from node.bench.plot import summary
+from cli.bench.plot import summary
 
 
 def row(setup: str, tps: float, p99: float, offered: float = 0, cpu: float = 50.0) -> dict[str, object]:

@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import hmac
 import random
+import tracemalloc
 from collections import deque
 from collections.abc import Callable
 
@@ -548,6 +549,92 @@ def test_an_event_after_a_commit_of_held_back_messages_waits_for_the_next_step()
     assert block3.hash not in checker.calls
     prepares = [(m.kind, m.height, m.digest) for m in broadcasts(engine.step(Tick()))]
     assert (Kind.PREPARE, 3, block3.hash) in prepares
+class ByteBoundNet(Net):
+    """Production-sized message-count caps, small blocks and byte caps, so that a flood stays cheap."""
+
+    config = dataclasses.replace(CONFIG, max_future_heights=10, max_buffered_messages=4096,
+                                 max_block_bytes=64 * 1024, max_buffered_bytes=4 * 1024 * 1024,
+                                 max_buffered_bytes_per_author=1024 * 1024)
+
+    def make(self, i: int) -> BftEngine:
+        ctx = EngineContext(CHAIN, self.ids, HmacSigner(self.ids[i]), self.verifier, self.checkers[i], GENESIS,
+                            random.Random(i), {}, self.config)
+        return BftEngine(ctx)
+
+
+def junk_proposal(net: Net, author: int, height: int, round: int, size: int, seed: int) -> bytes:
+    """A validly signed proposal whose block is never looked at before its height: only bytes."""
+    block_bytes = random.Random(seed).randbytes(size)
+    claims = (Claim(author, -1, ZERO_DIGEST, b"c" * 32),) if round else ()
+    return net.signed_as(author, Kind.PROPOSAL, height, round, hashlib.sha256(block_bytes).hexdigest(),
+                         block_bytes=block_bytes, claims=claims)
+
+
+def test_a_byzantine_validator_cannot_fill_the_future_height_buffer_beyond_its_byte_share() -> None:
+    """One validator signs 300 proposals for h + 10, each with a nearly maximal block: what the replica
+    holds stays within that author's byte share, the others' messages are still buffered and used, and
+    everything is freed once the chain passes those heights."""
+    net = ByteBoundNet(4)
+    engine = net.engines[0]
+    cfg = ByteBoundNet.config
+    block1 = child(GENESIS, net.ids[1])
+    block2 = child(tip_of(block1), net.ids[proposer_index(2, 0, 4)])
+    honest = proposer_index(2, 0, 4)
+    byzantine = next(i for i in (1, 2, 3) if i != honest)
+    witness = next(i for i in (1, 2, 3) if i not in (honest, byzantine))
+    far = 1 + cfg.max_future_heights
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for r in range(300):
+            data = junk_proposal(net, byzantine, far, r, cfg.max_block_bytes - 1024, seed=r)
+            assert engine.step(Received(net.ids[byzantine], data)) == []
+        held = tracemalloc.get_traced_memory()[0] - before
+        # Without a byte bound this is 300 blocks, about 19 MB.
+        assert held < 2 * cfg.max_buffered_bytes_per_author, held
+        assert engine.step(Received(net.ids[honest], net.proposal(block2))) == []
+        assert engine.step(Received(net.ids[witness], net.signed_as(witness, Kind.PREPARE, 2, 0, block2.hash))) == []
+        assert engine.buffered_bytes <= cfg.max_buffered_bytes_per_author + 4096  # + the two honest ones
+        assert engine.counters["dropped_buffer_author_bytes_full"] > 250
+        assert engine.counters["buffered"] < 50
+        # The honest proposal for the next height was kept and is acted on once that height starts.
+        prepares = [m for m in broadcasts(engine.step(ChainAdvanced(tip_of(block1)))) if m.kind == Kind.PREPARE]
+        assert [(m.height, m.digest) for m in prepares] == [(2, block2.hash)]
+        # Passing the flooded height frees what was held for it.
+        engine.step(ChainAdvanced(ChainTip(far, "ab" * 32, 10_000, "cd" * 32)))
+        assert engine.buffered_bytes == 0
+        assert tracemalloc.get_traced_memory()[0] - before < 4 * cfg.max_block_bytes  # the test's last frame, ...
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_second_different_future_proposal_for_the_same_slot_is_equivocation_and_dropped() -> None:
+    net = ByteBoundNet(4)
+    engine = net.engines[0]
+    first, second = (junk_proposal(net, 3, 3, 1, 1000, seed=s) for s in (1, 2))
+    assert engine.step(Received(net.ids[3], first)) == []
+    assert engine.step(Received(net.ids[3], second)) == []
+    assert engine.step(Received(net.ids[3], first)) == []
+    assert engine.counters["buffered"] == 1
+    assert engine.counters["dropped_equivocation"] == 1 and engine.counters["equivocations_seen"] == 1
+    assert engine.counters["dropped_duplicate"] == 1
+    # Another round is another slot.
+    assert engine.step(Received(net.ids[3], junk_proposal(net, 3, 3, 2, 1000, seed=3))) == []
+    assert engine.counters["buffered"] == 2
+
+
+def test_each_validator_may_hold_at_most_its_share_of_the_total_buffer() -> None:
+    """f faulty validators flooding together cannot take the buffer space the others need."""
+    net = ByteBoundNet(4)
+    cfg = dataclasses.replace(ByteBoundNet.config, max_buffered_bytes=1024 * 1024)
+    engine = BftEngine(EngineContext(CHAIN, net.ids, HmacSigner(net.ids[0]), net.verifier, Checker(), GENESIS,
+                                     random.Random(0), {}, cfg))
+    share = cfg.max_buffered_bytes // 4
+    for author in (2, 3):
+        for r in range(40):
+            engine.step(Received(net.ids[author], junk_proposal(net, author, 5, r, 30_000, seed=r)))
+    assert share - 32_000 < engine.buffered_bytes / 2 <= share
+    assert engine.counters["dropped_buffer_author_bytes_full"] > 40
 
 
 def test_a_validator_that_committed_hands_a_laggard_the_block_and_its_seals() -> None:

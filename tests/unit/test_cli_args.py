@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from cli.main import main
 from ledger.keys import PrivateKey
-from node.cli import main
 
 ADDR = "ab" * 32
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from cli.testnet import make_testnet
 from ledger import keys
 from ledger.genesis import Genesis
 from node.config import ConfigError, load_config
-from node.testnet import make_testnet
 
 
 def test_testnet_writes_homes_genesis_accounts_and_ports(tmp_path: Path) -> None:

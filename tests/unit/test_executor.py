@@ -13,8 +13,8 @@ from ledger.block import Block, make_block
 from ledger.errors import Rejected
 from ledger.state import execute
 from ledger.tx import Transaction
-from node.executor import BlockExecutor, BuildLimits
-from node.mempool import Mempool, MempoolLimits
+from node.core.executor import BlockExecutor, BuildLimits
+from node.core.mempool import Mempool, MempoolLimits
 from storage import Store
 from tests.helpers.chain import CHAIN, certificate_for, key, make_genesis, resigned, transfer
 

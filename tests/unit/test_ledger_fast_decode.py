@@ -15,12 +15,12 @@ from ledger.block import decode_block, make_block
 from ledger.errors import Rejected
 from ledger.tx import (
     MAX_SAFE_INT,
+    DecodeMemo,
     Issue,
     Payload,
     Record,
     Transaction,
     Transfer,
-    _memo,
     decode_canonical_array,
     decode_canonical_tx,
     decode_tx,
@@ -45,9 +45,7 @@ def signed(payload: Payload, nonce: int = 0) -> Transaction:
 
 
 def strict(raw: bytes) -> Transaction | None:
-    """What the strict path makes of these bytes: the transaction, or None if it refuses them.
-    With the memo cleared first: it would otherwise answer what the fast path just put in it."""
-    _memo.clear()
+    """What the strict path makes of these bytes: the transaction, or None if it refuses them."""
     try:
         return decode_tx(json.loads(raw))
     except (ValueError, Rejected, RecursionError):
@@ -58,11 +56,6 @@ def same(a: Transaction, b: Transaction) -> bool:
     return (a.hash == b.hash and a.signing_bytes == b.signing_bytes and a.signature == b.signature
             and a.payload == b.payload and a.sender == b.sender and a.nonce == b.nonce
             and a.chain_id == b.chain_id and a.type == b.type and a.encode() == b.encode())
-
-
-@pytest.fixture(autouse=True)
-def fresh_memo() -> None:
-    _memo.clear()
 
 
 @pytest.mark.parametrize("payload", PAYLOADS, ids=lambda p: type(p).__name__)
@@ -129,7 +122,6 @@ def test_random_corruptions_are_never_accepted_differently() -> None:
             else:
                 raw.insert(at, rng.choice(alphabet))
         data = bytes(raw)
-        _memo.clear()
         fast = decode_canonical_tx(data)
         reference = strict(data)
         checked += 1
@@ -141,10 +133,12 @@ def test_random_corruptions_are_never_accepted_differently() -> None:
 
 def test_a_remembered_transaction_is_only_reused_for_identical_bytes() -> None:
     tx = signed(Transfer(TO, "LDG", 5))
-    first = decode_canonical_tx(tx.encode())
-    assert first is not None and decode_canonical_tx(tx.encode()) is first
+    memo = DecodeMemo()
+    first = decode_canonical_tx(tx.encode(), memo)
+    assert first is not None and decode_canonical_tx(tx.encode(), memo) is first
+    assert decode_canonical_tx(tx.encode()) is not first  # no memo, no sharing
     # Same signature, different body: a different (invalidly signed) transaction, not the memo's.
-    other = decode_canonical_tx(tx.encode().replace(b'"amount":5', b'"amount":6'))
+    other = decode_canonical_tx(tx.encode().replace(b'"amount":5', b'"amount":6'), memo)
     assert other is not None and other is not first and other.hash != first.hash
     assert not other.signature_valid()
 
@@ -155,8 +149,9 @@ def test_canonical_blocks_decode_to_the_same_block_and_bad_ones_are_refused() ->
     data = block.encode()
     again = decode_block(data)
     assert again.hash == block.hash and all(same(a, b) for a, b in zip(again.txs, txs, strict=True))
-    _memo.clear()
-    assert decode_block(data).hash == block.hash
+    memo = DecodeMemo()
+    assert decode_block(data, memo=memo).hash == block.hash
+    assert decode_block(data, memo=memo).txs[0] is decode_block(data, memo=memo).txs[0]
     spaced = json.dumps(json.loads(data)).encode()  # the same block, not canonical: the strict path
     assert decode_block(spaced).hash == block.hash
     swapped = data.replace(txs[0].encode(), txs[1].encode(), 1).replace(txs[1].encode(), txs[0].encode(), 2)

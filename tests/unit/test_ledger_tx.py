@@ -10,7 +10,7 @@ import pytest
 from ledger import keys
 from ledger.encoding import canonical_json
 from ledger.errors import Rejected
-from ledger.tx import Issue, Record, Transfer, decode_tx, sign_tx
+from ledger.tx import DecodeMemo, Issue, Record, Transfer, decode_tx, sign_tx
 
 SEED = bytes(range(32))
 ADDRESS = "03a107bff3ce10be1d70dd18e74bc09967e4d6309ba50d5f1ddc8664125531b8"
@@ -103,13 +103,15 @@ def test_signature_over_other_bytes_is_invalid() -> None:
     ],
 )
 def test_off_contract_input_is_rejected_with_a_stable_code(mutate, code) -> None:
-    decode_tx(vector_tx())  # the valid original is in the decode memo: a near-copy must not pass by it
-    obj = vector_tx()
-    mutate(obj)
-    with pytest.raises(Rejected) as info:
-        decode_tx(obj)
-    assert info.value.code == code
-    assert info.value.message
+    memo = DecodeMemo()
+    decode_tx(vector_tx(), memo)  # the valid original is in the decode memo: a near-copy must not pass by it
+    for with_memo in (memo, None):
+        obj = vector_tx()
+        mutate(obj)
+        with pytest.raises(Rejected) as info:
+            decode_tx(obj, with_memo)
+        assert info.value.code == code
+        assert info.value.message
 
 
 @pytest.mark.parametrize("obj", [None, [], "tx", 5, {"body": [], "signature": VECTOR_SIG}])
@@ -176,10 +178,12 @@ def test_decoded_signing_bytes_equal_the_generic_canonical_encoding() -> None:
 
 
 def test_decoding_the_same_json_again_answers_the_same_transaction() -> None:
-    first = decode_tx(vector_tx())
-    assert decode_tx(vector_tx()) is first
-    assert decode_tx(json.loads(json.dumps(vector_tx()))) is first
+    memo = DecodeMemo()
+    first = decode_tx(vector_tx(), memo)
+    assert decode_tx(vector_tx(), memo) is first
+    assert decode_tx(json.loads(json.dumps(vector_tx())), memo) is first
+    assert decode_tx(vector_tx()) is not first and decode_tx(vector_tx(), DecodeMemo()) is not first
     changed = vector_tx()
     changed["body"]["payload"]["amount"] = 11
-    other = decode_tx(changed)
+    other = decode_tx(changed, memo)
     assert other is not first and other.payload.amount == 11 and other.signature == first.signature

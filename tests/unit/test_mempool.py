@@ -11,7 +11,7 @@ import pytest
 
 from ledger.state import execute
 from ledger.tx import Issue, Record, Transaction, Transfer, build, sign_tx
-from node.mempool import Mempool, MempoolLimits, encoded_size
+from node.core.mempool import Mempool, MempoolLimits, encoded_size
 from storage import Store
 from tests.helpers.chain import CHAIN, certificate_for, key, make_genesis, next_block, resigned, transfer
 

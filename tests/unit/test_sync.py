@@ -3,6 +3,7 @@ and how accepted transactions are batched for gossip."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from pathlib import Path
@@ -13,8 +14,10 @@ import pytest
 
 from consensus.api import ChainTip
 from ledger import keys
-from node.gossip import TxBatcher
-from node.sync import (
+from ledger.block import Block
+from node.core import SyncOutcome
+from node.net.gossip import TxBatcher
+from node.net.sync import (
     MAGIC,
     BadBatch,
     BlockSync,
@@ -112,13 +115,20 @@ class Clock:
         return self.now
 
 
-def deciding_sync(height: int, clock: Clock, hint: list[int | None]) -> tuple[BlockSync, Any]:
+def peer_id(i: int) -> str:
+    return keys.PrivateKey.from_seed(b"p%d" % i + b"\0" * 30).address
+
+
+def deciding_sync(height: int, clock: Clock, hint: list[int | None], validators: int = 2, kind: str = "pbft"
+                  ) -> tuple[BlockSync, Any]:
+    """A syncer at `height` among `validators` (itself and peer_id(0), peer_id(1), ...)."""
     head = SimpleNamespace(tip=ChainTip(height, "00" * 32, 0, "00" * 32), chain_id=CHAIN)
 
     async def never(*args: Any) -> Any:
         raise AssertionError("the decision tests do not fetch")
 
-    sync = BlockSync(store=head, kind="pbft", validators=[VALIDATOR.address],  # type: ignore[arg-type]
+    members = [VALIDATOR.address, *(peer_id(i) for i in range(validators - 1))]
+    sync = BlockSync(store=head, kind=kind, validators=members,  # type: ignore[arg-type]
                      request=never, apply=never, run_blocking=never, sync_hint=lambda: hint[0],
                      max_payload_bytes=lambda: 1 << 20, settings=SyncSettings(lag_grace_s=2.0),
                      on_syncing=lambda on: None, logger=logging.getLogger("test"), clock=clock)
@@ -128,7 +138,7 @@ def deciding_sync(height: int, clock: Clock, hint: list[int | None]) -> tuple[Bl
 def test_sync_starts_two_blocks_behind_at_once_and_one_block_behind_only_after_the_grace() -> None:
     clock, hint = Clock(), [None]
     sync, head = deciding_sync(10, clock, hint)
-    peer = keys.PrivateKey.from_seed(b"p".ljust(32, b"\0")).address
+    peer = peer_id(0)
     assert sync.wanted_target() is None
     sync.on_status(peer, encode_status(11, "ab" * 32))
     assert sync.wanted_target() is None  # one behind: consensus usually finishes the height itself
@@ -147,6 +157,131 @@ def test_sync_starts_two_blocks_behind_at_once_and_one_block_behind_only_after_t
     # The engine's own hint (Raft needs_sync) counts at once.
     hint[0] = 12
     assert sync.wanted_target() == 12
+
+
+HUGE = 10**12
+
+
+def test_a_height_one_validator_claims_is_not_reported_but_one_that_f_plus_one_claim_is() -> None:
+    """PBFT, n = 4, f = 1: any f + 1 validators include an honest one; a lone claim may be a lie."""
+    clock = Clock()
+    sync, _ = deciding_sync(10, clock, [None], validators=4)
+    liar, honest, other = (peer_id(i) for i in range(3))
+    for peer in (honest, other):
+        sync.on_status(peer, encode_status(10, "ab" * 32))
+    sync.on_status(liar, encode_status(HUGE, "ab" * 32))
+    assert sync.status() == {"syncing": False, "sync_target_height": None, "blocks_behind": 0}
+    assert sync.peer_height(liar) == HUGE  # the peer's own entry still shows what it claims
+    assert sync.wanted_target() == HUGE  # and the claim is still worth a fetch attempt
+    sync.on_status(other, encode_status(HUGE, "ab" * 32))
+    assert sync.status() == {"syncing": False, "sync_target_height": HUGE, "blocks_behind": HUGE - 10}
+    # Raft assumes crash faults only: its validators do not lie, so one claim is enough there.
+    raft, _ = deciding_sync(10, clock, [None], validators=4, kind="raft")
+    raft.on_status(liar, encode_status(12, "ab" * 32))
+    assert raft.status()["blocks_behind"] == 2
+
+
+def fetching_sync(answers: dict[str, Any], gate: asyncio.Event, reported: list[bool],
+                  run_blocking: Any = None, height: int = 10) -> tuple[BlockSync, list[str]]:
+    """A syncer at `height` among 4 validators, its 3 peers last seen at the same height, that answer
+    from `answers` once `gate` opens (bytes, or an exception to raise)."""
+    asked: list[str] = []
+    head = SimpleNamespace(tip=ChainTip(height, "00" * 32, 0, "00" * 32), chain_id=CHAIN)
+
+    async def request(peer: str, topic: str, payload: bytes, timeout_s: float) -> bytes:
+        asked.append(peer)
+        await gate.wait()
+        answer = answers[peer]
+        if isinstance(answer, Exception):
+            raise answer
+        return bytes(answer)
+
+    async def apply(blocks: Any) -> SyncOutcome:
+        return SyncOutcome(0, 0, "not executed in this test", blocks[0][0].height)
+
+    async def direct(fn: Any, *args: Any) -> Any:
+        return fn(*args)
+
+    sync = BlockSync(store=head, kind="pbft", validators=[VALIDATOR.address, *(peer_id(i) for i in range(3))],  # type: ignore[arg-type]
+                     request=request, apply=apply, run_blocking=run_blocking or direct, sync_hint=lambda: None,
+                     max_payload_bytes=lambda: 1 << 20, settings=SyncSettings(), on_syncing=reported.append,
+                     logger=logging.getLogger("test"))
+    for i in range(3):
+        sync.on_status(peer_id(i), encode_status(height, "ab" * 32))
+    return sync, asked
+
+
+async def settle(asked: list[str], count: int) -> None:
+    for _ in range(100):
+        if len(asked) >= count:
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("the syncer did not send its request")
+
+
+async def test_fetching_towards_a_lone_claim_is_not_syncing_and_a_peer_that_cannot_serve_it_is_penalized() -> None:
+    liar, other = peer_id(0), peer_id(1)
+    empty = MAGIC + (10).to_bytes(8, "big") + (0).to_bytes(4, "big")  # its real head, no blocks
+    gate, reported = asyncio.Event(), list[bool]()
+    sync, asked = fetching_sync({liar: empty, other: empty}, gate, reported)
+    sync.on_status(liar, encode_status(HUGE, "ab" * 32))
+    target = sync.wanted_target()
+    assert target == HUGE
+    fetch = asyncio.create_task(sync.sync_to(target))
+    await settle(asked, 1)
+    assert asked == [liar] and sync.syncing
+    assert sync.status() == {"syncing": False, "sync_target_height": None, "blocks_behind": 0}
+    gate.set()
+    assert await fetch is False
+    assert sync.counters["claims_not_served"] == 1 and sync.penalized_for_s(liar) > 0
+    assert sync.wanted_target() is None  # a penalized peer's claim is no target any more
+    assert reported == []  # the syncing gauge never went up
+    # Once f + 1 validators claim a height, fetching towards it is syncing (the liar sits out).
+    gate.clear()
+    sync.on_status(liar, encode_status(HUGE, "ab" * 32))
+    sync.on_status(other, encode_status(HUGE, "ab" * 32))
+    fetch = asyncio.create_task(sync.sync_to(HUGE))
+    await settle(asked, 2)
+    assert asked[1] == other
+    assert sync.status() == {"syncing": True, "sync_target_height": HUGE, "blocks_behind": HUGE - 10}
+    assert reported == [True]
+    gate.set()
+    assert await fetch is False
+    assert reported == [True, False]
+
+
+async def test_peers_whose_height_is_vouched_for_are_asked_before_a_lone_higher_claim() -> None:
+    """Else a liar that claims the highest head and never answers is waited for every round."""
+    liar, honest, other = peer_id(0), peer_id(1), peer_id(2)
+    gate, reported = asyncio.Event(), list[bool]()
+    gate.set()
+    sync, asked = fetching_sync({liar: TimeoutError(), honest: TimeoutError(), other: TimeoutError()}, gate,
+                                reported)
+    sync.on_status(liar, encode_status(HUGE, "ab" * 32))
+    for peer in (honest, other):
+        sync.on_status(peer, encode_status(20, "ab" * 32))
+    assert await sync.sync_to(20) is False
+    assert sorted(asked[:2]) == sorted([honest, other]) and asked[2:] == [liar]
+    # Not answering is no fault: a link may be down.
+    assert sync.counters["requests_failed"] == 3 and sync.counters["peers_penalized"] == 0
+
+
+async def test_blocks_with_valid_certificates_prove_a_height_a_lone_peer_claims(store: Store) -> None:
+    """A lone peer's claim is not believed, but the certified blocks it serves are proof."""
+    served = [(block, certificate_for(block)) for block in (store.load_block(h) for h in range(1, 6))
+              if isinstance(block, Block)]
+
+    async def verified(fn: Any, *args: Any) -> Any:
+        return HUGE, served  # stands for a batch that passed decode_batch and verify_batch
+
+    gate, reported = asyncio.Event(), list[bool]()
+    gate.set()
+    sync, _ = fetching_sync({peer_id(0): b"checked by `verified`"}, gate, reported, run_blocking=verified,
+                            height=0)
+    sync.on_status(peer_id(0), encode_status(HUGE, "ab" * 32))
+    assert sync.status()["blocks_behind"] == 0
+    assert await sync.sync_to(HUGE) is False  # apply refuses (see fetching_sync): the tip stays at 0
+    assert sync.status() == {"syncing": False, "sync_target_height": 5, "blocks_behind": 5}
 
 
 def test_gossip_batches_respect_the_count_and_byte_limits() -> None:

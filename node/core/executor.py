@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from consensus.api import ChainTip
 from ledger.block import Block, make_block
 from ledger.errors import Rejected
-from ledger.state import Execution, execute
-from node.mempool import Mempool
+from ledger.state import Execution, ParseMemo, execute
+from node.core.mempool import Mempool
 from storage import Store
 
 MAX_CACHED_EXECUTIONS = 16
@@ -40,8 +40,9 @@ class BlockExecutor:
     """Checks proposals and builds them, on top of the store's committed head only."""
 
     def __init__(self, store: Store, mempool: Mempool, proposer: str, validators: tuple[str, ...],
-                 limits: BuildLimits, clock_ms: Callable[[], int]) -> None:
+                 limits: BuildLimits, clock_ms: Callable[[], int], memo: ParseMemo | None = None) -> None:
         self._store = store
+        self._memo = memo
         self._mempool = mempool
         self._proposer = proposer
         self._validators = frozenset(validators)
@@ -88,7 +89,8 @@ class BlockExecutor:
                     return f"transaction {index} ({tx.hash}) has an invalid signature"
                 self._mempool.note_verified(tx)
         try:
-            execution = execute(self._store.state, header.chain_id, header.height, block.txs, parent.app_hash)
+            execution = execute(self._store.state, header.chain_id, header.height, block.txs, parent.app_hash,
+                                self._memo)
         except Rejected as exc:
             return exc.message
         if execution.app_hash != header.app_hash:
@@ -110,7 +112,7 @@ class BlockExecutor:
         txs = tuple(self._mempool.reap(self.limits.max_block_txs, self.limits.max_block_bytes))
         if not txs and (round == 0 or not self.limits.empty_block_after_round_0):
             return None
-        execution = execute(self._store.state, self._store.chain_id, height, txs, parent.app_hash)
+        execution = execute(self._store.state, self._store.chain_id, height, txs, parent.app_hash, self._memo)
         timestamp = max(self._clock_ms(), parent.timestamp + 1)
         block = make_block(self._store.chain_id, height, parent.block_hash, timestamp, self._proposer, txs,
                            execution.app_hash)
@@ -132,7 +134,8 @@ class BlockExecutor:
         if block.header.prev_hash != tip.block_hash or block.height != tip.height + 1:
             raise Rejected("invalid_block",
                            f"committed block {block.height} does not extend the head {tip.height}")
-        execution = execute(self._store.state, self._store.chain_id, block.height, block.txs, tip.app_hash)
+        execution = execute(self._store.state, self._store.chain_id, block.height, block.txs, tip.app_hash,
+                            self._memo)
         if execution.app_hash != block.header.app_hash:
             raise Rejected("invalid_block",
                            f"committed block {block.height} has an app_hash this node's state cannot produce")

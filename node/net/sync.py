@@ -6,6 +6,17 @@ peer is two or more blocks ahead, when it has been one block behind for `sync_la
 committing anything (a missed commit that consensus alone will not repair), or when the engine
 asks for it (Raft's `needs_sync` in `status()`).
 
+A status is a claim, and a faulty validator may claim any height. A single claim is enough to
+*try* fetching from that peer (every block fetched is checked against its certificate), but the
+height this node reports as the network's (`sync_target_height`, `blocks_behind`, `syncing` in
+`status()`) is one it can trust: the (f + 1)-th highest recent claim among distinct validators
+(at least one of any f + 1 is honest; f from the engine's fault model: (n - 1) // 3 under PBFT,
+0 under Raft, whose validators are assumed to fail only by crashing, so there one claim counts),
+the engine's own hint, or the highest block that arrived with a valid certificate. Peers whose
+claims are vouched for are asked first, so that a lone high claim costs no wait while honest peers
+can serve; a peer that answers but serves no block at a height it claimed to have is penalized like
+one that serves a bad block.
+
 Fetching. A request on the "sync" topic asks a peer for up to `sync_batch_blocks` blocks from a
 height; the peer answers as many as fit in one p2p payload, each with its commit certificate:
 
@@ -39,11 +50,12 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from consensus.api import Ed25519Verifier
-from consensus.factory import verify_certificate
+from consensus.bft.rounds import max_faulty
+from consensus.factory import trusts_validators, verify_certificate
 from ledger.block import Block, decode_block
 from ledger.encoding import canonical_json_trusted
 from ledger.errors import Rejected
-from node.runtime import SyncOutcome
+from node.core import SyncOutcome
 from storage import Store
 
 SYNC_TOPIC = "sync"
@@ -166,7 +178,7 @@ def decode_batch(data: bytes, from_height: int, chain_id: str, max_blocks: int
             raise BadBatch(f"block {height} does not link to block {height - 1}", height)
         try:
             certificate = json.loads(raw_cert)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             raise BadBatch(f"the certificate of block {height} is not JSON", height) from None
         if not isinstance(certificate, dict):
             raise BadBatch(f"the certificate of block {height} is not an object", height)
@@ -233,7 +245,7 @@ RunBlocking = Callable[..., Awaitable[Any]]
 
 COUNTER_NAMES = (
     "status_in", "status_malformed", "requests_served", "requests_refused", "rounds", "requests_failed",
-    "batches_fetched", "blocks_applied", "blocks_skipped", "peers_penalized",
+    "batches_fetched", "blocks_applied", "blocks_skipped", "peers_penalized", "claims_not_served",
 )
 
 
@@ -248,6 +260,11 @@ class BlockSync:
         self._store = store
         self._kind = kind
         self._validators = tuple(validators)
+        self._validator_set = frozenset(self._validators)
+        # How many distinct validators must report a height before this node takes it as the
+        # network's: f + 1 includes an honest one. A crash-fault engine trusts its validators' word.
+        self._vouchers = 1 if trusts_validators(kind) else max_faulty(len(self._validators)) + 1
+        self._certified_height = 0  # the highest block fetched with a valid commit certificate
         self._request = request
         self._apply = apply
         self._run_blocking = run_blocking
@@ -262,6 +279,7 @@ class BlockSync:
         self._penalties: dict[str, _Penalty] = {}
         self.counters: dict[str, int] = dict.fromkeys(COUNTER_NAMES, 0)
         self.syncing = False
+        self._reported_syncing = False  # what `on_syncing` was last told
         self.target: int | None = None
         self._wakeup = asyncio.Event()
         self._seen_height = store.tip.height
@@ -290,10 +308,27 @@ class BlockSync:
 
     # --- what /v1/status shows ------------------------------------------------------------------
 
-    def best_height(self) -> int:
-        """The highest head a peer reported recently (0 if none)."""
+    def _fresh_heads(self) -> list[tuple[str, PeerHead]]:
         fresh_after = self._clock() - STATUS_STALE_INTERVALS * self.settings.status_interval_s
-        return max((h.height for h in self.heads.values() if h.seen_at >= fresh_after), default=0)
+        return [(peer, head) for peer, head in self.heads.items() if head.seen_at >= fresh_after]
+
+    def claimed_height(self) -> int:
+        """The highest head a peer not under penalty reported recently (0 if none): worth trying to
+        fetch up to, not to be believed (see `trusted_height`)."""
+        return max((head.height for peer, head in self._fresh_heads() if self.penalized_for_s(peer) == 0),
+                   default=0)
+
+    def vouched_height(self) -> int:
+        """The highest height that f + 1 distinct validators reported recently (0 if fewer reported):
+        one of them is honest, so the chain has reached it."""
+        heights = sorted((head.height for peer, head in self._fresh_heads() if peer in self._validator_set),
+                         reverse=True)
+        return heights[self._vouchers - 1] if len(heights) >= self._vouchers else 0
+
+    def trusted_height(self) -> int:
+        """The height the network is known to have reached: vouched for by f + 1 validators, proven
+        by a block with a valid certificate, or named by this node's own engine."""
+        return max(self.vouched_height(), self._certified_height, self._sync_hint() or 0)
 
     def peer_height(self, peer: str) -> int | None:
         head = self.heads.get(peer)
@@ -304,12 +339,13 @@ class BlockSync:
         return 0.0 if penalty is None else max(0.0, penalty.until - self._clock())
 
     def status(self) -> dict[str, Any]:
-        """`syncing`: fetching blocks right now; `sync_target_height`: the best head known (peers,
-        engine), when above ours; `blocks_behind`: how far below it this node is."""
+        """`sync_target_height`: the trusted height (`trusted_height`), when above ours;
+        `blocks_behind`: how far below it this node is; `syncing`: fetching blocks towards it right
+        now. A lone peer's claim shows only as that peer's height, never here."""
         own = self._store.tip.height
-        best = max(self.best_height(), self._sync_hint() or 0, (self.target or 0) if self.syncing else 0)
-        behind = max(0, best - own)
-        return {"syncing": self.syncing, "sync_target_height": best if behind else None,
+        trusted = self.trusted_height()
+        behind = max(0, trusted - own)
+        return {"syncing": self.syncing and behind > 0, "sync_target_height": trusted if behind else None,
                 "blocks_behind": behind}
 
     # --- the loop -------------------------------------------------------------------------------
@@ -322,7 +358,7 @@ class BlockSync:
             self._seen_height = own
             self._behind_since = None
         hint = self._sync_hint()
-        target = max(self.best_height(), hint or 0)
+        target = max(self.claimed_height(), hint or 0)
         if target <= own:
             self._behind_since = None
             return None
@@ -349,35 +385,50 @@ class BlockSync:
         False when no peer could give anything."""
         self.counters["rounds"] += 1
         self.syncing, self.target = True, target
-        self._on_syncing(True)
+        self._report_syncing()
         start = self._store.tip.height
         self._log.debug("block sync: at %d, peers at %d", start, target)
         try:
             while True:
                 own = self._store.tip.height
-                self.target = target = max(target, self.best_height(), self._sync_hint() or 0)
+                self.target = target = max(target, self.claimed_height(), self._sync_hint() or 0)
                 if own >= target:
                     break
                 for peer in self._candidates(own):
-                    if await self._fetch_and_apply(peer, own + 1):
+                    progress = await self._fetch_and_apply(peer, own + 1)
+                    self._report_syncing()
+                    if progress:
                         break
                 else:
                     break
         finally:
             self.syncing = False
-            self._on_syncing(False)
+            self._report_syncing()
         end = self._store.tip.height
         if end > start:
             self._log.info("block sync: committed blocks %d..%d (peers at %d)", start + 1, end, target)
         return end > start
 
+    def _report_syncing(self) -> None:
+        """Tell `on_syncing` (the metrics gauge) what `status()` says, when that changes."""
+        syncing = self.syncing and self.trusted_height() > self._store.tip.height
+        if syncing != self._reported_syncing:
+            self._reported_syncing = syncing
+            self._on_syncing(syncing)
+
     def _candidates(self, own: int) -> list[str]:
-        peers = [(head.height, self._rng.random(), peer) for peer, head in self.heads.items()
+        """Peers ahead of `own`, not under penalty: those whose claim is vouched for first (a lone
+        high claim may be a lie, and a liar that never answers would be waited for every round),
+        then the highest claim first, ties in random order."""
+        trusted = self.trusted_height()
+        peers = [(head.height <= trusted, head.height, self._rng.random(), peer) for peer, head in self.heads.items()
                  if head.height > own and self.penalized_for_s(peer) == 0]
-        return [peer for _, _, peer in sorted(peers, reverse=True)]
+        return [peer for *_, peer in sorted(peers, reverse=True)]
 
     async def _fetch_and_apply(self, peer: str, from_height: int) -> bool:
         request = SyncRequest(from_height=from_height, max_blocks=self.settings.batch_blocks)
+        head = self.heads.get(peer)
+        claimed = head.height if head is not None else 0
         try:
             answer = await self._request(peer, SYNC_TOPIC, request.model_dump_json().encode(),
                                          self.settings.request_timeout_s)
@@ -397,7 +448,13 @@ class BlockSync:
         if head is not None:
             head.height = peer_tip  # its answer is fresher than its last status
         if not blocks:
+            if claimed >= from_height:
+                # An honest peer at `claimed` serves at least block `from_height`; one that does not
+                # claimed a height it does not have.
+                self.counters["claims_not_served"] += 1
+                self.penalize(peer, f"it claimed height {claimed} but served no block from {from_height}")
             return False
+        self._certified_height = max(self._certified_height, blocks[-1][0].height)
         outcome = await self._apply(blocks)
         self.counters["blocks_applied"] += outcome.applied
         self.counters["blocks_skipped"] += outcome.skipped
@@ -416,5 +473,4 @@ class BlockSync:
         duration = min(self.settings.penalty_max_s, self.settings.penalty_s * 2 ** (penalty.level - 1))
         penalty.until = self._clock() + duration
         self.counters["peers_penalized"] += 1
-        self._log.warning("block sync: peer %s… served an invalid block (%s); not asking it again for %.0fs",
-                          peer[:16], reason, duration)
+        self._log.warning("block sync: not asking peer %s… again for %.0fs: %s", peer[:16], duration, reason)

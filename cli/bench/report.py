@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from node.bench.load import Counters
-from node.bench.stats import percentile
+from cli.bench.load import Counters
+from cli.bench.stats import percentile
 
 
 def figures(c: Counters, *, consensus: str, validators: int, tx_bytes: int, offered_tps: float | None,
@@ -24,8 +24,9 @@ def figures(c: Counters, *, consensus: str, validators: int, tx_bytes: int, offe
     # The cluster's cost per transaction, whatever the throughput: CPU time of every node (with its
     # workers) over the run, per committed transaction. Steadier than tx/s on a noisy machine.
     cpu = [n.get("cpu_s") for n in nodes]
-    cpu_ms_per_tx = (round(1000 * sum(cpu) / c.committed, 3)
-                     if cpu and None not in cpu and c.committed else None)
+    cpu_known = [float(x) for x in cpu if isinstance(x, int | float)]
+    cpu_ms_per_tx = (round(1000 * sum(cpu_known) / c.committed, 3)
+                     if cpu and len(cpu_known) == len(cpu) and c.committed else None)
     return {
         "mode": mode, "consensus": consensus, "validators": validators, "tx_bytes": tx_bytes,
         "offered_tps": None if offered_tps is None else round(offered_tps, 1),

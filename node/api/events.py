@@ -7,7 +7,10 @@ misses nothing. The stream is one-way: messages the client sends are ignored.
 Bounded on every side: at most `max_subscribers` streams at once (more get a JSON 503 before the
 upgrade); the stream pulls the next block only after the previous message went out, so a slow reader
 holds no backlog in this process; a reader that does not take one message within `send_timeout_s` is
-cut off with close code 1008. Node shutdown closes every stream with 1001.
+cut off with close code 1008. What a client sends is budgeted too: pings are answered, but a client
+sending more than `client_frames_per_s` frames per second on average (a burst of CLIENT_FRAME_BURST
+allowed) is closed with 1008 "too many client frames". A client that vanishes ends its stream quietly.
+Node shutdown closes every stream with 1001.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from node.errors import ApiError, dumps
+from node.api.errors import ApiError, dumps
 from node.service import NodeService
 
 CLOSE_NORMAL = int(WSCloseCode.OK)  # the node has no more blocks to send (it is stopping)
@@ -28,6 +31,7 @@ CLOSE_SLOW_CONSUMER = int(WSCloseCode.POLICY_VIOLATION)
 CLOSE_INTERNAL_ERROR = int(WSCloseCode.INTERNAL_ERROR)
 MAX_CLIENT_MESSAGE_BYTES = 4096  # the stream is one-way; anything a client sends is small or abuse
 CLOSE_TIMEOUT_S = 2.0
+CLIENT_FRAME_BURST = 20  # frames a client may send at once before its average rate counts
 HEIGHT_RE = re.compile(r"[0-9]{1,19}")
 
 
@@ -35,11 +39,12 @@ class EventStream:
     """The /v1/events endpoint of one API application: its subscriber set and its limits."""
 
     def __init__(self, service: NodeService, *, max_subscribers: int, send_timeout_s: float,
-                 heartbeat_s: float, logger: logging.Logger) -> None:
+                 heartbeat_s: float, logger: logging.Logger, client_frames_per_s: float = 5.0) -> None:
         self.service = service
         self.max_subscribers = max_subscribers
         self.send_timeout_s = send_timeout_s
         self.heartbeat_s = heartbeat_s
+        self.client_frames_per_s = client_frames_per_s
         self.logger = logger
         # Each open stream with its TCP transport, to abort a peer that does not even take a close frame.
         self.subscribers: dict[web.WebSocketResponse, asyncio.BaseTransport | None] = {}
@@ -59,7 +64,10 @@ class EventStream:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         from_height = self._from_height(request)
-        ws = web.WebSocketResponse(heartbeat=self.heartbeat_s, max_msg_size=MAX_CLIENT_MESSAGE_BYTES)
+        # Pings are answered here rather than by aiohttp (autoping), so that they count against the
+        # client's frame budget and a failed pong is a closed client, not an exception.
+        ws = web.WebSocketResponse(heartbeat=self.heartbeat_s, max_msg_size=MAX_CLIENT_MESSAGE_BYTES,
+                                   autoping=False)
         if not ws.can_prepare(request).ok:
             raise ApiError("upgrade_required",
                            "GET /v1/events is a WebSocket; connect with a WebSocket client",
@@ -90,6 +98,8 @@ class EventStream:
                 task.cancel()
             results = await asyncio.gather(pump, reader, return_exceptions=True)
         for result in results:
+            if isinstance(result, ConnectionError):
+                continue  # the client went away; nothing is wrong with the node
             if isinstance(result, Exception):
                 self.logger.error("event stream failed", exc_info=result)
                 await self._close(ws, CLOSE_INTERNAL_ERROR, "internal error")
@@ -131,9 +141,31 @@ class EventStream:
         return True
 
     async def _drain_client(self, ws: web.WebSocketResponse) -> None:
-        async for msg in ws:
-            if msg.type == WSMsgType.ERROR:
+        loop = asyncio.get_running_loop()
+        allowance = float(CLIENT_FRAME_BURST)  # a token bucket: one token per frame received
+        last = loop.time()
+        while True:
+            try:
+                msg = await ws.receive()
+            except ConnectionError:
                 return
+            if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
+                return
+            now = loop.time()
+            allowance = min(float(CLIENT_FRAME_BURST), allowance + (now - last) * self.client_frames_per_s)
+            last = now
+            if allowance < 1.0:
+                self.logger.info("event subscriber sent too many frames; closing its stream",
+                                 extra={"fields": {"frames_per_s": self.client_frames_per_s}})
+                await self._close(ws, CLOSE_SLOW_CONSUMER, "too many client frames")
+                return
+            allowance -= 1.0
+            if msg.type == WSMsgType.PING:
+                try:
+                    async with asyncio.timeout(self.send_timeout_s):
+                        await ws.pong(msg.data)
+                except (TimeoutError, ConnectionError):
+                    return
 
     async def _close(self, ws: web.WebSocketResponse, code: int, reason: str) -> None:
         if ws.closed:

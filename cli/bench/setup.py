@@ -12,10 +12,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from cli.client import ClientError, LedgerClient
 from ledger import keys
 from ledger.errors import Rejected
 from ledger.tx import Transfer, sign_tx
-from node.client import ClientError, LedgerClient
 
 FUND_TIMEOUT_S = 60.0
 FUND_POLL_S = 0.2

@@ -9,12 +9,14 @@ table, so a code has the same status wherever it comes from.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 from aiohttp import web
 
 # Grouped by status; the comment on each group says when the API answers it.
-STATUS_BY_CODE: dict[str, int] = {
+STATUS_BY_CODE: Mapping[str, int] = MappingProxyType({
     # 400: the request itself is malformed; nothing was looked at.
     "invalid_json": 400,  # the body is not valid UTF-8 JSON
     "malformed": 400,  # valid JSON, but not a transaction of the contract's shape (types, unknown fields)
@@ -32,6 +34,8 @@ STATUS_BY_CODE: dict[str, int] = {
     "record_not_found": 404,
     # 405: the route exists, the method does not.
     "method_not_allowed": 405,
+    # 408: the request did not arrive in time (its head or its body); the connection is closed.
+    "request_timeout": 408,
     # 409: conflicts with what the node already holds.
     "nonce_used": 409,  # the sender already executed a transaction with this nonce (replays land here)
     "duplicate": 409,  # the very same transaction is already pending or committed
@@ -39,6 +43,8 @@ STATUS_BY_CODE: dict[str, int] = {
     # 413: the request is larger than the configured limits.
     "body_too_large": 413,
     "batch_too_large": 413,
+    # 417: an Expect header other than 100-continue.
+    "expectation_failed": 417,
     # 422: well-formed, but refused by a ledger rule.
     "invalid_signature": 422,
     "wrong_chain_id": 422,
@@ -52,6 +58,8 @@ STATUS_BY_CODE: dict[str, int] = {
     "nonce_too_far": 422,  # ... by more than the mempool keeps per sender
     # 426: a plain GET on the WebSocket route.
     "upgrade_required": 426,
+    # 429: this source already holds the most connections the node takes from one address.
+    "too_many_connections": 429,
     # 503: the node cannot take this now; retry later (Retry-After says when).
     "mempool_full": 503,
     "too_many_subscribers": 503,
@@ -60,13 +68,15 @@ STATUS_BY_CODE: dict[str, int] = {
     "commit_timeout": 504,
     # 500: a bug; the details are in the node's log, never in the response.
     "internal_error": 500,
-}
+})
 
 # An unknown refusal code from the node is still a refusal of this input, never a server fault.
 DEFAULT_REFUSAL_STATUS = 422
 
 # Codes after which retrying the same request later can succeed; these answers carry Retry-After.
-RETRYABLE_CODES = frozenset({"mempool_full", "too_many_subscribers", "shutting_down"})
+RETRYABLE_CODES = frozenset({"mempool_full", "too_many_subscribers", "shutting_down", "too_many_connections"})
+
+INTERNAL_ERROR_MESSAGE = "the node hit an internal error; details are in its log"
 
 
 def status_for(code: str) -> int:

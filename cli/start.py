@@ -2,9 +2,11 @@
 
 Start order: logging, open the node (config, key, genesis, database: any problem is one line and
 exit 1), start it (on a chain with other validators: its p2p listener on p2p_host:p2p_port and a
-link to every peer in [peers], see `node.cluster`; then consensus), then serve the API and announce
+link to every peer in [peers], see `node.net.cluster`; then consensus), then serve the API and announce
 its URL. Stop order, on the first signal: stop accepting HTTP, close event streams, wait briefly for
-in-flight requests, stop the node (its peer links, then consensus, then its database). A second
+in-flight requests, stop the node (its peer links, then consensus, then its database; each part
+even when one before it failed). If the node halted by itself, the exit status is 1 and the one
+line says why, but only once everything is closed: a second start on the same home works. A second
 signal while stopping is ignored: stopping is already as fast as it can be without risking the
 database.
 """
@@ -12,6 +14,7 @@ database.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import signal
 import sys
@@ -19,12 +22,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from cli.errors import CliError
 from node import logs
-from node.api import ApiServer, limits_from_config, make_app
-from node.cli import CliError
+from node.api.app import ApiServer, limits_from_config, make_app
 from node.config import load_config
 
-log = logging.getLogger("node.cli")
+log = logging.getLogger("ledgerd.cli")
 
 
 async def run_node(home: Path, overrides: Mapping[str, Any]) -> int:
@@ -45,17 +48,20 @@ async def run_node(home: Path, overrides: Mapping[str, Any]) -> int:
     logs.configure(config.log_format, config.log_level, fallback=context)
     token = logs.bind_node(context)
     server: ApiServer | None = None
+    api_failure: str | None = None
     try:
         await node.start()
         limits = limits_from_config(node.config)
-        server = ApiServer(make_app(node.service, node.metrics, limits, logging.getLogger("node.api")),
+        server = ApiServer(make_app(node.service, node.metrics, limits, logging.getLogger("ledgerd.api")),
                            node.config.rest_host, node.config.rest_port, limits.shutdown_timeout_s)
         try:
             await server.start()
         except OSError as exc:
             server = None
             where = f"{node.config.rest_host}:{node.config.rest_port}"
-            raise CliError(f"cannot serve the REST API on {where}: {exc.strerror or exc}") from None
+            hint = ("; is another node using it? choose another port with --rest-port"
+                    if exc.errno == errno.EADDRINUSE else "")
+            raise CliError(f"cannot serve the REST API on {where}: {exc.strerror or exc}{hint}") from None
         log.info("REST API listening on %s", server.url, extra={"fields": {"url": server.url}})
         print(f"ledgerd node {node.node_id[:16]} serving {server.url}", flush=True)
         # Run until a signal, or until the node halts by itself (a failed durable write, a block it
@@ -74,14 +80,22 @@ async def run_node(home: Path, overrides: Mapping[str, Any]) -> int:
             loop.remove_signal_handler(sig)
             # A second Ctrl-C during an orderly stop must not abort it half-way.
             signal.signal(sig, signal.SIG_IGN)
-        try:
-            if server is not None:
+        # Every part is closed even if one fails (the database last, inside node.stop, whatever
+        # happened before it): a failure is one log line here and exit status 1 below.
+        if server is not None:
+            try:
                 await server.stop()
-        finally:
+            except Exception as exc:
+                api_failure = f"{type(exc).__name__}: {exc}"
+                log.error("stopping the REST API failed: %s", api_failure)
+        try:
             await node.stop()
+        finally:
             logs.unbind_node(token)
     log.info("stopped")
     sys.stdout.flush()
     if node.fatal_error is not None:
         raise CliError(f"the node halted: {node.fatal_error}")
+    if api_failure is not None:
+        raise CliError(f"stopping the REST API failed: {api_failure}")
     return 0

@@ -1,6 +1,6 @@
 """Turn scripts/bench-sweep's results.jsonl into the plot and the summary tables of the report.
 
-    python -m node.bench.plot results.jsonl throughput-latency.png [--summary summary.md]
+    python -m cli.bench.plot results.jsonl throughput-latency.png [--summary summary.md]
 
 The target setups (`*-max`, `*-rate*` labels) are summarised by the median of their runs; the
 `*-curve` runs (one per offered load) become the plot: committed against offered tx/s, and
@@ -104,7 +104,7 @@ def plot(rows: list[dict[str, Any]], out: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m node.bench.plot", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m cli.bench.plot", description=__doc__.split("\n\n")[0])
     parser.add_argument("results", type=Path, help="results.jsonl written by scripts/bench-sweep")
     parser.add_argument("png", type=Path, help="where to write the plot")
     parser.add_argument("--summary", type=Path, help="also write the markdown tables here")

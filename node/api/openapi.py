@@ -1,27 +1,47 @@
 """The OpenAPI 3.1 document of the REST API, served at GET /openapi.json.
 
 Built in code rather than kept as a static file so the limits it quotes are the node's own and the
-error codes it lists come from the one table in `node.errors`. Tests check that every route of the
+error codes it lists come from the one table in `node.api.errors`. Tests check that every route of the
 application appears here and that real responses validate against these schemas.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any
 
 from ledger.tx import ASSET_RE, CHAIN_ID_RE, MAX_RECORD_KEY_BYTES, MAX_RECORD_VALUE_BYTES, MAX_SAFE_INT
-from node.errors import STATUS_BY_CODE
-
-if TYPE_CHECKING:
-    from node.api import ApiLimits
+from node.api.errors import STATUS_BY_CODE
+from node.api.limits import ApiLimits
 
 OPENAPI_VERSION = "3.1.0"
 API_VERSION = "1"
 
-HEX64 = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
-HEX128 = {"type": "string", "pattern": "^[0-9a-f]{128}$"}
-AMOUNT = {"type": "integer", "minimum": 1, "maximum": MAX_SAFE_INT}
-ASSET = {"type": "string", "pattern": f"^{ASSET_RE.pattern}$"}
+# Schema fragments shared by many places of the document: read-only here, copied by `_plain` when
+# the document is built, so that no caller can change what the next document says.
+HEX64 = MappingProxyType({"type": "string", "pattern": "^[0-9a-f]{64}$"})
+HEX128 = MappingProxyType({"type": "string", "pattern": "^[0-9a-f]{128}$"})
+AMOUNT = MappingProxyType({"type": "integer", "minimum": 1, "maximum": MAX_SAFE_INT})
+ASSET = MappingProxyType({"type": "string", "pattern": f"^{ASSET_RE.pattern}$"})
+MAX_HEIGHT = 2**63 - 1  # storage keys hold heights in 8 bytes
+HEIGHT = MappingProxyType({"type": "integer", "minimum": 0, "maximum": MAX_HEIGHT})
+# The byte limit of the slowest (4-byte) UTF-8 characters, for the character counts of JSON Schema.
+UTF8_MAX_BYTES_PER_CHAR = 4
+
+
+def _utf8_string(min_bytes: int, max_bytes: int, what: str) -> dict[str, Any]:
+    """A string limited in UTF-8 bytes, which JSON Schema cannot count: ASCII up to the byte limit, or
+    any text short enough that it fits in the limit whatever its characters (a conservative bound)."""
+    return {
+        "anyOf": [
+            {"type": "string", "pattern": f"^[\\x00-\\x7f]{{{min_bytes},{max_bytes}}}$"},
+            {"type": "string", "minLength": min_bytes, "maxLength": max_bytes // UTF8_MAX_BYTES_PER_CHAR},
+        ],
+        "description": f"{what}: {min_bytes} to {max_bytes} bytes of UTF-8 (the node counts bytes; this "
+                       f"schema accepts ASCII up to {max_bytes} characters, other text up to "
+                       f"{max_bytes // UTF8_MAX_BYTES_PER_CHAR})",
+    }
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -52,18 +72,14 @@ def _schemas() -> dict[str, Any]:
         "TransferPayload": _obj({"to": HEX64, "asset": ASSET, "amount": AMOUNT}),
         "IssuePayload": _obj({"asset": ASSET, "supply": AMOUNT}),
         "RecordPayload": _obj({
-            "key": {"type": "string", "minLength": 1,
-                    "description": f"1 to {MAX_RECORD_KEY_BYTES} bytes of UTF-8"},
-            "value": {"type": "string", "description": f"at most {MAX_RECORD_VALUE_BYTES} bytes of UTF-8"},
+            "key": _utf8_string(1, MAX_RECORD_KEY_BYTES, "the record key"),
+            "value": _utf8_string(0, MAX_RECORD_VALUE_BYTES, "the value"),
         }),
-        "TransactionBody": _obj({
-            "chain_id": {"type": "string", "pattern": f"^{CHAIN_ID_RE.pattern}$"},
-            "sender": {**HEX64, "description": "the sender's Ed25519 public key, which is its address"},
-            "nonce": {"type": "integer", "minimum": 0, "maximum": MAX_SAFE_INT,
-                      "description": "the sender's next nonce: 0, then one more per executed transaction"},
-            "type": {"type": "string", "enum": ["transfer", "issue", "record"]},
-            "payload": {"oneOf": [_ref("TransferPayload"), _ref("IssuePayload"), _ref("RecordPayload")]},
-        }),
+        "TransactionBody": {
+            "oneOf": [_body("transfer", "TransferPayload"), _body("issue", "IssuePayload"),
+                      _body("record", "RecordPayload")],
+            "description": "The signed part of a transaction; `type` names the payload's shape.",
+        },
         "Transaction": _obj({
             "body": _ref("TransactionBody"),
             "signature": {**HEX128,
@@ -136,10 +152,13 @@ def _schemas() -> dict[str, Any]:
                 "height": {"type": ["integer", "null"], "minimum": 0,
                            "description": "the head the peer last announced (null: not heard yet)"},
             }, required=["node_id", "url", "connected"], closed=False)},
-            "syncing": {"type": "boolean", "description": "fetching blocks from peers (block sync) right now"},
+            "syncing": {"type": "boolean",
+                        "description": "fetching blocks from peers (block sync) towards sync_target_height right now"},
             "sync_target_height": {"type": ["integer", "null"], "minimum": 0,
-                                   "description": "the highest head known from peers (or the engine), "
-                                                  "when above this node's height"},
+                                   "description": "the highest height the chain is known to have reached, when "
+                                                  "above this node's: announced by f + 1 validators, proven by "
+                                                  "certified blocks fetched, or named by the engine (a single "
+                                                  "peer's claim shows only as that peer's height)"},
             "blocks_behind": {"type": "integer", "minimum": 0,
                               "description": "how far this node's height is below sync_target_height"},
             "p2p_url": {"type": ["string", "null"],
@@ -149,6 +168,17 @@ def _schemas() -> dict[str, Any]:
         "Health": _obj({"status": {"type": "string", "const": "ok"}, "node_id": HEX64,
                         "chain_id": {"type": "string"}}),
     }
+
+
+def _body(tx_type: str, payload: str) -> dict[str, Any]:
+    return _obj({
+        "chain_id": {"type": "string", "pattern": f"^{CHAIN_ID_RE.pattern}$"},
+        "sender": {**HEX64, "description": "the sender's Ed25519 public key, which is its address"},
+        "nonce": {"type": "integer", "minimum": 0, "maximum": MAX_SAFE_INT,
+                  "description": "the sender's next nonce: 0, then one more per executed transaction"},
+        "type": {"type": "string", "const": tx_type},
+        "payload": _ref(payload),
+    }, description=f"A `{tx_type}` transaction's body.")
 
 
 def _error(description: str, codes: list[str], retry_after: bool = False) -> dict[str, Any]:
@@ -174,9 +204,13 @@ def _common(*extra: tuple[str, dict[str, Any]]) -> dict[str, Any]:
     responses: dict[str, Any] = {
         "400": _error("Malformed request: an unknown query parameter or an invalid path parameter.",
                       ["invalid_query", "invalid_hash", "invalid_address", "invalid_height",
-                       "invalid_record_key"]),
+                       "invalid_record_key", "bad_request"]),
         "405": _error("The route does not take this method (the Allow header lists those it takes).",
                       ["method_not_allowed"]),
+        "417": _error("An Expect header other than 100-continue.", ["expectation_failed"]),
+        "429": _error("This source address already holds the most connections the node takes from one "
+                      "address (or the node its total); answered as the connection opens.",
+                      ["too_many_connections"], retry_after=True),
         "500": _error("A bug in the node; details are in its log, never in the answer.", ["internal_error"]),
     }
     for status, response in extra:
@@ -184,12 +218,26 @@ def _common(*extra: tuple[str, dict[str, Any]]) -> dict[str, Any]:
     return responses
 
 
-def _path_param(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+def _path_param(name: str, schema: Mapping[str, Any], description: str) -> dict[str, Any]:
     return {"name": name, "in": "path", "required": True, "schema": schema, "description": description}
 
 
+def _plain(value: Any) -> Any:
+    """A deep copy made of plain dicts and lists (the shared fragments are read-only mappings)."""
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
 def build_openapi(limits: ApiLimits) -> dict[str, Any]:
-    """The document for an API running with `limits`."""
+    """The document for an API running with `limits`: a fresh structure of plain dicts and lists."""
+    document: dict[str, Any] = _plain(_document(limits))
+    return document
+
+
+def _document(limits: ApiLimits) -> dict[str, Any]:
     submit_description = (
         "Submit one signed transaction, or a JSON array of 1 to "
         f"{limits.max_batch_txs} of them. The body may be at most {limits.max_body_bytes} bytes. "
@@ -209,11 +257,12 @@ def build_openapi(limits: ApiLimits) -> dict[str, Any]:
             "parameters": [
                 {"name": "wait", "in": "query", "required": False,
                  "schema": {"type": "string", "enum": ["commit"]},
-                 "description": "wait until the transaction is committed (single transaction only)"},
+                 "description": "wait until the transaction is committed; a single transaction only (an "
+                                "array with wait is refused 400 invalid_query)"},
                 {"name": "timeout_s", "in": "query", "required": False,
                  "schema": {"type": "number", "exclusiveMinimum": 0, "maximum": limits.commit_wait_timeout_s},
-                 "description": f"with wait=commit: how long to wait (default and maximum "
-                                f"{limits.commit_wait_timeout_s:g})"},
+                 "description": f"only together with wait=commit (400 invalid_query otherwise): how long "
+                                f"to wait (default and maximum {limits.commit_wait_timeout_s:g})"},
             ],
             "requestBody": {"required": True, "content": {"application/json": {"schema": {"oneOf": [
                 _ref("Transaction"),
@@ -228,6 +277,10 @@ def build_openapi(limits: ApiLimits) -> dict[str, Any]:
                 "400": _error("Malformed body: not JSON, not a transaction of the contract's shape, wrong "
                               "types, unknown fields, an empty array, or a bad query.", _codes(400)),
                 "405": _error("Only POST is allowed here.", ["method_not_allowed"]),
+                "408": _error(f"The body did not arrive within {limits.body_timeout_s:g}s.", ["request_timeout"]),
+                "417": _error("An Expect header other than 100-continue.", ["expectation_failed"]),
+                "429": _error("Too many connections from this source address.", ["too_many_connections"],
+                              retry_after=True),
                 "409": _error("Conflicts with the sender's nonce or a transaction the node already holds.",
                               _codes(409)),
                 "413": _error("The body or the array is larger than the node's limits.", _codes(413)),
@@ -256,7 +309,7 @@ def build_openapi(limits: ApiLimits) -> dict[str, Any]:
         "/v1/blocks/{height}": {"get": {
             "operationId": "get_block",
             "summary": "The committed block at a height",
-            "parameters": [_path_param("height", {"type": "integer", "minimum": 0}, "the block height")],
+            "parameters": [_path_param("height", HEIGHT, "the block height")],
             "responses": _common(("200", _json(_ref("Block"), "The block.")),
                                  ("404", _error("No block at that height.", ["block_not_found"]))),
         }},
@@ -271,7 +324,8 @@ def build_openapi(limits: ApiLimits) -> dict[str, Any]:
             "summary": "The value an account stored under a key, with the height and tx that stored it",
             "parameters": [
                 _path_param("owner", HEX64, "the address of the account that stored the record"),
-                _path_param("key", {"type": "string"}, "the record key, percent-encoded"),
+                _path_param("key", _utf8_string(1, MAX_RECORD_KEY_BYTES, "the record key, percent-encoded"),
+                            f"the record key, percent-encoded; 1 to {MAX_RECORD_KEY_BYTES} bytes of UTF-8"),
             ],
             "responses": _common(("200", _json(_ref("Record"), "The record.")),
                                  ("404", _error("No record under that key.", ["record_not_found"]))),
@@ -294,8 +348,7 @@ def build_openapi(limits: ApiLimits) -> dict[str, Any]:
                 f"At most {limits.max_ws_subscribers} streams at once."
             ),
             "parameters": [{"name": "from_height", "in": "query", "required": False,
-                            "schema": {"type": "integer", "minimum": 0},
-                            "description": "first block height to send"}],
+                            "schema": HEIGHT, "description": "first block height to send"}],
             "responses": _common(
                 ("101", {"description": "Switching to the WebSocket protocol."}),
                 ("426", _error("Not a WebSocket upgrade request.", ["upgrade_required"])),

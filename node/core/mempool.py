@@ -46,7 +46,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from ledger.state import StateOverlay, StateReader
+from ledger.state import ParseMemo, StateOverlay, StateReader
 from ledger.tx import SIGNING_PREFIX, Issue, Transaction
 from node.service import SubmitOutcome
 
@@ -117,9 +117,10 @@ class _Sender:
 
     __slots__ = ("address", "committed_nonce", "ready", "future", "overlay", "epoch", "applied")
 
-    def __init__(self, address: str, reader: StateReader, chain_id: str, epoch: int) -> None:
+    def __init__(self, address: str, reader: StateReader, chain_id: str, epoch: int,
+                 memo: ParseMemo | None) -> None:
         self.address = address
-        self.overlay = StateOverlay(reader, chain_id)
+        self.overlay = StateOverlay(reader, chain_id, memo)
         self.committed_nonce = self.overlay.account(address).nonce
         self.ready: deque[_Entry] = deque()
         self.future: dict[int, _Entry] = {}
@@ -135,8 +136,10 @@ class Mempool:
     """Pending transactions of one node. Not thread-safe: only the node's event loop calls it."""
 
     def __init__(self, committed: CommittedView, chain_id: str, limits: MempoolLimits,
-                 clock: Callable[[], float], verify: Callable[[Transaction], bool] | None = None) -> None:
+                 clock: Callable[[], float], verify: Callable[[Transaction], bool] | None = None,
+                 memo: ParseMemo | None = None) -> None:
         self._committed = committed
+        self._memo = memo
         self.chain_id = chain_id
         self.limits = limits
         self._clock = clock
@@ -206,7 +209,7 @@ class Mempool:
         sender = self._senders.get(tx.sender)
         if sender is not None:
             return tx.nonce < sender.next_nonce and tx.hash not in self._by_hash
-        return tx.nonce < StateOverlay(self._committed.state, self.chain_id).account(tx.sender).nonce
+        return tx.nonce < StateOverlay(self._committed.state, self.chain_id, self._memo).account(tx.sender).nonce
 
     def dropped(self, tx_hash: str) -> Dropped | None:
         return self._dropped.get(tx_hash)
@@ -256,7 +259,7 @@ class Mempool:
         sender = self._senders.get(tx.sender)
         new_sender = sender is None
         if sender is None:
-            sender = _Sender(tx.sender, self._committed.state, self.chain_id, self._epoch)
+            sender = _Sender(tx.sender, self._committed.state, self.chain_id, self._epoch, self._memo)
         if tx.nonce < sender.committed_nonce:
             if self._committed.has_tx(tx.hash):
                 return self._refuse(tx, "duplicate", "this transaction is already committed")
@@ -434,7 +437,7 @@ class Mempool:
             payload = entry.tx.payload
             if isinstance(payload, Issue) and self._pending_issues.get(payload.asset) == old.address:
                 del self._pending_issues[payload.asset]
-        sender = _Sender(old.address, self._committed.state, self.chain_id, self._epoch)
+        sender = _Sender(old.address, self._committed.state, self.chain_id, self._epoch, self._memo)
         waiting: dict[int, _Entry] = {}
         for entry in [*old.ready, *old.future.values()]:
             if entry.tx.hash not in self._by_hash:

@@ -2,7 +2,7 @@
 
 Handlers only parse, validate and translate: they ask the service (which enqueues work for the node
 or reads committed data) and turn its answer into JSON. Every error, including unknown routes, wrong
-methods and bugs, leaves as the JSON error body of `node.errors`; nothing answers HTML or a traceback.
+methods and bugs, leaves as the JSON error body of `node.api.errors`; nothing answers HTML or a traceback.
 
 Limits (body size, batch size, commit wait, WebSocket subscribers) come in as an `ApiLimits`, built
 from the node's configuration by the caller.
@@ -17,19 +17,21 @@ import math
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
 from typing import Any
 
-from aiohttp import web
+from aiohttp import HttpVersion11, web
+from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from ledger.errors import Rejected
 from ledger.tx import Transaction, decode_canonical_array, decode_canonical_tx
+from node.api.edge import ConnectionGate, Edge, EdgeLimits, EdgeRequestHandler, EdgeSite
+from node.api.errors import INTERNAL_ERROR_MESSAGE, ApiError, dumps, error_response, from_api_error, status_for
+from node.api.events import EventStream
+from node.api.limits import ApiLimits
+from node.api.openapi import build_openapi
 from node.config import NodeConfig
-from node.errors import ApiError, dumps, error_response, from_api_error, status_for
-from node.events_ws import EventStream
 from node.metrics import NodeMetrics
-from node.openapi import build_openapi
 from node.service import NodeService, SubmitOutcome
 
 MAX_HEIGHT = 2**63 - 1  # storage keys hold heights in 8 bytes
@@ -37,30 +39,11 @@ HEX64_RE = re.compile(r"[0-9a-fA-F]{64}")
 HEIGHT_RE = re.compile(r"[0-9]{1,19}")
 MAX_RECORD_KEY_BYTES = 128
 JSON_MAX_DEPTH_HINT = "the JSON is nested too deeply"
-INTERNAL_ERROR_MESSAGE = "the node hit an internal error; details are in its log"
+# Not an HTTP status anyone receives: the metric label of a request whose client hung up before the
+# answer (nginx's "client closed request"), so that it is neither a 4xx refusal nor a 500.
+CLIENT_CLOSED_STATUS = 499
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-@dataclass(frozen=True)
-class ApiLimits:
-    """Every limit the HTTP layer enforces; the defaults are the node configuration's defaults."""
-
-    max_body_bytes: int = 1 << 20  # a POST body larger than this is refused with 413 before it is read
-    max_batch_txs: int = 1000  # a larger JSON array of transactions is refused with 413 batch_too_large
-    commit_wait_timeout_s: float = 30.0  # ?wait=commit answers 504 after this long (or ?timeout_s=, if less)
-    max_ws_subscribers: int = 64  # concurrent /v1/events streams; more get 503 too_many_subscribers
-    ws_send_timeout_s: float = 10.0  # a subscriber that takes longer to accept one message is cut off
-    ws_heartbeat_s: float = 20.0  # ping interval that detects dead event subscribers
-    shutdown_timeout_s: float = 5.0  # how long stopping waits for in-flight requests
-
-    def __post_init__(self) -> None:
-        for name in ("max_body_bytes", "max_batch_txs", "max_ws_subscribers"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1")
-        for name in ("commit_wait_timeout_s", "ws_send_timeout_s", "ws_heartbeat_s", "shutdown_timeout_s"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be positive")
 
 
 def limits_from_config(config: NodeConfig) -> ApiLimits:
@@ -68,7 +51,12 @@ def limits_from_config(config: NodeConfig) -> ApiLimits:
         max_body_bytes=config.max_body_bytes, max_batch_txs=config.max_batch_txs,
         commit_wait_timeout_s=config.wait_commit_timeout_s, max_ws_subscribers=config.max_ws_subscribers,
         ws_send_timeout_s=config.ws_send_timeout_s, ws_heartbeat_s=config.ws_heartbeat_s,
-        shutdown_timeout_s=config.shutdown_timeout_s,
+        shutdown_timeout_s=config.shutdown_timeout_s, ws_client_frames_per_s=config.ws_client_frames_per_s,
+        body_timeout_s=config.http_body_timeout_s, idle_timeout_s=config.http_idle_timeout_s,
+        header_timeout_s=config.http_header_timeout_s, linger_timeout_s=config.http_linger_timeout_s,
+        max_connections=config.http_max_connections,
+        max_connections_per_ip=config.http_max_connections_per_ip, max_headers=config.http_max_headers,
+        max_line_bytes=config.http_max_line_bytes,
     )
 
 
@@ -76,6 +64,11 @@ SERVICE_KEY = web.AppKey("service", NodeService)
 METRICS_KEY = web.AppKey("metrics", NodeMetrics)
 LIMITS_KEY = web.AppKey("limits", ApiLimits)
 EVENTS_KEY = web.AppKey("events", EventStream)
+LOGGER_KEY = web.AppKey("logger", logging.Logger)
+
+
+class ClientGone(Exception):
+    """The client closed its connection before the request was read; there is no one to answer."""
 
 
 # --- request parsing --------------------------------------------------------------------------------
@@ -93,21 +86,33 @@ def _check_query(request: web.Request, allowed: Iterable[str]) -> None:
             raise ApiError("invalid_query", f"query parameter {name} is given more than once")
 
 
-async def read_body(request: web.Request, limit: int) -> bytes:
-    """The request body, refusing (413) anything over `limit` bytes without holding more than that."""
+async def read_body(request: web.Request, limit: int, timeout_s: float) -> bytes:
+    """The request body, refusing (413) anything over `limit` bytes without holding more than that,
+    and (408) a body that has not fully arrived within `timeout_s`."""
     declared = request.content_length
     if declared is not None and declared > limit:
         raise ApiError("body_too_large", f"the request body is {declared} bytes; the limit is {limit} bytes")
     chunks: list[bytes] = []
     size = 0
-    while True:
-        chunk = await request.content.readany()
-        if not chunk:
-            break
-        size += len(chunk)
-        if size > limit:
-            raise ApiError("body_too_large", f"the request body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout_s):
+            while True:
+                chunk = await request.content.readany()
+                if not chunk:
+                    break
+                size += len(chunk)
+                if size > limit:
+                    raise ApiError("body_too_large", f"the request body exceeds the limit of {limit} bytes")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise ApiError("request_timeout", f"the request body did not arrive within {timeout_s:g}s") from None
+    except ConnectionError as exc:
+        raise ClientGone(str(exc)) from None
+    except (web.RequestPayloadError, HttpProcessingError) as exc:
+        # A broken chunked encoding, or a body shorter than its Content-Length followed by EOF.
+        cause = exc.__cause__ if isinstance(exc, web.RequestPayloadError) and exc.__cause__ else exc
+        detail = getattr(cause, "message", None) or str(cause) or "unreadable body"
+        raise ApiError("bad_request", f"the request body is malformed: {str(detail)[:200]}") from None
     return b"".join(chunks)
 
 
@@ -192,7 +197,7 @@ class _Handlers:
         if wait is not None and wait != "commit":
             raise ApiError("invalid_query", f"wait must be 'commit', got {_preview(wait)}")
         timeout_s = self._wait_timeout(request.query.get("timeout_s"), wait is not None)
-        raw = await read_body(request, self.limits.max_body_bytes)
+        raw = await read_body(request, self.limits.max_body_bytes, self.limits.body_timeout_s)
         # Canonical bytes (what a signing client usually sends) skip the JSON parser; anything else,
         # including every malformed body, takes the strict path with its precise errors.
         fast = decode_canonical_array(raw) if raw[:1] == b"[" and not wait else None
@@ -360,13 +365,33 @@ def make_error_middleware(metrics: NodeMetrics, logger: logging.Logger) -> Calla
     @web.middleware
     async def errors_and_metrics(request: web.Request, handler: Handler) -> web.StreamResponse:
         started = time.perf_counter()
+        protocol = request.protocol
+        edge = protocol if isinstance(protocol, EdgeRequestHandler) else None
+        if edge is not None:
+            edge.request_started()
+        try:
+            return await _answer(request, handler, started)
+        finally:
+            if edge is not None:
+                edge.request_finished()
+
+    async def _answer(request: web.Request, handler: Handler, started: float) -> web.StreamResponse:
+        observed: int | None = None
         try:
             response = await handler(request)
         except ApiError as exc:
             response = from_api_error(exc)
-            if exc.code == "body_too_large":
-                # The rest of an oversized body is discarded, not parsed; do not reuse the connection.
+            if exc.code in ("body_too_large", "request_timeout", "bad_request"):
+                # The rest of the body is discarded, not parsed; do not reuse the connection.
                 response.force_close()
+        except ClientGone as exc:
+            logger.info("client closed the connection before its request was read",
+                        extra={"fields": {"peer": request.remote, "method": request.method,
+                                          "path": _preview(request.path), "reason": str(exc)}})
+            # Nobody will read this answer; aiohttp drops it quietly on the closed transport.
+            response = error_response("bad_request", "the connection was closed by the client")
+            response.force_close()
+            observed = CLIENT_CLOSED_STATUS
         except Rejected as exc:
             response = error_response(exc.code, exc.message)
         except web.HTTPException as exc:
@@ -379,11 +404,42 @@ def make_error_middleware(metrics: NodeMetrics, logger: logging.Logger) -> Calla
             logger.exception("internal error answering %s %s", request.method, request.path)
             response = error_response("internal_error", INTERNAL_ERROR_MESSAGE)
         if not isinstance(response, web.WebSocketResponse):
-            metrics.observe_request(request.method, _route_label(request), response.status,
+            metrics.observe_request(request.method, _route_label(request), observed or response.status,
                                     time.perf_counter() - started)
         return response
 
     return errors_and_metrics
+
+
+def make_expect_handler(limits: ApiLimits, metrics: NodeMetrics) -> Callable[[web.Request], Awaitable[Any]]:
+    """`Expect: 100-continue`: refuse a declared oversized body at once (413, no 100 Continue sent, so a
+    well-behaved client never sends it); answer any other expectation 417. Runs before the middleware."""
+
+    async def expect(request: web.Request) -> web.StreamResponse | None:
+        protocol = request.protocol
+        if isinstance(protocol, EdgeRequestHandler):
+            protocol.request_started()  # the head is complete (the middleware has not run yet)
+        response: web.Response | None = None
+        expectation = request.headers.get("Expect", "")
+        declared = request.content_length
+        if expectation.lower() != "100-continue":
+            response = error_response("expectation_failed",
+                                      f"the only expectation this node meets is 100-continue, not "
+                                      f"{_preview(expectation)}")
+        elif declared is not None and declared > limits.max_body_bytes:
+            response = error_response("body_too_large", f"the request body is {declared} bytes; the limit is "
+                                                        f"{limits.max_body_bytes} bytes")
+        if response is not None:
+            response.force_close()
+            metrics.observe_request(request.method, _route_label(request), response.status, 0.0)
+            return response
+        if request.version == HttpVersion11:
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            # The interim answer is not part of the response the handler will write.
+            request.writer.output_size = 0
+        return None
+
+    return expect
 
 
 # --- application ------------------------------------------------------------------------------------
@@ -393,29 +449,36 @@ def make_app(service: NodeService, metrics: NodeMetrics, limits: ApiLimits | Non
              logger: logging.Logger | None = None) -> web.Application:
     """The aiohttp application serving the REST API, the event stream, /healthz, /metrics, /openapi.json."""
     limits = limits or ApiLimits()
-    logger = logger or logging.getLogger("node.api")
+    logger = logger or logging.getLogger("ledgerd.api")
     # aiohttp's own cap is a second line of defence; handlers read bodies through read_body's cap.
     app = web.Application(middlewares=[make_error_middleware(metrics, logger)],
                           client_max_size=limits.max_body_bytes)
     events = EventStream(service, max_subscribers=limits.max_ws_subscribers,
                          send_timeout_s=limits.ws_send_timeout_s, heartbeat_s=limits.ws_heartbeat_s,
-                         logger=logger)
+                         client_frames_per_s=limits.ws_client_frames_per_s, logger=logger)
     app[SERVICE_KEY] = service
     app[METRICS_KEY] = metrics
     app[LIMITS_KEY] = limits
     app[EVENTS_KEY] = events
+    app[LOGGER_KEY] = logger
     handlers = _Handlers(service, limits, build_openapi(limits))
-    app.router.add_post("/v1/transactions", handlers.post_transactions, name="submit_transactions")
-    app.router.add_get("/v1/transactions/{hash}", handlers.get_transaction, name="get_transaction")
-    app.router.add_get("/v1/blocks/latest", handlers.get_latest_block, name="get_latest_block")
-    app.router.add_get("/v1/blocks/{height}", handlers.get_block, name="get_block")
-    app.router.add_get("/v1/accounts/{address}", handlers.get_account, name="get_account")
-    app.router.add_get("/v1/records/{owner}/{key:.+}", handlers.get_record, name="get_record")
-    app.router.add_get("/v1/status", handlers.get_status, name="get_status")
-    app.router.add_get("/v1/events", events.handle, name="events")
-    app.router.add_get("/healthz", handlers.get_healthz, name="healthz")
-    app.router.add_get("/metrics", _get_metrics, name="metrics")
-    app.router.add_get("/openapi.json", handlers.get_openapi, name="openapi")
+    expect = make_expect_handler(limits, metrics)
+    app.router.add_post("/v1/transactions", handlers.post_transactions, name="submit_transactions",
+                        expect_handler=expect)
+    gets: list[tuple[str, Handler, str]] = [
+        ("/v1/transactions/{hash}", handlers.get_transaction, "get_transaction"),
+        ("/v1/blocks/latest", handlers.get_latest_block, "get_latest_block"),
+        ("/v1/blocks/{height}", handlers.get_block, "get_block"),
+        ("/v1/accounts/{address}", handlers.get_account, "get_account"),
+        ("/v1/records/{owner}/{key:.+}", handlers.get_record, "get_record"),
+        ("/v1/status", handlers.get_status, "get_status"),
+        ("/v1/events", events.handle, "events"),
+        ("/healthz", handlers.get_healthz, "healthz"),
+        ("/metrics", _get_metrics, "metrics"),
+        ("/openapi.json", handlers.get_openapi, "openapi"),
+    ]
+    for path, handler, name in gets:
+        app.router.add_get(path, handler, name=name, expect_handler=expect)
     app.on_shutdown.append(events.close_all)
     return app
 
@@ -423,8 +486,10 @@ def make_app(service: NodeService, metrics: NodeMetrics, limits: ApiLimits | Non
 class ApiServer:
     """Runs an API application on a TCP port; `stop()` is the graceful shutdown.
 
-    Stopping closes the listening socket first, then every event stream (close code 1001), then waits
-    up to `shutdown_timeout_s` for in-flight requests.
+    Connections go through `node.api.edge` (connection caps, header and idle deadlines, JSON answers
+    to malformed HTTP) with the limits the application was made with. Stopping closes the listening
+    socket first, then every event stream (close code 1001), then waits up to `shutdown_timeout_s` for
+    in-flight requests.
     """
 
     def __init__(self, app: web.Application, host: str, port: int, shutdown_timeout_s: float = 5.0) -> None:
@@ -433,11 +498,18 @@ class ApiServer:
         self.requested_port = port
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False,
                                      shutdown_timeout=shutdown_timeout_s)
+        limits = app[LIMITS_KEY]
+        self.edge = Edge(
+            limits=EdgeLimits(idle_timeout_s=limits.idle_timeout_s, header_timeout_s=limits.header_timeout_s,
+                              linger_timeout_s=limits.linger_timeout_s, max_headers=limits.max_headers,
+                              max_line_bytes=limits.max_line_bytes),
+            gate=ConnectionGate(limits.max_connections, limits.max_connections_per_ip),
+            metrics=app[METRICS_KEY], logger=app[LOGGER_KEY])
         self.port: int | None = None
 
     async def start(self) -> None:
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.requested_port, reuse_address=True)
+        site = EdgeSite(self._runner, self.host, self.requested_port, self.edge, access_log=None)
         try:
             await site.start()
         except OSError:

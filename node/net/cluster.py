@@ -3,15 +3,17 @@
 Topics:
 
     consensus   engine messages, both ways (`p2p.TopicChannel` is the runtime's transport)
-    txs         batches of transactions this node admitted from clients (`node.gossip.TxBatcher`);
+    txs         batches of transactions this node admitted from clients (`node.net.gossip.TxBatcher`);
                 received ones go to the node's gossip intake and are never passed on
-    status      this node's head, broadcast every `status_interval_s` (`node.sync`)
+    status      this node's head, broadcast every `status_interval_s` (`node.net.sync`)
     sync        request/response: blocks with their certificates, for peers that are behind
 
 `PeerNetwork` owns its tasks (status announcements, the block syncer, the gossip batcher) and the
-P2PNode; `stop()` cancels and awaits all of them and closes every connection. It exposes the
-transport's and the syncer's counters as Prometheus metrics (`ledgerd_p2p_events_total{event}`,
-`ledgerd_sync_events_total{event}`) and keeps the `ledgerd_peers_connected` gauge current.
+P2PNode; it starts its tasks through the `spawn` it is given (the node's, which halts the node when
+one of them fails), and `stop()` cancels and waits for all of them, then closes every connection,
+even if one of them had died. It exposes the transport's and the syncer's counters as Prometheus
+metrics (`ledgerd_p2p_events_total{event}`, `ledgerd_sync_events_total{event}`) and keeps the
+`ledgerd_peers_connected` gauge current.
 
 Built by `node.node.Node` (the composition root) when the chain has more than one validator.
 """
@@ -19,9 +21,8 @@ Built by `node.node.Node` (the composition root) when the chain has more than on
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from typing import Any
 
 from prometheus_client.core import CounterMetricFamily
@@ -31,9 +32,9 @@ from ledger import keys
 from ledger.block import Block
 from ledger.genesis import Genesis
 from node.config import ConfigError, NodeConfig
-from node.gossip import TxBatcher
 from node.metrics import NodeMetrics
-from node.sync import STATUS_TOPIC, SYNC_TOPIC, BlockSync, RefusedRequest, SyncSettings, encode_status
+from node.net.gossip import TxBatcher
+from node.net.sync import STATUS_TOPIC, SYNC_TOPIC, BlockSync, RefusedRequest, SyncSettings, encode_status
 from p2p import P2PConfig, P2PNode, RequestRefused, TopicChannel
 from storage import Store
 
@@ -50,6 +51,7 @@ class PeerNetwork:
         apply_synced: Callable[[Sequence[tuple[Block, dict[str, Any]]]], Any],
         run_blocking: Callable[..., Any], sync_hint: Callable[[], int | None],
         p2p_config: P2PConfig | None = None,
+        spawn: Callable[[Coroutine[Any, Any, None], str], asyncio.Task[None]] | None = None,
     ) -> None:
         validators = genesis.validator_ids
         strangers = sorted(peer for peer in config.peers if peer not in validators)
@@ -61,6 +63,7 @@ class PeerNetwork:
         self._log = logger
         self._deliver = deliver
         self._receive_txs = receive_txs
+        self._spawn = spawn or (lambda coro, name: asyncio.create_task(coro, name=f"{name}-{key.address[:8]}"))
         settings = p2p_config or P2PConfig(listen_host=config.p2p_host, listen_port=config.p2p_port)
         try:
             self.p2p = P2PNode(settings, key, genesis.chain_id, validators, config.peers, self._on_message)
@@ -70,7 +73,9 @@ class PeerNetwork:
         self._validators = frozenset(validators) - {key.address}
         self.gossip = TxBatcher(
             TopicChannel(self.p2p, TXS_TOPIC).broadcast, max_batch_txs=config.max_batch_txs,
-            max_batch_bytes=self.p2p.max_payload_bytes, max_pending_txs=config.gossip_max_pending_txs,
+            # Peers refuse batches over gossip_max_batch_bytes unread; the frame limit binds too.
+            max_batch_bytes=min(self.p2p.max_payload_bytes, config.gossip_max_batch_bytes),
+            max_pending_txs=config.gossip_max_pending_txs,
             flush_s=config.gossip_flush_ms / 1000,
             on_overflow=lambda n: metrics.dropped.labels("tx_gossip_overflow").inc(n),
         )
@@ -101,21 +106,20 @@ class PeerNetwork:
             raise ConfigError(f"cannot listen for peers on {where}: {exc.strerror or exc}") from None
         self._started = True
         self._log.info("p2p listening on %s", self.p2p.url, extra={"fields": {"p2p_url": self.p2p.url}})
-        tag = self.p2p.node_id[:8]
         self._tasks = [
-            asyncio.create_task(self._announce(), name=f"p2p-status-{tag}"),
-            asyncio.create_task(self.sync.run(), name=f"block-sync-{tag}"),
+            self._spawn(self._announce(), "p2p-status"),
+            self._spawn(self.sync.run(), "block-sync"),
         ]
         if self._config.gossip_flush_ms > 0:
-            self._tasks.append(asyncio.create_task(self.gossip.run(), name=f"tx-gossip-out-{tag}"))
+            self._tasks.append(self._spawn(self.gossip.run(), "tx-gossip-out"))
 
     async def stop(self) -> None:
         """Stop the owned tasks, then close every connection and the listener."""
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if self._tasks:
+            # A task that died is the spawner's to report; its error must not stop the closing here.
+            await asyncio.wait(self._tasks)
         self._tasks = []
         if self._started:
             self._started = False

@@ -1,4 +1,4 @@
-"""`ledgerd bench`: set up, run, report. Called by node.cli with the parsed arguments."""
+"""`ledgerd bench`: set up, run, report. Called by cli.main with the parsed arguments."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from node.bench.load import Bench
-from node.bench.report import figures, json_line, table
-from node.bench.setup import BenchError, fund_accounts, load_funded_keys, presign
-from node.bench.stats import cpu_percent, cpu_sample, cpu_used_s, peak_rss_mb
-from node.client import LedgerClient
+from cli.bench.load import Bench
+from cli.bench.report import figures, json_line, table
+from cli.bench.setup import BenchError, fund_accounts, load_funded_keys, presign
+from cli.bench.stats import cpu_percent, cpu_sample, cpu_used_s, peak_rss_mb
+from cli.client import LedgerClient
 
 MAX_MODE_PRESIGN_TPS = 8000  # closed-loop pre-signs duration * this many (or --presign)
 DRAIN_S = 15.0  # after sending stops, how long to wait for accepted transactions to commit

@@ -1,4 +1,4 @@
-"""`ledgerd`: the one command-line entry point (console script `ledgerd = node.cli:main`).
+"""`ledgerd`: the one command-line entry point (console script `ledgerd = cli.main:main`).
 
 Exit codes: 0 success, 1 runtime failure, 2 usage error. Every error is one line on stderr; a Python
 traceback reaches the terminal only with LEDGERD_DEBUG=1.
@@ -13,24 +13,28 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
+from cli.client import ClientError, LedgerClient, RequestFailed, normalize_url
+from cli.errors import CliError
 from ledger import keys
 from ledger.errors import Rejected
 from ledger.tx import ASSET_RE, MAX_RECORD_KEY_BYTES, MAX_RECORD_VALUE_BYTES, MAX_SAFE_INT, Payload
-from node.client import ClientError, LedgerClient, RequestFailed, normalize_url
 
 PROG = "ledgerd"
 DEFAULT_NODE_URL = "http://127.0.0.1:8001"
 DEFAULT_LOCALNET_DIR = "localnet-data"
 
 
-class CliError(Exception):
-    """A runtime failure the user can act on; its text is the one line printed."""
-
-
 class _Parser(argparse.ArgumentParser):
     """argparse with usage errors as one line: `ledgerd tx transfer: error: ... (see --help)`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # No abbreviated long options (`--nod` for `--node`): an abbreviation that is unique today
+        # becomes ambiguous, or silently means another option, when an option is added. Subparsers
+        # are made by this class too, so every command refuses them.
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
@@ -126,7 +130,7 @@ def _load_key(path: str) -> keys.PrivateKey:
 
 
 def cmd_testnet(args: argparse.Namespace) -> int:
-    from node.testnet import make_testnet
+    from cli.testnet import make_testnet
 
     net = make_testnet(Path(args.out), validators=args.validators, consensus=args.consensus,
                        chain_id=args.chain_id, accounts=args.accounts, base_port=args.base_port,
@@ -142,7 +146,7 @@ def cmd_testnet(args: argparse.Namespace) -> int:
 
 
 def cmd_start(args: argparse.Namespace) -> int:
-    from node.cli_start import run_node
+    from cli.start import run_node
 
     overrides = {
         "rest_host": args.rest_host, "rest_port": args.rest_port, "p2p_host": args.p2p_host,
@@ -153,7 +157,7 @@ def cmd_start(args: argparse.Namespace) -> int:
 
 
 def cmd_localnet(args: argparse.Namespace) -> int:
-    from node.cli_localnet import run_localnet
+    from cli.localnet import run_localnet
 
     return run_localnet(Path(args.dir), validators=args.validators, consensus=args.consensus,
                         base_port=args.base_port, accounts=args.accounts, ready_timeout_s=args.ready_timeout)
@@ -180,8 +184,8 @@ def _pids(text: str) -> list[int]:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from node.bench.run import run_bench
-    from node.bench.setup import BenchError
+    from cli.bench.run import run_bench
+    from cli.bench.setup import BenchError
 
     try:
         return run_bench(args.nodes, None if args.max else args.rate, args.duration, args.accounts,
@@ -243,10 +247,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "Create a local chain with `ledgerd localnet` (or `ledgerd testnet` + `ledgerd start`),\n"
                     "then send transactions with `ledgerd tx`.",
         epilog="first steps:\n"
-               "  ledgerd localnet --validators 1          # a one-node chain in ./localnet-data\n"
+               "  ledgerd localnet --validators 1 --dir example-data   # a one-node chain in ./example-data\n"
                "  ledgerd status                           # in another terminal\n"
-               "  ledgerd tx transfer --key localnet-data/accounts/account0.pem --amount 10 --wait \\\n"
-               "      --to $(ledgerd keys show localnet-data/accounts/account1.pem)\n\n"
+               "  ledgerd tx transfer --key example-data/accounts/account0.pem --amount 10 --wait \\\n"
+               "      --to $(ledgerd keys show example-data/accounts/account1.pem)\n\n"
                "Run `ledgerd <command> --help` for the options of a command.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -291,11 +295,15 @@ def build_parser() -> argparse.ArgumentParser:
                        description="If DIR holds no testnet yet, write one (like `ledgerd testnet`); then "
                                    "start every node as a child process, wait until each answers, and print "
                                    "its URL. Ctrl-C or SIGTERM stops them all. Node logs go to "
-                                   "DIR/nodeK/node.log.")
-    p.add_argument("--validators", type=_int_in(1, 100, "--validators"), default=4, metavar="N",
-                   help="validators of a new testnet (default 4)")
-    p.add_argument("--consensus", choices=("pbft", "raft"), default="pbft",
-                   help="consensus engine of a new testnet (default pbft)")
+                                   "DIR/nodeK/node.log. To restart node K (stopped or running), create "
+                                   "the file DIR/nodeK/restart; a node started by hand with `ledgerd "
+                                   "start` is not localnet's, and Ctrl-C does not stop it.")
+    # No defaults here: localnet must tell "not given" (start DIR's chain as it is) from "given"
+    # (DIR's chain must match, or localnet refuses rather than start a different chain).
+    p.add_argument("--validators", type=_int_in(1, 100, "--validators"), metavar="N",
+                   help="validators of a new testnet (default 4); for an existing DIR it must match")
+    p.add_argument("--consensus", choices=("pbft", "raft"),
+                   help="consensus engine of a new testnet (default pbft); for an existing DIR it must match")
     p.add_argument("--dir", default=DEFAULT_LOCALNET_DIR, metavar="DIR",
                    help=f"testnet directory (default ./{DEFAULT_LOCALNET_DIR})")
     p.add_argument("--base-port", type=_int_in(1, 64535, "--base-port"), default=8001, metavar="P",
@@ -314,7 +322,9 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--out", required=True, metavar="FILE", help="file to create (never overwritten)")
     k.set_defaults(func=cmd_keys_new)
     k = keys_sub.add_parser("show", help="print the address of the key in FILE")
-    k.add_argument("file", metavar="FILE")
+    k.add_argument("file", metavar="FILE",
+                   help="a key file (PKCS#8 PEM) written by `ledgerd keys new`, or an account key "
+                        "that `ledgerd testnet` or `ledgerd localnet` wrote into DIR/accounts/")
     k.set_defaults(func=cmd_keys_show)
 
     p = sub.add_parser("tx", help="build, sign and submit a transaction",
@@ -434,7 +444,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _describe_known(exc: Exception) -> str | None:
     from node.config import ConfigError
-    from storage.store import StorageError
+    from storage import StorageError
 
     if isinstance(exc, (ConfigError, StorageError)):
         return str(exc)

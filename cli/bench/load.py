@@ -22,8 +22,8 @@ from typing import Any
 
 import aiohttp
 
-from node.bench.setup import SignedTx
-from node.bench.stats import percentile
+from cli.bench.setup import SignedTx
+from cli.bench.stats import percentile
 
 TICK_S = 0.02
 MAX_BATCH = 200  # transactions per POST; well under the node's default batch limit of 1000

@@ -1,0 +1,113 @@
+"""`ChainReads`: what the node answers from committed data (and the mempool) without queuing.
+
+Reads run on the event loop thread, where every commit is applied atomically, so a read never sees
+half a block. Each method reads the store as of the moment it is called.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ledger import keys
+from ledger.block import BlockHeader
+from ledger.errors import Rejected
+from ledger.state import ParseMemo, account_key, decode_account, record_key
+from node.core.mempool import Mempool
+from node.service import TxStatus
+from storage import StorageError, Store
+
+
+def status_of(tx_hash: str, height: int, index: int, receipt: Mapping[str, Any]) -> TxStatus:
+    status = "committed" if receipt.get("code") == "ok" else "failed"
+    return TxStatus(tx_hash, status, height, index, dict(receipt))
+
+
+class ChainReads:
+    def __init__(self, store: Store, mempool: Mempool, memo: ParseMemo) -> None:
+        self._store = store
+        self._mempool = mempool
+        self._memo = memo
+
+    def tx_status(self, tx_hash: str) -> TxStatus | None:
+        found = self._store.load_tx(tx_hash)
+        if found is not None:
+            return status_of(tx_hash, *found)
+        if tx_hash in self._mempool:
+            return TxStatus(tx_hash, "pending")
+        dropped = self._mempool.dropped(tx_hash)
+        if dropped is not None:
+            return TxStatus(tx_hash, "failed", result={"code": dropped.code, "message": dropped.message})
+        return None
+
+    def block(self, height: int | None) -> dict[str, Any] | None:
+        tip = self._store.tip.height
+        if height is None:
+            height = tip
+        if not 1 <= height <= tip:
+            return None
+        block, hashes, receipts = self.load_stored(height)
+        block_hash = hashes[0]
+        header = block["header"]
+        header["hash"] = block_hash
+        return {
+            "height": height,
+            "hash": block_hash,
+            "header": header,
+            "txs": block["txs"],
+            "receipts": [{"hash": h, **r} for h, r in zip(hashes[1:], receipts, strict=True)],
+            "certificate": self._store.load_certificate(height),
+        }
+
+    def load_stored(self, height: int) -> tuple[dict[str, Any], list[str], list[dict[str, Any]]]:
+        """(block JSON, [block hash, tx hashes...], receipts) as stored; nothing is re-decoded."""
+        block = self._store.load_block_json(height)
+        tx_hashes = self._store.load_tx_hashes(height)
+        receipts = self._store.load_receipts(height)
+        if block is None or tx_hashes is None or receipts is None:
+            raise StorageError(f"block {height} is missing below the head {self._store.tip.height}")
+        block_hash = BlockHeader(**block["header"]).hash()
+        return block, [block_hash, *tx_hashes], receipts
+
+    def stored_event(self, height: int) -> dict[str, Any]:
+        """The /v1/events message of a stored block."""
+        block, hashes, receipts = self.load_stored(height)
+        txs = [(h, tx["body"]) for h, tx in zip(hashes[1:], block["txs"], strict=True)]
+        return block_event(hashes[0], block["header"], txs, receipts)
+
+    def account(self, address: str) -> dict[str, Any]:
+        if not keys.is_address(address):
+            raise Rejected("invalid_address", "an address is 64 lowercase hex characters")
+        account = decode_account(self._store.state.get(account_key(address)), self._memo)
+        return {"address": address, "nonce": account.nonce, "balances": dict(account.balances)}
+
+    def record(self, owner: str, key: str) -> dict[str, Any] | None:
+        if not keys.is_address(owner):
+            raise Rejected("invalid_address", "a record owner is 64 lowercase hex characters")
+        try:
+            raw = self._store.state.get(record_key(owner, key))
+        except UnicodeEncodeError:
+            raise Rejected("invalid_record_key", "the record key is not valid Unicode") from None
+        if raw is None:
+            return None
+        stored = json.loads(raw)
+        return {"owner": owner, "key": key, "value": stored["value"], "height": stored["height"],
+                "tx": stored["tx"]}
+
+
+def block_event(block_hash: str, header: Mapping[str, Any], txs: Sequence[tuple[str, Mapping[str, Any]]],
+                receipts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """One /v1/events message: the header and, per transaction (hash, body), its result."""
+    return {
+        "type": "block",
+        "height": header["height"],
+        "hash": block_hash,
+        "header": {**header, "hash": block_hash},
+        "txs": [
+            {"hash": tx_hash, "index": i, "sender": body["sender"], "nonce": body["nonce"],
+             "type": body["type"], "status": "committed" if r.get("code") == "ok" else "failed",
+             "result": dict(r)}
+            for i, ((tx_hash, body), r) in enumerate(zip(txs, receipts, strict=True))
+        ],
+    }
