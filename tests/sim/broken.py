@@ -16,9 +16,9 @@ import dataclasses
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from consensus.api import Action, Broadcast, EngineContext, Event, Send, Tick, Verifier
+from consensus.api import Action, Broadcast, ChainAdvanced, EngineContext, Event, Send, Tick, Verifier
 from consensus.bft.certificate import check_certificate
-from consensus.bft.engine import BftEngine
+from consensus.bft.engine import BftEngine, _coalesce_persists
 from consensus.bft.messages import Claim, Message
 from consensus.bft.rounds import max_faulty
 from ledger.block import Block
@@ -62,14 +62,21 @@ class ForgetsItsHardState(BftEngine):
 
 
 class ChecksBeforeTheCommitIsStored(BftEngine):
-    """Handles the next height's buffered proposal in the very step that returns the Commit, so its
-    BlockChecker is asked before the runtime has stored the block the proposal builds on."""
+    """Handles everything in the step that returns a Commit, the next height's buffered proposal
+    included, so its BlockChecker is asked before the runtime has stored the block it builds on."""
 
-    def _handle_queued(self) -> None:
-        while self._queue:
-            msg, direct = self._queue.popleft()
-            if msg.height == self._hs.height:
-                self._handle(msg, direct)
+    def step(self, event: Event) -> list[Action]:
+        self._events.append(event)
+        while self._events or self._queue:
+            if self._events and (not self._queue or isinstance(self._events[0], ChainAdvanced)):
+                self._dispatch(self._events.popleft())
+            else:
+                msg, direct = self._queue.popleft()
+                if msg.height == self._hs.height:
+                    self._handle(msg, direct)
+        self._commit_returned = False
+        out, self._out = self._out, []
+        return _coalesce_persists(out)
 
 
 class NeverAsksItsChecker(BftEngine):
