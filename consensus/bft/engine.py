@@ -36,7 +36,9 @@ signed message for this height or a later one). The flag is per height: the runt
 `TxsAvailable` again after a commit while its mempool still holds transactions. In a round after a
 round change with nothing prepared the runtime should build a block even if it is empty: that block
 is what ends the round change. `BlockChecker.check_block` must not reject a block for being old,
-because a re-proposed block keeps its original timestamp.
+because a re-proposed block keeps its original timestamp. The checker runs on the runtime's
+committed head, so what is left to handle once a step returns a `Commit` (the next height's
+buffered messages it releases, an event) is handled from the next step on.
 
 Crash safety: each signed message is preceded in the action list by a `Persist` of the hard state
 that records it (see `hardstate`); within the actions of one step, up to a `Commit`, these Persists
@@ -155,6 +157,8 @@ class BftEngine:
         self._out: list[Action] = []
         # Verified (or own) messages still to handle, each with whether it came from its author.
         self._queue: deque[tuple[Message, bool]] = deque()
+        self._events: deque[Event] = deque()  # events a Commit in an earlier step left for later
+        self._commit_returned = False  # this step returns a Commit: handle nothing more (see step)
         # The same, for future heights, each with the bytes it is charged for (see `_buffer_message`).
         self._buffer: dict[int, list[tuple[Message, bool, int]]] = {}
         # What is buffered, by identity and directness: a relayed copy (whose unsigned attachments a
@@ -196,6 +200,30 @@ class BftEngine:
     # --- the interface -----------------------------------------------------------------------------
 
     def step(self, event: Event) -> list[Action]:
+        """Handle `event`, then the messages it queued, but nothing more once a Commit is returned.
+
+        The BlockChecker executes on the runtime's committed head, and the runtime stores a decided
+        block only when it executes the Commit, after this step. A commit starts the next height
+        and releases its buffered messages; their proposal, asked about now, would be refused (and
+        that verdict is kept for the height). So what is left after a Commit, queued messages and
+        events alike, waits for the next step, which starts with it; a ChainAdvanced goes first,
+        since the messages may be for a height the runtime's store has passed.
+        """
+        self._events.append(event)
+        while not self._commit_returned:
+            if self._events and (not self._queue or isinstance(self._events[0], ChainAdvanced)):
+                self._dispatch(self._events.popleft())
+            elif self._queue:
+                msg, direct = self._queue.popleft()
+                if msg.height == self._hs.height:
+                    self._handle(msg, direct)
+            else:
+                break
+        self._commit_returned = False
+        out, self._out = self._out, []
+        return _coalesce_persists(out)
+
+    def _dispatch(self, event: Event) -> None:
         if isinstance(event, Tick):
             self._on_tick()
         elif isinstance(event, Received):
@@ -208,12 +236,6 @@ class BftEngine:
             self._on_chain_advanced(event.tip)
         else:
             raise TypeError(f"not an engine event: {event!r}")
-        while self._queue:
-            msg, direct = self._queue.popleft()
-            if msg.height == self._hs.height:
-                self._handle(msg, direct)
-        out, self._out = self._out, []
-        return _coalesce_persists(out)
 
     def status(self) -> dict[str, Any]:
         hs = self._hs
@@ -491,6 +513,7 @@ class BftEngine:
             self._count("committed_block_rejected_by_checker")
         seals = tuple(Vote(a, s) for a, s in sorted(votes.items()))
         self._out.append(Commit(block, build_certificate(block, round, seals, self._validators)))
+        self._commit_returned = True
         self._count("blocks_committed")
         self._last_decided = (block, round, seals)
         self._decided_msg = None

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
 from consensus.api import (
+    Action,
     Broadcast,
     BuildProposal,
     ChainAdvanced,
@@ -338,23 +339,27 @@ class NodeCore:
 
     def _step(self, event: Event) -> None:
         for action in self.engine.step(event):
-            if isinstance(action, Persist):
-                self.store.save_engine(action.puts, action.deletes)
-            elif isinstance(action, Send):
-                if self.transport is None:
-                    self.metrics.dropped.labels("no_transport").inc()
-                else:
-                    self.transport.send(action.to, action.data)
-            elif isinstance(action, Broadcast):
-                if self.transport is not None:
-                    self.transport.broadcast(action.data)
-            elif isinstance(action, BuildProposal):
-                self._inbox.append(_Build(action))
-            elif isinstance(action, Commit):
-                if self._commit(action.block, action.certificate, synced=False):
-                    self._signal_txs()
+            self._execute(action)
+
+    def _execute(self, action: Action) -> None:
+        """One action; `_step` keeps the engine's order (the simulator's broken variants do not)."""
+        if isinstance(action, Persist):
+            self.store.save_engine(action.puts, action.deletes)
+        elif isinstance(action, Send):
+            if self.transport is None:
+                self.metrics.dropped.labels("no_transport").inc()
             else:
-                raise TypeError(f"engine returned an unknown action {action!r}")
+                self.transport.send(action.to, action.data)
+        elif isinstance(action, Broadcast):
+            if self.transport is not None:
+                self.transport.broadcast(action.data)
+        elif isinstance(action, BuildProposal):
+            self._inbox.append(_Build(action))
+        elif isinstance(action, Commit):
+            if self._commit(action.block, action.certificate, synced=False):
+                self._signal_txs()
+        else:
+            raise TypeError(f"engine returned an unknown action {action!r}")
 
     def _signal_txs(self) -> None:
         if not self._txs_signal_queued:

@@ -1,22 +1,30 @@
-"""Deliberately broken BFT engines: the simulator must catch each of them.
+"""Deliberately broken engines and node parts: the simulator must catch each of them.
 
 They exist to prove the checkers bite. Each breaks one rule that safety or liveness needs; the one
 with a smaller quorum comes with the certificate rule that matches it, so that what the simulator
 reports is the disagreement itself, not merely a certificate that is too small.
+
+Three break the node rather than the engine: a store whose block batches are not synced (a crash
+loses a block the node already acknowledged), a core that lets an action list's messages leave
+before its `Persist` (a crash in between makes the node forget what it just signed), and a core
+that shrugs off a failed durable write and goes on instead of halting.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
-from consensus.api import Action, EngineContext, Event, Tick, Verifier
+from consensus.api import Action, Broadcast, ChainAdvanced, EngineContext, Event, Send, Tick, Verifier
 from consensus.bft.certificate import check_certificate
-from consensus.bft.engine import BftEngine
+from consensus.bft.engine import BftEngine, _coalesce_persists
 from consensus.bft.messages import Claim, Message
 from consensus.bft.rounds import max_faulty
 from ledger.block import Block
+from node.core.machine import NodeCore
+from storage import KeyValueStore, StorageError, WriteBatch
+from storage.store import BLOCK
 
 
 class CommitsOnTwoF(BftEngine):
@@ -53,6 +61,32 @@ class ForgetsItsHardState(BftEngine):
         super().__init__(dataclasses.replace(ctx, restored={}))
 
 
+class ChecksBeforeTheCommitIsStored(BftEngine):
+    """Handles everything in the step that returns a Commit, the next height's buffered proposal
+    included, so its BlockChecker is asked before the runtime has stored the block it builds on."""
+
+    def step(self, event: Event) -> list[Action]:
+        self._events.append(event)
+        while self._events or self._queue:
+            if self._events and (not self._queue or isinstance(self._events[0], ChainAdvanced)):
+                self._dispatch(self._events.popleft())
+            else:
+                msg, direct = self._queue.popleft()
+                if msg.height == self._hs.height:
+                    self._handle(msg, direct)
+        self._commit_returned = False
+        out, self._out = self._out, []
+        return _coalesce_persists(out)
+
+
+class NeverAsksItsChecker(BftEngine):
+    """Prepares whatever a proposer sends without executing it: a poisoned block (a wrong app_hash)
+    gets a quorum, and the honest nodes' cores then cannot execute the block they committed."""
+
+    def _block_acceptable(self, block: Block) -> bool:
+        return True
+
+
 class NeverChangesRound(BftEngine):
     """Never leaves a round on timeout: safe, but a dead proposer stalls the chain for ever."""
 
@@ -60,3 +94,57 @@ class NeverChangesRound(BftEngine):
         if isinstance(event, Tick):
             return []
         return super().step(event)
+
+
+class UnsyncedBlockBatches:
+    """A store backend that writes block batches without sync=True: the commit is acknowledged while
+    the block is only in the log, and a power loss before the next synced write takes it away."""
+
+    def __init__(self, inner: KeyValueStore) -> None:
+        self._inner = inner
+
+    @property
+    def location(self) -> str:
+        return self._inner.location
+
+    @property
+    def closed(self) -> bool:
+        return self._inner.closed
+
+    def get(self, key: bytes) -> bytes | None:
+        return self._inner.get(key)
+
+    def scan(self, start: bytes = b"", stop: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+        return self._inner.scan(start, stop)
+
+    def write(self, batch: WriteBatch, *, sync: bool) -> None:
+        is_block = any(key[:1] == BLOCK and len(key) == 9 for key, _ in batch.ops)
+        self._inner.write(batch, sync=sync and not is_block)
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+class SendsBeforePersist(NodeCore):
+    """Executes an action list's Send/Broadcast before its Persist: a vote leaves the node before the
+    hard state that records it is durable."""
+
+    def _step(self, event: Event) -> None:
+        actions = self.engine.step(event)
+        for action in actions:
+            if isinstance(action, Send | Broadcast):
+                self._execute(action)
+        for action in actions:
+            if not isinstance(action, Send | Broadcast):
+                self._execute(action)
+
+
+class ShrugsOffFailedWrites(NodeCore):
+    """Treats a failed Persist or block write as a warning and goes on with the rest of the action list
+    (the "log and ignore" the storage contract forbids)."""
+
+    def _execute(self, action: Action) -> None:
+        try:
+            super()._execute(action)
+        except StorageError:
+            pass

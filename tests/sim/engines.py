@@ -9,6 +9,7 @@ Byzantine validators, an adversary that rewrites a faulty node's traffic.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -21,11 +22,18 @@ from consensus.raft import RaftEngine
 from consensus.raft import messages as raft_messages
 from consensus.raft import verify_certificate as raft_verify_certificate
 from ledger.block import Block
+from node.core.machine import NodeCore
+from storage import KeyValueStore
 from tests.sim.broken import (
+    ChecksBeforeTheCommitIsStored,
     CommitsOnTwoF,
     ForgetsItsHardState,
     IgnoresPreparedCertificate,
+    NeverAsksItsChecker,
     NeverChangesRound,
+    SendsBeforePersist,
+    ShrugsOffFailedWrites,
+    UnsyncedBlockBatches,
     verify_two_f_certificate,
 )
 from tests.sim.byzantine import BEHAVIOURS, AdversaryContext, BftAdversary
@@ -60,6 +68,10 @@ class EngineSpec:
     # What node/node.py configures the executor with: BFT must propose (maybe empty) to end a round
     # change; Raft's round is its term, and an idle Raft leader proposes nothing.
     empty_block_after_round_0: bool = True
+    consensus: str = "pbft"  # the engine's name in genesis
+    core: type[NodeCore] = NodeCore  # the node core driving the engine (a broken one in bite tests)
+    # Wraps the disk handle the node's Store writes through (a broken one in bite tests).
+    store_backend: Callable[[KeyValueStore], KeyValueStore] | None = None
 
 
 def describe_bft(data: bytes, validators: Sequence[str]) -> MessageInfo | None:
@@ -121,6 +133,16 @@ ENGINES: dict[str, EngineSpec] = {
     "pbft-ignore-prepared": _bft("pbft-ignore-prepared", IgnoresPreparedCertificate, verify_certificate),
     "pbft-amnesia": _bft("pbft-amnesia", ForgetsItsHardState, verify_certificate),
     "pbft-no-round-change": _bft("pbft-no-round-change", NeverChangesRound, verify_certificate),
+    "pbft-no-checker": _bft("pbft-no-checker", NeverAsksItsChecker, verify_certificate),
+    "pbft-checks-ahead": _bft("pbft-checks-ahead", ChecksBeforeTheCommitIsStored, verify_certificate),
     "raft": EngineSpec("raft", RaftEngine, raft_verify_certificate, max_faulty=lambda n: (n - 1) // 2,
-                       describe=describe_raft, empty_block_after_round_0=False),
+                       describe=describe_raft, empty_block_after_round_0=False, consensus="raft"),
 }
+# Broken node parts around the real engines (see tests/sim/broken.py).
+for _base in ("pbft", "raft"):
+    ENGINES[f"{_base}-unsynced-blocks"] = dataclasses.replace(
+        ENGINES[_base], name=f"{_base}-unsynced-blocks", store_backend=UnsyncedBlockBatches)
+    ENGINES[f"{_base}-send-before-persist"] = dataclasses.replace(
+        ENGINES[_base], name=f"{_base}-send-before-persist", core=SendsBeforePersist)
+    ENGINES[f"{_base}-ignores-disk-errors"] = dataclasses.replace(
+        ENGINES[_base], name=f"{_base}-ignores-disk-errors", core=ShrugsOffFailedWrites)

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import multiprocessing
+import random
 import sys
 import time
 import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from tests.sim.engines import ENGINES
-from tests.sim.world import Violation, World
+from tests.sim.engines import ENGINES, EngineSpec
+from tests.sim.world import Crash, Violation, World
 
 CHAOS_TICKS = 400
 LIVENESS_HEIGHTS = 3
@@ -19,6 +21,9 @@ LIVENESS_HEIGHTS = 3
 # world.make_plan: 8 x the base timeout): heal, converge on a round, skip up to f faulty proposers.
 LIVENESS_BOUND_MAX_TIMEOUTS = 12
 MAX_STEPS_PER_NODE = 60_000
+CRASH_EVERY_TICKS = 6
+MAX_DOWN_TICKS = 10
+RUNS = "real node core, in-memory disk with faults"  # what the summary says was simulated
 
 
 @dataclass(frozen=True)
@@ -32,6 +37,9 @@ class SeedResult:
     kind: str
     heights: int  # the lowest chain height among honest nodes at the end
     commits: int
+    consensus_commits: int  # commits decided by a node's own engine
+    synced_commits: int  # commits stored by block sync
+    halts: int  # nodes halted for good by a disk fault
     deliveries: int
     ticks: int
     liveness_ticks: int | None
@@ -60,8 +68,34 @@ def run_seed(engine: str, nodes: int, seed: int, trace: Callable[[str], None] | 
     world.finish()
     honest = [n for n in world.nodes if n.honest and not n.down_forever]
     return SeedResult(engine, nodes, seed, harsh, not violation, violation, kind,
-                      min(len(n.chain) for n in honest), world.stats.commits, world.stats.deliveries,
+                      min(n.height for n in honest), world.stats.commits, world.stats.consensus_commits,
+                      world.stats.synced_commits, world.stats.halts, world.stats.deliveries,
                       world.now, world.stats.liveness_ticks, world.stats.counters)
+
+
+class CrashStorm(World):
+    """The seed's usual faults plus a crash every CRASH_EVERY_TICKS ticks: a random node goes down
+    for 1..MAX_DOWN_TICKS ticks, half of the time halfway through an action list."""
+
+    def __init__(self, spec: EngineSpec, n: int, seed: int,
+                 trace: Callable[[str], None] | None = None) -> None:
+        super().__init__(spec, n, seed, CHAOS_TICKS, LIVENESS_HEIGHTS, LIVENESS_BOUND_MAX_TIMEOUTS,
+                         MAX_STEPS_PER_NODE * n, trace)
+        rng = random.Random(seed * 7919 + 1)
+        storm = tuple(Crash(rng.randrange(n), at, rng.randint(1, MAX_DOWN_TICKS), rng.random() < 0.5)
+                      for at in range(5, CHAOS_TICKS, CRASH_EVERY_TICKS))
+        crashes = tuple(sorted(self.plan.crashes + storm, key=lambda c: c.at))
+        self.plan = dataclasses.replace(self.plan, crashes=crashes)
+
+
+def storm(spec: EngineSpec, n: int, seed: int,
+          trace: Callable[[str], None] | None = None) -> Violation | None:
+    """Run one crash-storm seed; replay one with `storm(ENGINES["raft"], 5, seed, print)`."""
+    try:
+        CrashStorm(spec, n, seed, trace).run()
+    except Violation as exc:
+        return exc
+    return None
 
 
 def _run_one(args: tuple[str, int, int, int, bool]) -> SeedResult:
@@ -94,8 +128,9 @@ def _seed_range(text: str) -> range:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="scripts/simulate",
-        description="Deterministic simulation of a consensus engine under network faults, crashes and "
-                    "Byzantine validators. Exit status 1 when any seed violates safety or liveness.")
+        description="Deterministic simulation of the node's real core (engine, store over an in-memory "
+                    "disk, mempool, executor) under network faults, crashes, disk faults and Byzantine "
+                    "validators. Exit status 1 when any seed violates safety or liveness.")
     parser.add_argument("--engine", default="pbft", choices=sorted(ENGINES))
     parser.add_argument("--nodes", type=int, default=4)
     group = parser.add_mutually_exclusive_group()
@@ -117,21 +152,25 @@ def main(argv: list[str] | None = None) -> int:
         trace = print if args.trace else None
         result = run_seed(args.engine, args.nodes, args.seed, trace, args.chaos_ticks, args.harsh)
         status = "ok" if result.ok else f"FAIL {result.violation}"
-        print(f"{args.engine} n={args.nodes} seed {args.seed}: {status}; heights {result.heights}, "
-              f"{result.deliveries} deliveries, {result.ticks} ticks, "
+        print(f"{args.engine} n={args.nodes} seed {args.seed} ({RUNS}): {status}; heights {result.heights}, "
+              f"{result.consensus_commits} consensus + {result.synced_commits} synced commits, "
+              f"{result.halts} disk halts, {result.deliveries} deliveries, {result.ticks} ticks, "
               f"liveness in {result.liveness_ticks} ticks")
         if not result.ok and not args.trace:
             print(f"replay: {result.replay_command()}")
         return 0 if result.ok else 1
     started = time.monotonic()
     failures: list[SeedResult] = []
-    heights = deliveries = count = 0
+    heights = deliveries = count = consensus = synced = halts = 0
     worst_liveness = 0
     counters: dict[str, int] = {}
     for result in run_seeds(args.engine, args.nodes, args.seeds, args.jobs, args.chaos_ticks, args.harsh):
         count += 1
         heights += result.heights
         deliveries += result.deliveries
+        consensus += result.consensus_commits
+        synced += result.synced_commits
+        halts += result.halts
         worst_liveness = max(worst_liveness, result.liveness_ticks or 0)
         for name, value in result.counters.items():
             counters[name] = counters.get(name, 0) + value
@@ -141,8 +180,9 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
     elapsed = time.monotonic() - started
     profile = " harsh" if args.harsh else ""
-    print(f"{args.engine} n={args.nodes}{profile} seeds {args.seeds.start}-{args.seeds.stop - 1}: "
+    print(f"{args.engine} n={args.nodes}{profile} seeds {args.seeds.start}-{args.seeds.stop - 1} ({RUNS}): "
           f"{count - len(failures)} passed, {len(failures)} failed; {heights} honest blocks, "
+          f"{consensus} consensus + {synced} synced commits, {halts} disk halts, "
           f"{deliveries} deliveries, slowest liveness {worst_liveness} ticks; {elapsed:.1f}s")
     if args.counters:
         for name in sorted(counters):

@@ -8,33 +8,20 @@ liveness phase after the heal. The seed ranges are fixed so that CI is reproduci
 `./scripts/simulate --engine raft` runs any other range.
 
 A broken engine that does not persist its term and vote must be caught. Random crashes rarely land
-inside an election, so that test (and one for the real engine) uses `CrashStorm`, the standard
-fault mix plus a crash every few ticks.
+inside an election, so that test (and one for the real engine) uses `runner.CrashStorm`, the
+standard fault mix plus a crash every few ticks.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import random
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 from consensus.api import EngineContext
 from consensus.raft import RaftEngine
 from consensus.raft.log import Entry, HardState
-from tests.sim.engines import ENGINES, EngineSpec
-from tests.sim.runner import (
-    CHAOS_TICKS,
-    LIVENESS_BOUND_MAX_TIMEOUTS,
-    LIVENESS_HEIGHTS,
-    MAX_STEPS_PER_NODE,
-    SeedResult,
-    run_seed,
-    run_seeds,
-)
-from tests.sim.world import Crash, Violation, World
-
-CRASH_EVERY_TICKS = 6
-MAX_DOWN_TICKS = 10
+from tests.sim.engines import ENGINES
+from tests.sim.runner import SeedResult, run_seed, run_seeds, storm
 
 
 def assert_all_clean(results: Iterable[SeedResult]) -> list[SeedResult]:
@@ -42,31 +29,6 @@ def assert_all_clean(results: Iterable[SeedResult]) -> list[SeedResult]:
     failures = [f"seed {r.seed}: {r.violation}\n  replay: {r.replay_command()}" for r in done if not r.ok]
     assert not failures, "\n".join(failures)
     return done
-
-
-class CrashStorm(World):
-    """The seed's usual faults plus a crash every CRASH_EVERY_TICKS ticks: a random node goes down
-    for 1..MAX_DOWN_TICKS ticks, half of the time halfway through an action list."""
-
-    def __init__(self, spec: EngineSpec, n: int, seed: int,
-                 trace: Callable[[str], None] | None = None) -> None:
-        super().__init__(spec, n, seed, CHAOS_TICKS, LIVENESS_HEIGHTS, LIVENESS_BOUND_MAX_TIMEOUTS,
-                         MAX_STEPS_PER_NODE * n, trace)
-        rng = random.Random(seed * 7919 + 1)
-        storm = tuple(Crash(rng.randrange(n), at, rng.randint(1, MAX_DOWN_TICKS), rng.random() < 0.5)
-                      for at in range(5, CHAOS_TICKS, CRASH_EVERY_TICKS))
-        crashes = tuple(sorted(self.plan.crashes + storm, key=lambda c: c.at))
-        self.plan = dataclasses.replace(self.plan, crashes=crashes)
-
-
-def storm(spec: EngineSpec, n: int, seed: int,
-          trace: Callable[[str], None] | None = None) -> Violation | None:
-    """Run one crash-storm seed; replay one with `storm(ENGINES["raft"], 5, seed, print)`."""
-    try:
-        CrashStorm(spec, n, seed, trace).run()
-    except Violation as exc:
-        return exc
-    return None
 
 
 class NeverPersistsTermOrVote(RaftEngine):

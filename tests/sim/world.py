@@ -1,38 +1,60 @@
-"""One simulated cluster: nodes, their disks, a faulty network, a workload, and the checkers.
+"""One simulated cluster: nodes running the real node core, their disks, a faulty network, a
+workload, and the checkers.
 
 Time is a tick counter. Per tick: scheduled faults fire, every message due is delivered (each
-delivery is one `Received` step of the destination's engine), new transactions reach mempools,
-lagging nodes sync blocks from a peer, and every live node gets a `Tick`. All randomness comes from
+delivery is posted to the destination's `NodeCore`, which then runs until it has nothing to do),
+transactions reach the nodes (each through the real mempool's admission), lagging nodes sync
+blocks from a peer, and every live node's core runs its tick. All randomness comes from
 `random.Random` instances derived from the seed, and nothing iterates a set or dict whose order
 could differ between processes, so a seed replays exactly.
 
-A node models the runtime of `node/`: it executes its engine's actions in order. `Persist` writes
-its "disk" (a dict that survives crashes), `Commit` appends to its chain (also durable),
-`Send`/`Broadcast` go to the network, `BuildProposal` is answered from its mempool. A crash throws
-the engine and mempool away, possibly halfway through an action list; a restart builds a new
-engine from the disk and the chain tip, as the daemon does.
+Each node (`tests.sim.node.SimNode`) is the daemon's own parts: a `storage.Store` over an
+in-memory disk that models durability (`storage.MemoryDisk`: what was not synced is lost in a
+crash), the real `Mempool` and `BlockExecutor` on the simulator's clock, the engine restored from
+the store, and the `NodeCore` that drives them, with the simulated network as its transport and the
+checkers as its commit listener. The genesis is a real `ledger.genesis.Genesis` whose validators
+are the simulator's node ids (consensus messages are signed with fast HMACs, see `crypto`), and the
+workload is real signed transactions from a few funded keys; a client resubmits the ones not yet
+committed, as a real one would. A crash throws the core, engine, mempool and executor away,
+possibly halfway through an action list (the disk handle or the transport raises `SimCrash` after
+k writes and sends), crashes the disk, and a restart reopens the store and builds everything
+again, as the daemon does.
 
 Faults, drawn per seed by `make_plan`: delays, drops, duplicates and reordering; partitions (an
 isolated proposer, the next node to decide cut off right after deciding, single nodes, 2-2 or
 3-4 splits, minorities, flapping links); crash-restarts, between steps or halfway through an
-action list; and up to f Byzantine validators (see `byzantine`). Block sync is modelled too: every
-few ticks a node that is behind a reachable peer copies its certified blocks, as the daemon does.
+action list; disk faults (a failed write, a failed sync, a failing read: the node must halt, and
+halts for good, counting towards f); and up to f Byzantine validators (see `byzantine`), whose
+real engines' traffic the adversary rewrites on its way out. Block sync is modelled as the daemon
+does it: every few ticks a node that is behind a reachable peer loads that peer's certified blocks
+from the peer's store, verifies the certificates and signatures, and posts them to its own core.
 
 Checkers run incrementally, the moment something happens, inside the delivery or tick that caused
-it (which is stronger than checking after each delivery). On every commit:
+it (which is stronger than checking after each delivery). On every acknowledged commit (what the
+core's listener hears, after the block's batch is durable):
     agreement   no two honest nodes commit different blocks at one height
     continuity  a node's next block extends its own last block: committed blocks never change
     certificate every committed block carries a certificate the engine's verifier accepts
-    validity    no honest node commits a block its BlockChecker rejects (a "poisoned" block)
+    validity    no honest node commits a block its own re-execution rejects (a "poisoned" block:
+                the core raises Rejected on such a commit, reported here)
+on every restart and every halt:
+    durability  nothing a node acknowledged as committed is lost: its reopened store's head is at
+                least the acknowledged height, with the same blocks
+    halt        a node whose disk failed stops at once: its store did not advance, it neither
+                acknowledges, writes nor sends anything after the failure
 and on every message an honest node sends:
     no equivocation  an honest node never signs two different contents for one slot
 plus: an engine never raises on any input, calls the BlockChecker at most once per block
-(when the engine promises that), and the run stays within its step budget.
+(when the engine promises that), the run stays within its step budget, and at the end the app
+state agrees (the stored state of honest nodes at one height is byte for byte the same).
 
-Then the liveness phase: partitions heal, drops stop, crashed nodes restart (except those
-crashed for good, so that at most f nodes remain faulty counting the Byzantine ones), and every
-live honest node must commit `liveness_heights` blocks beyond the best honest height at the heal
-within `liveness_bound_timeouts` times the seed's largest round timeout.
+Then the liveness phase: partitions heal, drops stop, crashed nodes restart (except those down
+for good, so that at most f nodes remain faulty counting the Byzantine ones), and within
+`liveness_bound_timeouts` times the seed's largest round timeout every live honest node must
+reach `liveness_heights` blocks beyond the best honest height at the heal, and at least a quorum
+of them must have decided a new height by consensus (block sync alone does not count: commits by
+consensus and by block sync are counted apart, and a node's sync may fairly beat the last COMMIT
+messages of a height to it).
 """
 
 from __future__ import annotations
@@ -41,55 +63,45 @@ import hashlib
 import heapq
 import random
 import traceback
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from consensus.api import (
-    Action,
-    Broadcast,
-    BuildProposal,
-    ChainAdvanced,
-    ChainTip,
-    Commit,
-    Engine,
-    EngineConfig,
-    EngineContext,
-    Event,
-    Persist,
-    ProposalBuilt,
-    Received,
-    Send,
-    Tick,
-    TxsAvailable,
-)
+from consensus.api import EngineConfig, EngineContext
 from ledger import keys
-from ledger.block import Block, make_block
+from ledger.block import Block
+from ledger.errors import Rejected
+from ledger.genesis import Genesis, Validator
 from ledger.tx import Record, Transaction, sign_tx
+from node.core.executor import BlockExecutor, BuildLimits
+from node.core.machine import Box, CommittedBlock, CoreSettings
+from node.core.mempool import Mempool, MempoolLimits
+from node.metrics import NodeMetrics
+from storage import DiskFaults, KeyValueStore, MemoryBackend, MemoryDisk, StorageError, Store
+from storage.backend import prefix_stop
+from storage.store import STATE
 from tests.sim.byzantine import POISON_APP_HASH, AdversaryContext
 from tests.sim.crypto import HmacSigner, HmacVerifier, node_id
-from tests.sim.engines import Adversary, EngineSpec
+from tests.sim.engines import EngineSpec
+from tests.sim.node import CountingChecker, SimBackend, SimCrash, SimListener, SimNode, SimTransport, Violation
 
 CHAIN_ID = "sim-chain"
 TICK_MS = 50
 GENESIS_TIME_MS = 1_700_000_000_000
-GENESIS_HASH = hashlib.sha256(b"ledgerd-sim-genesis").hexdigest()
-GENESIS_APP_HASH = hashlib.sha256(b"ledgerd-sim-genesis-state").hexdigest()
 SYNC_INTERVAL_TICKS = 10
 SYNC_BATCH = 8
 MAX_TXS_PER_BLOCK = 3
-MAX_MEMPOOL = 64
+MAX_MEMPOOL = 256
+MAX_INBOX = 100_000  # the core's inbox is drained after every post; this bound is never reached
+SENDERS = 3  # funded keys the workload's transactions come from
+RESUBMIT_EVERY_TICKS = 20  # the client sends its oldest uncommitted transactions again this often
+RESUBMIT_PER_SENDER = 3
 PARTITION_KINDS = ("isolate_proposer", "isolate_decider", "isolate_one", "split", "flapping", "minority")
-
-
-class Violation(Exception):
-    """A checker failed: `kind` is the checker's name, the message says what happened."""
-
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(f"{kind}: {message}")
-        self.kind = kind
+DISK_FAULT_KINDS = ("write", "sync", "read")
+# Where a failing read lands: state (execution, admission), engine records and meta (a restart),
+# blocks (a restart's durability check, serving block sync).
+READ_FAULT_PREFIXES = (b"s", b"e", b"m", b"b")
 
 
 @dataclass(frozen=True)
@@ -109,6 +121,14 @@ class Crash:
 
 
 @dataclass(frozen=True)
+class DiskFault:
+    node: int
+    at: int
+    kind: str  # one of DISK_FAULT_KINDS: the node's next such operation fails
+    prefix: bytes = b""  # for "read": reads of keys under it fail
+
+
+@dataclass(frozen=True)
 class FaultPlan:
     config: EngineConfig
     delay_max: int
@@ -119,6 +139,7 @@ class FaultPlan:
     partitions: tuple[Partition, ...]
     crashes: tuple[Crash, ...]
     byzantine: tuple[tuple[int, frozenset[str]], ...]
+    disk_faults: tuple[DiskFault, ...] = ()
 
     def summary(self) -> str:
         byz = ", ".join(f"n{i}: {'+'.join(sorted(b))}" for i, b in self.byzantine) or "none"
@@ -126,11 +147,13 @@ class FaultPlan:
         crashes = ", ".join(
             f"n{c.node}@{c.at}" + ("(mid-step)" if c.mid_step else "")
             + ("forever" if c.down_ticks is None else f"+{c.down_ticks}") for c in self.crashes) or "none"
+        disk = ", ".join(f"n{d.node}@{d.at} {d.kind}" + (f" {d.prefix!r}" if d.prefix else "")
+                         for d in self.disk_faults) or "none"
         c = self.config
         return (f"timeouts {c.round_timeout_ticks}..{c.max_round_timeout_ticks} ticks; "
                 f"delay 1..{self.delay_max}; drop {self.drop_p}; dup {self.dup_p}; "
                 f"long delays {self.long_delay_p}; tx rate {self.tx_p}\n"
-                f"  partitions: {parts}\n  crashes: {crashes}\n  byzantine: {byz}")
+                f"  partitions: {parts}\n  crashes: {crashes}\n  disk faults: {disk}\n  byzantine: {byz}")
 
 
 def make_plan(
@@ -177,74 +200,60 @@ def make_plan(
             start = rng.randrange(chaos_ticks)
             partitions.append(Partition(start, min(chaos_ticks, start + rng.randint(2 * base, 8 * base)),
                                         "isolate_decider"))
+    delay_max = rng.choice((1, 2, 4, 8))
+    drop_p = rng.choice((0.02, 0.1) if harsh else (0.0, 0.0, 0.02, 0.1, 0.25))
+    dup_p = rng.choice((0.0, 0.02, 0.1))
+    long_delay_p = rng.choice((0.05, 0.1) if harsh else (0.0, 0.0, 0.01, 0.05))
+    tx_p = rng.choice((0.05, 0.2, 0.5))
+    # Disk faults halt a node for good, so they share the fault budget with traitors and nodes
+    # crashed for good. (Drawn last, so that the rest of each seed's plan is what it was before.)
+    down_for_good = sorted({c.node for c in crashes if c.down_ticks is None})
+    disk_budget = budget - len(down_for_good)
+    disk_faults: list[DiskFault] = []
+    candidates = [i for i in honest if i not in down_for_good]
+    if disk_budget > 0 and candidates and likely(0.3):
+        for i in sorted(rng.sample(candidates, rng.randint(1, min(disk_budget, len(candidates))))):
+            kind = rng.choice(DISK_FAULT_KINDS)
+            prefix = rng.choice(READ_FAULT_PREFIXES) if kind == "read" else b""
+            disk_faults.append(DiskFault(i, rng.randrange(chaos_ticks), kind, prefix))
     return FaultPlan(
         config=config,
-        delay_max=rng.choice((1, 2, 4, 8)),
-        drop_p=rng.choice((0.02, 0.1) if harsh else (0.0, 0.0, 0.02, 0.1, 0.25)),
-        dup_p=rng.choice((0.0, 0.02, 0.1)),
-        long_delay_p=rng.choice((0.05, 0.1) if harsh else (0.0, 0.0, 0.01, 0.05)),
-        tx_p=rng.choice((0.05, 0.2, 0.5)),
+        delay_max=delay_max,
+        drop_p=drop_p,
+        dup_p=dup_p,
+        long_delay_p=long_delay_p,
+        tx_p=tx_p,
         partitions=tuple(sorted(partitions, key=lambda p: p.start)),
         crashes=tuple(sorted(crashes, key=lambda c: c.at)),
         byzantine=tuple(byzantine),
+        disk_faults=tuple(sorted(disk_faults, key=lambda d: d.at)),
     )
 
 
-@lru_cache(maxsize=1)
-def _tx_key() -> keys.PrivateKey:
-    return keys.PrivateKey.from_seed(b"ledgerd-sim-transactions-key-32b")
+@lru_cache(maxsize=SENDERS)
+def sender_key(sender: int) -> keys.PrivateKey:
+    return keys.PrivateKey.from_seed(hashlib.sha256(b"ledgerd-sim-sender:%d" % sender).digest())
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=8192)
 def sim_tx(number: int) -> Transaction:
-    """The simulator's `number`-th transaction: a real, signed notarization record."""
+    """The workload's `number`-th transaction: a real, signed notarization record, from sender
+    `number % SENDERS` with nonce `number // SENDERS` (the mempools order each sender's nonces)."""
     digest = hashlib.sha256(b"%d" % number).hexdigest()
-    return sign_tx(_tx_key(), CHAIN_ID, number, Record(f"doc-{number}", digest))
+    return sign_tx(sender_key(number % SENDERS), CHAIN_ID, number // SENDERS, Record(f"doc-{number}", digest))
 
 
-class SimChecker:
-    """Accepts every block except poisoned ones, and remembers how often each block was checked."""
-
-    def __init__(self) -> None:
-        self.calls: dict[str, int] = {}
-        self.repeated: str | None = None  # a block hash checked more than once
-
-    def check_block(self, block: Block, parent: ChainTip) -> str | None:
-        self.calls[block.hash] = self.calls.get(block.hash, 0) + 1
-        if self.calls[block.hash] > 1:
-            self.repeated = block.hash
-        if block.header.app_hash == POISON_APP_HASH:
-            return "poisoned: the state transition is invalid"
-        return None
+def sim_genesis(spec: EngineSpec, validators: list[str]) -> Genesis:
+    return Genesis(CHAIN_ID, GENESIS_TIME_MS, spec.consensus,
+                   tuple(Validator(v, f"n{i}") for i, v in enumerate(validators)),
+                   tuple((sender_key(s).address, 1_000_000) for s in range(SENDERS)))
 
 
-@dataclass
-class SimNode:
-    index: int
-    id: str
-    name: str
-    signer: HmacSigner
-    adversary: Adversary | None
-    disk: dict[str, bytes] = field(default_factory=dict)
-    chain: list[tuple[Block, dict[str, Any]]] = field(default_factory=list)
-    engine: Engine | None = None
-    checker: SimChecker = field(default_factory=SimChecker)
-    mempool: dict[str, Transaction] = field(default_factory=dict)
-    committed_txs: set[str] = field(default_factory=set)
-    crash_after_actions: int | None = None  # a pending mid-step crash
-    pending_down_ticks: int | None = None
-    down_forever: bool = False
-    rng: random.Random = field(default_factory=random.Random)
-
-    @property
-    def honest(self) -> bool:
-        return self.adversary is None
-
-    def tip(self) -> ChainTip:
-        if not self.chain:
-            return ChainTip(0, GENESIS_HASH, GENESIS_TIME_MS, GENESIS_APP_HASH)
-        block = self.chain[-1][0]
-        return ChainTip(block.height, block.hash, block.header.timestamp, block.header.app_hash)
+@lru_cache(maxsize=16384)
+def signature_valid(tx: Transaction) -> bool:
+    """Ed25519, remembered per transaction (hash and signature): every node of every seed checks the
+    same few thousand transactions, and a verdict never changes."""
+    return tx.signature_valid()
 
 
 @dataclass
@@ -252,6 +261,9 @@ class Stats:
     deliveries: int = 0
     steps: int = 0
     commits: int = 0
+    consensus_commits: int = 0  # blocks a node's engine decided
+    synced_commits: int = 0  # blocks a node stored by block sync
+    halts: int = 0  # nodes halted by a disk fault
     dropped_by_network: int = 0
     liveness_ticks: int | None = None
     counters: dict[str, int] = field(default_factory=dict)  # honest engines' counters, summed
@@ -276,10 +288,13 @@ class World:
         self.validators = [node_id(i) for i in range(n)]
         self.verifier = HmacVerifier(self.validators)
         self.by_id = {v: i for i, v in enumerate(self.validators)}
+        self.genesis = sim_genesis(spec, self.validators)
+        self.senders = {sender_key(s).address: s for s in range(SENDERS)}
         byzantine = dict(self.plan.byzantine)
         self.nodes: list[SimNode] = []
         for i, vid in enumerate(self.validators):
-            node = SimNode(i, vid, f"n{i}", HmacSigner(vid), None, rng=random.Random(master.getrandbits(64)))
+            node = SimNode(i, vid, f"n{i}", HmacSigner(vid), None, MemoryDisk(f"n{i}"), NodeMetrics(),
+                           random.Random(master.getrandbits(64)))
             if i in byzantine and spec.adversary is not None:
                 node.adversary = spec.adversary(AdversaryContext(
                     i, vid, node.signer, CHAIN_ID, self.validators, random.Random(master.getrandbits(64)),
@@ -292,36 +307,52 @@ class World:
         self.drop_p, self.dup_p, self.long_delay_p = self.plan.drop_p, self.plan.dup_p, self.plan.long_delay_p
         self.tx_p = self.plan.tx_p
         self.tx_count = 0
+        self.next_nonce = [0] * SENDERS  # per sender: the first nonce no honest node has committed
         self.tx_arrivals: dict[int, list[tuple[int, Transaction]]] = {}
         self.restarts: dict[int, list[int]] = {}
         self.active_partitions: list[tuple[Partition, list[int]]] = []
         self.armed: list[Partition] = []  # isolate_decider partitions waiting for their decider
         self.healed = False
+        self.heal_height = 0
+        self.stalled = [-1] * SENDERS  # per sender: next_nonce at the last resubmission check
+        self._sync_source = ""
 
     # --- running -----------------------------------------------------------------------------------
 
     def run(self) -> Stats:
         self.trace(f"plan: {self.plan.summary()}")
         for node in self.nodes:
-            self._start_engine(node)
+            self._start(node)
         crashes = list(self.plan.crashes)
         partitions = list(self.plan.partitions)
+        disk_faults = list(self.plan.disk_faults)
         while self.now < self.chaos_ticks:
             while crashes and crashes[0].at == self.now:
                 self._schedule_crash(crashes.pop(0))
+            while disk_faults and disk_faults[0].at == self.now:
+                self._arm_disk_fault(disk_faults.pop(0))
             while partitions and partitions[0].start == self.now:
                 self._start_partition(partitions.pop(0))
             self._end_partitions()
             self._tick()
         self._heal()
         start = self.now
-        live = [n for n in self.nodes if n.honest and not n.down_forever]
-        target = max(len(n.chain) for n in self.nodes if n.honest) + self.liveness_heights
-        while min(len(n.chain) for n in live) < target:
+        self.heal_height = max(n.height for n in self.nodes if n.honest)
+        target = self.heal_height + self.liveness_heights
+        while True:
+            live = [n for n in self.nodes if n.honest and not n.down_forever]
+            quorum = min(self.n - self.spec.max_faulty(self.n), len(live))
+            behind = [n for n in live if n.height < target]
+            deciding = [n for n in live if n.decided_after_heal > 0]
+            if not behind and len(deciding) >= quorum:
+                break
             if self.now - start >= self.liveness_bound_ticks:
-                behind = ", ".join(f"{n.name} at {len(n.chain)}" for n in live if len(n.chain) < target)
+                lagging = ", ".join(f"{n.name} at {n.height}" for n in behind) or "none"
+                decided = ", ".join(f"{n.name} {n.decided_after_heal}" for n in live)
                 raise Violation("liveness", f"after healing at tick {start}, honest nodes did not reach "
-                                f"height {target} within {self.liveness_bound_ticks} ticks ({behind})")
+                                f"height {target}, with {quorum} of them deciding a new height by consensus, "
+                                f"within {self.liveness_bound_ticks} ticks (behind: {lagging}; new heights "
+                                f"decided by consensus: {decided})")
             self._tick()
         self.stats.liveness_ticks = self.now - start
         self._check_chains()
@@ -338,61 +369,59 @@ class World:
             self._tx_arrives(self.nodes[index], tx)
         if self.rng.random() < self.tx_p:
             self._new_tx()
+        if self.now % RESUBMIT_EVERY_TICKS == 0:
+            self._resubmit()
         if self.now % SYNC_INTERVAL_TICKS == 0:
             self._sync()
         order = list(range(self.n))
         self.rng.shuffle(order)
         for index in order:
             node = self.nodes[index]
-            if node.engine is None:
+            if node.core is None:
                 continue
             if node.adversary is not None:
                 for peer, payload in node.adversary.spontaneous():
                     self._transmit(node.index, self.by_id[peer], payload)
-            self._step(node, Tick())
+            self._run(node)  # the core's tick is due: the clock moved on
         self.now += 1
 
-    def _step(self, node: SimNode, event: Event) -> None:
-        pending: deque[Event] = deque([event])
-        while pending and node.engine is not None:
-            ev = pending.popleft()
-            self.stats.steps += 1
-            if self.stats.steps > self.max_steps:
-                raise Violation("budget", f"more than {self.max_steps} engine steps: a message storm?")
+    def _clock(self) -> float:
+        """The cores' clock: one unit per tick (exact in floats, unlike 0.05 steps)."""
+        return float(self.now)
+
+    def _clock_s(self) -> float:
+        return self.now * TICK_MS / 1000
+
+    def _clock_ms(self) -> int:
+        return GENESIS_TIME_MS + self.now * TICK_MS
+
+    def _run(self, node: SimNode) -> None:
+        """Run the node's core until it has nothing to do; what it raises decides the node's fate."""
+        core = node.core
+        while core is not None and node.core is core:
             try:
-                actions = node.engine.step(ev)
+                if not core.run_once():
+                    return
+            except SimCrash:
+                self._crash(node, "halfway through an action list")
+                return
+            except Violation:
+                raise
+            except StorageError as exc:
+                self._storage_failed(node, exc)
+                return
+            except Rejected as exc:
+                if not node.honest:
+                    self._halt(node, f"(Byzantine) cannot execute a committed block: {exc.message}")
+                    return
+                raise Violation("validity", f"honest {node.name} committed a block its own execution "
+                                f"rejects: {exc.message}") from exc
             except Exception as exc:
                 self.trace(traceback.format_exc())
-                what = f"{node.name} raised {exc!r} on {type(ev).__name__}"
-                raise Violation("engine_raised", what) from exc
-            self._execute(node, actions, pending)
-
-    def _execute(self, node: SimNode, actions: list[Action], pending: deque[Event]) -> None:
-        committed = False
-        for i, action in enumerate(actions):
-            if node.crash_after_actions is not None and i >= node.crash_after_actions:
-                self._crash(node, f"halfway through its actions, after {i} of {len(actions)}")
-                return
-            if isinstance(action, Persist):
-                node.disk.update(action.puts)
-                for key in action.deletes:
-                    node.disk.pop(key, None)
-            elif isinstance(action, Send):
-                self._send(node, action.to, action.data)
-            elif isinstance(action, Broadcast):
-                self._send(node, None, action.data)
-            elif isinstance(action, BuildProposal):
-                pending.append(ProposalBuilt(action.height, action.round, self._build(node, action)))
-            elif isinstance(action, Commit):
-                self._commit(node, action.block, action.certificate, "consensus")
-                committed = True
-            else:
-                raise Violation("engine_contract", f"{node.name} emitted an unknown action {action!r}")
-        if node.crash_after_actions is not None and actions:
-            self._crash(node, f"right after executing its {len(actions)} actions")
-            return
-        if committed and node.mempool:
-            pending.append(TxsAvailable())
+                raise Violation("engine_raised", f"{node.name} raised {exc!r}") from exc
+            self.stats.steps += 1
+            if self.stats.steps > self.max_steps:
+                raise Violation("budget", f"more than {self.max_steps} core steps: a message storm?")
 
     # --- the network -------------------------------------------------------------------------------
 
@@ -430,7 +459,7 @@ class World:
 
     def _deliver(self, src: int, dst: int, data: bytes) -> None:
         node = self.nodes[dst]
-        if node.engine is None or not self._connected(src, dst):
+        if node.core is None or not self._connected(src, dst):
             self.stats.dropped_by_network += 1
             return
         self.stats.deliveries += 1
@@ -443,7 +472,8 @@ class World:
         if node.adversary is not None:
             for peer, payload in node.adversary.received(data):
                 self._transmit(node.index, self.by_id[peer], payload)
-        self._step(node, Received(self.validators[src], data))
+        node.core.post_received(self.validators[src], data)
+        self._run(node)
 
     def _connected(self, a: int, b: int) -> bool:
         for partition, side in self.active_partitions:
@@ -483,123 +513,285 @@ class World:
         self.active_partitions = keep
         self.armed = [p for p in self.armed if p.end > self.now]
 
-    # --- the runtime model: mempool, proposals, commits, sync --------------------------------------
+    # --- the workload ------------------------------------------------------------------------------
 
     def _new_tx(self) -> None:
         tx = sim_tx(self.tx_count)
         self.tx_count += 1
+        self._offer(tx)
+
+    def _offer(self, tx: Transaction) -> None:
         for node in self.nodes:
             due = self.now + self.rng.randint(0, self.plan.delay_max)
             self.tx_arrivals.setdefault(due, []).append((node.index, tx))
 
+    def _resubmit(self) -> None:
+        """A client sends again the oldest uncommitted transactions of a sender whose chain of nonces has
+        not moved since the last check: mempools are lost in crashes and refuse what they cannot hold,
+        and one lost nonce stalls every later transaction of its sender."""
+        for sender in range(SENDERS):
+            first = self.next_nonce[sender]
+            if first != self.stalled[sender]:
+                self.stalled[sender] = first  # it moved since the last check: not stalled (yet)
+                continue
+            for nonce in range(first, first + RESUBMIT_PER_SENDER):
+                number = nonce * SENDERS + sender
+                if number >= self.tx_count:
+                    break
+                self._offer(sim_tx(number))
+
     def _tx_arrives(self, node: SimNode, tx: Transaction) -> None:
-        if node.engine is None or tx.hash in node.committed_txs:
+        if node.core is None:
             return
-        if len(node.mempool) >= MAX_MEMPOOL:
-            node.mempool.pop(next(iter(node.mempool)))
-        node.mempool[tx.hash] = tx
-        self._step(node, TxsAvailable())
+        node.core.post_submit([tx], None, Box())
+        self._run(node)
 
-    def _build(self, node: SimNode, request: BuildProposal) -> Block | None:
-        parent = request.parent
-        txs = tuple(list(node.mempool.values())[:MAX_TXS_PER_BLOCK])
-        if not txs and (request.round == 0 or not self.spec.empty_block_after_round_0):
-            return None
-        timestamp = max(parent.timestamp + 1, GENESIS_TIME_MS + self.now * TICK_MS)
-        root = hashlib.sha256(b"".join(bytes.fromhex(t.hash) for t in txs)).digest()
-        app_hash = hashlib.sha256(bytes.fromhex(parent.app_hash) + root).hexdigest()
-        return make_block(CHAIN_ID, request.height, parent.block_hash, timestamp, node.id, txs, app_hash)
+    def _verify(self, tx: Transaction) -> bool:
+        return signature_valid(tx)
 
-    def _commit(self, node: SimNode, block: Block, certificate: dict[str, Any], how: str) -> None:
+    # --- commits -----------------------------------------------------------------------------------
+
+    def _on_commit(self, node: SimNode, committed: CommittedBlock) -> None:
+        """The node's listener: the commit is acknowledged (its batch is durable)."""
+        if node.disk_error is not None:
+            raise Violation("halt", f"{node.name} acknowledged block {committed.block.height} after a failed "
+                            f"disk operation ({node.disk_error})")
+        how = f"synced from {self._sync_source}" if committed.synced else "consensus"
+        self._record_commit(node, committed.block, committed.certificate, how, committed.synced)
+
+    def _record_commit(self, node: SimNode, block: Block, certificate: dict[str, Any], how: str,
+                       synced: bool) -> None:
         height = block.height
         if not self.spec.verify_certificate(block, certificate, self.validators, self.verifier):
             raise Violation("certificate", f"{node.name} committed block {height} {block.hash[:8]} with an "
                             f"invalid certificate {certificate}")
-        tip = node.tip()
-        if height != tip.height + 1 or block.header.prev_hash != tip.block_hash:
-            if not node.honest:
-                self.trace(f"{node.name} (Byzantine) commits a fork at height {height}; its chain ignores it")
-                return
+        last_hash = node.chain[-1][0].hash if node.chain else self.genesis.hash()
+        if height != node.height + 1 or block.header.prev_hash != last_hash:
             raise Violation("continuity", f"{node.name} committed {block.hash[:8]} at height {height} on top "
-                            f"of its block {tip.height} {tip.block_hash[:8]}: a committed block would change")
+                            f"of its block {node.height} {last_hash[:8]}: a committed block would change")
         if node.honest:
             first = self.decided.setdefault(height, (block.hash, node.name))
             if first[0] != block.hash:
                 raise Violation("agreement", f"at height {height} honest {first[1]} committed {first[0][:8]} "
                                 f"but honest {node.name} committed {block.hash[:8]}")
+            if first[1] == node.name:
+                for tx in block.txs:
+                    sender = self.senders.get(tx.sender)
+                    if sender is not None:
+                        self.next_nonce[sender] = max(self.next_nonce[sender], tx.nonce + 1)
             if block.header.app_hash == POISON_APP_HASH:
                 raise Violation("validity", f"honest {node.name} committed a block its checker rejects")
-            if self.spec.checker_once and node.checker.repeated is not None:
+            if self.spec.checker_once and node.checker is not None and node.checker.repeated is not None:
                 raise Violation("checker_once", f"{node.name} asked its BlockChecker more than once about "
                                 f"block {node.checker.repeated[:8]}")
         node.chain.append((block, certificate))
-        if self.armed and how == "consensus" and node.honest:
+        self.stats.commits += 1
+        if synced:
+            node.synced_commits += 1
+            self.stats.synced_commits += 1
+        else:
+            node.consensus_commits += 1
+            self.stats.consensus_commits += 1
+            if self.healed and height > self.heal_height:
+                node.decided_after_heal += 1
+        if self.armed and not synced and node.honest:
             armed = self.armed.pop(0)
             self.active_partitions.append((armed, [node.index]))
             self.trace(f"PARTITION isolate_decider until {armed.end}: {node.name} cut off right after "
                        f"deciding")
-        self.stats.commits += 1
-        for tx in block.txs:
-            node.mempool.pop(tx.hash, None)
-            node.committed_txs.add(tx.hash)
         self.trace(f"{node.name} COMMITS h={height} {block.hash[:8]} ({how}, "
                    f"round {certificate.get('round')}, {len(block.txs)} txs)")
 
     def _sync(self) -> None:
-        """Block sync as the daemon does it: fetch certified blocks from a peer that is ahead."""
+        """Block sync as the daemon does it: load certified blocks from a peer that is ahead, check
+        their certificates and signatures, and post them to the node's core."""
         for node in self.nodes:
-            if node.engine is None:
+            if node.core is None:
                 continue
-            ahead = [p for p in self.nodes if p.engine is not None and len(p.chain) > len(node.chain)
+            ahead = [p for p in self.nodes if p.core is not None and p.height > node.height
                      and self._connected(p.index, node.index)]
             if not ahead:
                 continue
             peer = self.rng.choice(ahead)
-            start = len(node.chain)
-            for block, certificate in peer.chain[start:start + SYNC_BATCH]:
-                self._commit(node, block, certificate, f"synced from {peer.name}")
-            self._step(node, ChainAdvanced(node.tip()))
+            blocks = self._fetch(peer, node.height + 1)
+            if not blocks or node.core is None:
+                continue
+            reply: Box[Any] = Box()
+            self._sync_source = peer.name
+            node.core.post_synced(blocks, reply)
+            self._run(node)
+            self._sync_source = ""
+            if reply.answered and reply.result.error is not None:
+                self.trace(f"{node.name} refused synced blocks from {peer.name}: {reply.result.error}")
 
-    # --- crashes -----------------------------------------------------------------------------------
+    def _fetch(self, peer: SimNode, start: int) -> list[tuple[Block, dict[str, Any]]]:
+        assert peer.core is not None
+        store = peer.core.store
+        out: list[tuple[Block, dict[str, Any]]] = []
+        try:
+            for height in range(start, min(peer.height, start + SYNC_BATCH - 1) + 1):
+                block = store.load_block(height)
+                certificate = store.load_certificate(height)
+                if block is None or certificate is None:
+                    raise Violation("durability", f"{peer.name} acknowledged block {height} but its store "
+                                    f"does not have it")
+                if not self.spec.verify_certificate(block, certificate, self.validators, self.verifier) \
+                        or not all(self._verify(tx) for tx in block.txs):
+                    self.trace(f"block {height} from {peer.name} fails verification: not synced")
+                    break
+                out.append((block, certificate))
+        except StorageError as exc:
+            self._storage_failed(peer, exc)
+            return []
+        return out
+
+    # --- crashes, restarts and disk faults ---------------------------------------------------------
 
     def _status_of(self, node: SimNode) -> Callable[[], dict[str, Any]]:
-        return lambda: node.engine.status() if node.engine is not None else {}
+        return lambda: node.core.engine.status() if node.core is not None else {}
 
-    def _start_engine(self, node: SimNode) -> None:
-        node.checker = SimChecker()
-        ctx = EngineContext(CHAIN_ID, self.validators, node.signer, self.verifier, node.checker, node.tip(),
-                            node.rng, dict(node.disk), self.plan.config)
+    def _open_store(self, node: SimNode) -> Store:
+        backend: KeyValueStore = MemoryBackend(node.disk)
+        if self.spec.store_backend is not None:
+            backend = self.spec.store_backend(backend)
+        node.backend = SimBackend(backend, node)
+        return Store(node.backend, self.genesis)
+
+    def _start(self, node: SimNode) -> None:
+        """Build the node from its disk, as the daemon does: store, mempool, executor, engine, core."""
         try:
-            node.engine = self.spec.make(ctx)
+            store = self._open_store(node)
+            self._check_acknowledged(node, store)
+            restored = store.load_engine()
+        except StorageError as exc:
+            if node.disk_error is None:
+                raise Violation("durability", f"{node.name} cannot reopen its store: {exc}") from exc
+            self._power_loss(node)
+            self._halted_for_good(node, f"its store failed while starting: {exc}")
+            return
+        mempool = Mempool(store, CHAIN_ID, MempoolLimits(max_txs=MAX_MEMPOOL, tx_ttl_s=1e9), self._clock_s,
+                          self._verify)
+        executor = BlockExecutor(store, mempool, node.id, self.genesis.validator_ids,
+                                 BuildLimits(MAX_TXS_PER_BLOCK, 1 << 22, 10_000,
+                                             self.spec.empty_block_after_round_0), self._clock_ms)
+        checker = CountingChecker(executor, store, node.name)
+        ctx = EngineContext(CHAIN_ID, self.validators, node.signer, self.verifier, checker, store.tip,
+                            node.rng, restored, self.plan.config)
+        try:
+            engine = self.spec.make(ctx)
         except Exception as exc:
             self.trace(traceback.format_exc())
             raise Violation("engine_raised", f"{node.name} failed to start from its disk: {exc!r}") from exc
+        settings = CoreSettings(tick_s=1.0, max_inbox=MAX_INBOX, full_block_txs=MAX_TXS_PER_BLOCK)
+        node.checker = checker
+        node.core = self.spec.core(engine, store, executor, mempool, node.metrics, settings, clock=self._clock,
+                                   listener=SimListener(node, self._on_commit),
+                                   transport=SimTransport(node, self._send))
+        node.core.start_clock()
+
+    def _check_acknowledged(self, node: SimNode, store: Store) -> None:
+        """Durability: every block the node acknowledged is in its reopened store, unchanged."""
+        if store.tip.height < node.height:
+            raise Violation("durability", f"{node.name} acknowledged block {node.height} but after the crash "
+                            f"its store ends at {store.tip.height}")
+        for height, (block, _) in enumerate(node.chain, 1):
+            if store.load_block_bytes(height) != block.encode():
+                raise Violation("durability", f"{node.name}'s acknowledged block {height} changed in its store "
+                                f"after the crash")
+        for height in range(node.height + 1, store.tip.height + 1):
+            # Stored but never acknowledged (the crash came between the write and the listener).
+            block, certificate = store.load_block(height), store.load_certificate(height)
+            if block is None or certificate is None:
+                raise Violation("durability", f"{node.name}'s store misses block {height} below its head")
+            self._record_commit(node, block, certificate, "found in its store after a restart", False)
 
     def _schedule_crash(self, crash: Crash) -> None:
         node = self.nodes[crash.node]
-        if node.engine is None:
+        if node.core is None:
             return
         node.pending_down_ticks = crash.down_ticks
         node.down_forever = crash.down_ticks is None
         if crash.mid_step:
-            node.crash_after_actions = self.rng.randint(0, 2)
+            node.crash_countdown = self.rng.randint(0, 2)
         else:
             self._crash(node, "between steps")
 
-    def _crash(self, node: SimNode, how: str) -> None:
+    def _arm_disk_fault(self, fault: DiskFault) -> None:
+        node = self.nodes[fault.node]
+        if node.down_forever:
+            return
+        faults = node.disk.faults
+        if fault.kind == "write":
+            faults.fail_writes = 1
+        elif fault.kind == "sync":
+            faults.fail_syncs = 1
+        else:
+            faults.failing_read_prefixes.add(fault.prefix)
+        self.trace(f"DISK FAULT armed on {node.name}: its next {fault.kind}"
+                   + (f" under {fault.prefix!r}" if fault.prefix else "") + " fails")
+
+    def _power_loss(self, node: SimNode) -> None:
+        """The node's process and its disk's unsynced records go; a seeded prefix of them survives."""
         self._collect_counters(node)
-        node.engine = None
-        node.mempool.clear()
-        node.crash_after_actions = None
+        node.core = None
+        node.checker = None
+        node.backend = None
+        node.crash_countdown = None
+        node.disk.crash(self.rng.randint(0, node.disk.unsynced_records))
+
+    def _crash(self, node: SimNode, how: str) -> None:
+        self._power_loss(node)
         if node.pending_down_ticks is not None:
             self.restarts.setdefault(self.now + node.pending_down_ticks, []).append(node.index)
         self.trace(f"CRASH {node.name} {how}" + (" (for good)" if node.down_forever else ""))
 
     def _restart(self, node: SimNode) -> None:
-        if node.engine is not None or node.down_forever:
+        if node.core is not None or node.down_forever:
             return
-        self._start_engine(node)
-        self.trace(f"RESTART {node.name} at height {len(node.chain)} with {len(node.disk)} engine records")
+        self._start(node)
+        if node.core is not None:
+            self.trace(f"RESTART {node.name} at height {node.height}")
+
+    def _storage_failed(self, node: SimNode, exc: StorageError) -> None:
+        """The core (or block sync serving from the node) raised StorageError."""
+        if node.disk_error is None:
+            # Store refused something itself (a block that does not extend its head, an execution
+            # that does not match): the node's decisions broke an invariant.
+            if not node.honest:
+                self._halt(node, f"(Byzantine) its store refused a write: {exc}")
+                return
+            kind = "continuity" if "does not extend" in str(exc) or "chain ends at" in str(exc) else "storage"
+            raise Violation(kind, f"{node.name}'s store refused a write: {exc}")
+        self._halt(node, str(exc))
+
+    def _halt(self, node: SimNode, why: str) -> None:
+        """A node halts on a failed disk operation. After a failed write its store must not have moved
+        past what it acknowledged; a failed read may come between a block's durable write and its
+        acknowledgement (the mempool reads state after the commit), so one block more is allowed."""
+        assert node.core is not None
+        head = node.core.store.tip.height
+        if head < node.height or head > node.height + (0 if node.disk_write_failed else 1):
+            raise Violation("halt", f"{node.name}'s store head is {head}, its acknowledged height "
+                            f"{node.height}, after its disk failed ({node.disk_error})")
+        self._power_loss(node)
+        self._halted_for_good(node, why)
+
+    def _halted_for_good(self, node: SimNode, why: str) -> None:
+        node.core = None
+        node.down_forever = True
+        node.halted = why
+        self.stats.halts += 1
+        self.trace(f"HALT {node.name} (for good): {why}")
+        # What the disk still holds after the power loss: nothing acknowledged may be missing.
+        node.disk.faults = DiskFaults()
+        node.disk_error = None
+        node.disk_write_failed = False
+        after = Store(MemoryBackend(node.disk), self.genesis)
+        try:
+            self._check_acknowledged(node, after)
+        finally:
+            after.close()
+        node.disk_error = why  # anything the node did from now on would be a violation
 
     def _heal(self) -> None:
         self.healed = True
@@ -609,15 +801,19 @@ class World:
         self.tx_p = max(self.tx_p, 0.3)
         self.restarts.clear()
         for node in self.nodes:
-            node.crash_after_actions = None
-            if node.engine is not None:
-                node.down_forever = False  # its crash was still pending: it stays up
+            node.crash_countdown = None
+            if node.core is not None:
+                if node.halted is None:
+                    node.down_forever = False  # its crash was still pending: it stays up
             elif not node.down_forever:
                 self._restart(node)
         self.trace(f"HEAL: network repaired, crashed nodes restarted; liveness phase, up to "
                    f"{self.liveness_bound_ticks} ticks for {self.liveness_heights} more blocks")
 
     def _check_chains(self) -> None:
+        """At the end: honest chains are the decided one, and the app state agrees byte for byte
+        between honest nodes at the same height (whatever way each got there)."""
+        states: dict[int, tuple[str, str]] = {}  # height -> (state digest, node)
         for node in self.nodes:
             if not node.honest:
                 continue
@@ -625,10 +821,22 @@ class World:
                 if self.decided[block.height][0] != block.hash:
                     raise Violation("agreement", f"{node.name}'s block {block.height} differs from the "
                                     f"decided one")
+            if node.core is None:
+                continue
+            store = node.core.store
+            if store.tip.height != node.height:
+                raise Violation("durability", f"{node.name}'s store head {store.tip.height} is not its "
+                                f"acknowledged height {node.height}")
+            assert node.backend is not None
+            digest = state_digest(node.backend)
+            first = states.setdefault(node.height, (digest, node.name))
+            if first[0] != digest:
+                raise Violation("app_hash", f"at height {node.height} {first[1]} and {node.name} hold "
+                                f"different states")
 
     def _collect_counters(self, node: SimNode) -> None:
-        if node.engine is not None and node.honest:
-            for name, value in node.engine.counters.items():
+        if node.core is not None and node.honest:
+            for name, value in node.core.engine.counters.items():
                 self.stats.counters[name] = self.stats.counters.get(name, 0) + value
 
     def finish(self) -> None:
@@ -639,3 +847,11 @@ class World:
     def trace(self, line: str) -> None:
         if self._trace is not None:
             self._trace(f"t={self.now:5d}  {line}")
+
+
+def state_digest(backend: KeyValueStore) -> str:
+    """A digest of the committed state: every key and value `Store` keeps under its state namespace."""
+    digest = hashlib.sha256()
+    for key, value in backend.scan(STATE, prefix_stop(STATE)):
+        digest.update(len(key).to_bytes(4, "big") + key + len(value).to_bytes(4, "big") + value)
+    return digest.hexdigest()

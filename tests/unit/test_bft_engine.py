@@ -471,6 +471,84 @@ def test_future_height_messages_are_buffered_within_a_bound_and_replayed() -> No
     assert (prepare.kind, prepare.height, prepare.digest) == (Kind.PREPARE, 2, block2.hash)
 
 
+def test_a_commit_holds_the_next_heights_buffered_proposal_back_until_the_next_step() -> None:
+    """The checker executes on the runtime's committed head, which holds the decided block only once
+    the runtime has executed the Commit: asked in the same step, it refused the next height's block
+    and the engine kept that verdict for the whole height (a node that never prepares it)."""
+    net = Net(4)
+    first, second = proposer_index(1, 0, 4), proposer_index(2, 0, 4)
+    me = next(i for i in range(4) if i not in (first, second))
+    others = [a for a in range(4) if a != me]
+    engine, checker = net.engines[me], net.checkers[me]
+    block1 = child(GENESIS, net.ids[first])
+    block2 = child(tip_of(block1), net.ids[second])
+    assert engine.step(Received(net.ids[second], net.proposal(block2))) == []  # buffered
+    engine.step(Received(net.ids[first], net.proposal(block1)))
+    for a in others:
+        engine.step(Received(net.ids[a], net.signed_as(a, Kind.PREPARE, 1, 0, block1.hash)))
+    decided: list[Action] = []
+    for a in others:
+        decided = engine.step(Received(net.ids[a], net.signed_as(a, Kind.COMMIT, 1, 0, block1.hash)))
+        if any(isinstance(action, Commit) for action in decided):
+            break
+    assert any(isinstance(action, Commit) and action.block.hash == block1.hash for action in decided)
+    assert block2.hash not in checker.calls
+    assert not [m for m in broadcasts(decided) if m.height == 2]
+    prepares = [(m.kind, m.height, m.digest) for m in broadcasts(engine.step(Tick()))]
+    assert (Kind.PREPARE, 2, block2.hash) in prepares
+    assert checker.calls.count(block2.hash) == 1
+
+
+def test_messages_a_commit_held_back_are_not_checked_once_block_sync_has_passed_their_height() -> None:
+    net = Net(4)
+    first, second = proposer_index(1, 0, 4), proposer_index(2, 0, 4)
+    me = next(i for i in range(4) if i not in (first, second))
+    others = [a for a in range(4) if a != me]
+    engine, checker = net.engines[me], net.checkers[me]
+    block1 = child(GENESIS, net.ids[first])
+    block2 = child(tip_of(block1), net.ids[second])
+    engine.step(Received(net.ids[second], net.proposal(block2)))
+    engine.step(Received(net.ids[first], net.proposal(block1)))
+    for a in others:
+        engine.step(Received(net.ids[a], net.signed_as(a, Kind.PREPARE, 1, 0, block1.hash)))
+    for a in others:
+        if any(isinstance(action, Commit) for action in
+               engine.step(Received(net.ids[a], net.signed_as(a, Kind.COMMIT, 1, 0, block1.hash)))):
+            break
+    assert engine.counters["blocks_committed"] == 1 and block2.hash not in checker.calls
+    # The runtime stored block 1, then block 2 from block sync: block 2's proposal is history now.
+    engine.step(ChainAdvanced(tip_of(block2)))
+    assert block2.hash not in checker.calls
+    assert engine.status()["height"] == 3
+
+
+def test_an_event_after_a_commit_of_held_back_messages_waits_for_the_next_step() -> None:
+    """The held-back messages of height 2 decide it at the start of the next step: the event of that
+    step (height 3's proposal) must wait too, for the runtime to store block 2."""
+    net = Net(4)
+    first, second, third = (proposer_index(h, 0, 4) for h in (1, 2, 3))
+    me = next(i for i in range(4) if i not in (first, second, third))
+    others = [a for a in range(4) if a != me]
+    engine, checker = net.engines[me], net.checkers[me]
+    block1 = child(GENESIS, net.ids[first])
+    block2 = child(tip_of(block1), net.ids[second])
+    block3 = child(tip_of(block2), net.ids[third])
+    engine.step(Received(net.ids[second], net.proposal(block2)))
+    for a in others:
+        engine.step(Received(net.ids[a], net.signed_as(a, Kind.COMMIT, 2, 0, block2.hash)))
+    engine.step(Received(net.ids[first], net.proposal(block1)))
+    for a in others:
+        engine.step(Received(net.ids[a], net.signed_as(a, Kind.PREPARE, 1, 0, block1.hash)))
+    for a in others:
+        if any(isinstance(action, Commit) for action in
+               engine.step(Received(net.ids[a], net.signed_as(a, Kind.COMMIT, 1, 0, block1.hash)))):
+            break
+    assert engine.counters["blocks_committed"] == 1
+    actions = engine.step(Received(net.ids[third], net.proposal(block3)))
+    assert [a.block.hash for a in actions if isinstance(a, Commit)] == [block2.hash]
+    assert block3.hash not in checker.calls
+    prepares = [(m.kind, m.height, m.digest) for m in broadcasts(engine.step(Tick()))]
+    assert (Kind.PREPARE, 3, block3.hash) in prepares
 class ByteBoundNet(Net):
     """Production-sized message-count caps, small blocks and byte caps, so that a flood stays cheap."""
 
