@@ -423,12 +423,21 @@ class Node:
         if network is None or network.url is None:
             return {"p2p_url": None, "p2p_bind": None}
         host, port = self.config.p2p_host, network.p2p.port
-        bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        if self.config.p2p_advertise_url:
-            return {"p2p_url": self.config.p2p_advertise_url, "p2p_bind": bind}
-        dial = socket.gethostname() if host in WILDCARD_HOSTS else host
-        dial = f"[{dial}]" if ":" in dial else dial
-        return {"p2p_url": f"ws://{dial}:{port}", "p2p_bind": bind}
+        return {"p2p_url": advertised_p2p_url(self.config.p2p_advertise_url, host, port, socket.gethostname),
+                "p2p_bind": f"{_bracketed(host)}:{port}"}
+
+
+def advertised_p2p_url(advertise: str, host: str, port: int, hostname: Callable[[], str]) -> str:
+    """The URL peers dial to reach a node listening on host:port, written as a [peers] table writes it
+    (no path): `advertise` when configured; else ws://host:port, with this machine's name for a
+    wildcard bind address (which no peer can dial)."""
+    if advertise:
+        return advertise
+    return f"ws://{_bracketed(hostname() if host in WILDCARD_HOSTS else host)}:{port}"
+
+
+def _bracketed(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
 
 
 class NodeServiceImpl:
