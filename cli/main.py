@@ -166,8 +166,14 @@ def cmd_localnet(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from node.liveness import explain
+
     status = LedgerClient(args.node).status()
     print(json.dumps(status, indent=2, sort_keys=True))
+    health = status.get("consensus_health")
+    if isinstance(health, str) and health != "ok":
+        # The JSON is for scripts; a person should not have to find the one field that matters.
+        print(f"{PROG}: warning: {explain(status)}", file=sys.stderr)
     return 0
 
 
@@ -440,6 +446,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CliError as exc:
         return _fail(str(exc))
     except RequestFailed as exc:
+        if exc.code == "commit_timeout":
+            return _fail(describe_commit_timeout(exc.body))
         return _fail(f"the node refused: {exc}")
     except ClientError as exc:
         return _fail(str(exc))
@@ -450,6 +458,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get("LEDGERD_DEBUG"):
             raise
         return _fail(described or f"unexpected {type(exc).__name__}: {exc} (LEDGERD_DEBUG=1 shows details)")
+
+
+def describe_commit_timeout(body: dict[str, Any]) -> str:
+    """The 504 of `--wait` in one true line: the node took the transaction but the chain did not commit
+    it in time, and (from the node's view of consensus in the answer) why, e.g. "transaction ab12…
+    accepted, not committed within 3 s; the chain has not committed for 40 s and only 2 of the 3
+    validators needed are connected; ..." An older node's answer without that view says less."""
+    from node.liveness import explain
+
+    tx_hash = body.get("hash")
+    waited = body.get("waited_s")
+    line = f"transaction {tx_hash} accepted" if isinstance(tx_hash, str) else "the transaction was accepted"
+    line += f", not committed within {waited:g} s" if isinstance(waited, (int, float)) else ", not committed in time"
+    why = explain(body)
+    if why:
+        line += f"; {why}"
+    else:
+        error = body.get("error")
+        message = error.get("message") if isinstance(error, dict) else None
+        if isinstance(message, str) and message:
+            line += f" (the node said: {message})"
+    health = body.get("consensus_health")
+    if isinstance(health, str) and "validators needed" in health:
+        line += ("; it can commit once enough validators are back (`ledgerd status` lists the peers "
+                 "that are not connected)")
+    else:
+        line += "; it may still commit: `ledgerd status` shows the chain's state"
+    return line
 
 
 def _describe_known(exc: Exception) -> str | None:

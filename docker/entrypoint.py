@@ -175,8 +175,11 @@ def _generate(data: Path, validators: int, consensus: str, hosts: list[str], ent
     if _env("LEDGERD_ACCOUNTS", ""):
         argv += ["--accounts", str(_env_int("LEDGERD_ACCOUNTS", 0))]
     _say("running: " + " ".join(argv))
-    result = subprocess.run(argv, check=False)
+    # Its report names the staging folder, which is gone once the files are moved into place: it is
+    # printed after the move, with the paths the nodes really use.
+    result = subprocess.run(argv, check=False, stdout=subprocess.PIPE, text=True)
     if result.returncode != 0:
+        sys.stdout.write(result.stdout)
         shutil.rmtree(staging, ignore_errors=True)
         raise EntrypointError(f"`ledgerd testnet` failed with exit status {result.returncode}")
     missing = [e for e in entries if not (out / e).exists()]
@@ -188,6 +191,11 @@ def _generate(data: Path, validators: int, consensus: str, hosts: list[str], ent
     shutil.rmtree(staging)
     if os.geteuid() == 0:
         os.chown(data, uid, gid)
+    for line in result.stdout.splitlines():
+        if line.startswith("start a node with:"):
+            continue  # replaced below: in a container the node services start the nodes
+        _say(line.replace(str(out), str(data)))
+    _say(f"each node service runs `ledgerd start --home {data}/nodeK` (`entrypoint.py node nodeK`)")
 
 
 def cmd_node(name: str) -> int:
@@ -212,6 +220,10 @@ def cmd_node(name: str) -> int:
         raise EntrypointError(f"{home} does not exist: the testnet in {data} has no node called {name!r}")
     NODE_INFO.write_text(json.dumps({"home": str(home), "rest_port": _rest_port(home)}) + "\n")
     argv = ["ledgerd", "start", "--home", str(home), "--rest-host", BIND_ALL, "--p2p-host", BIND_ALL]
+    advertise = _advertise_url(home)
+    if advertise:
+        # Binding every interface hides the name peers dial; /v1/status reports this one instead.
+        os.environ["LEDGERD_P2P_ADVERTISE_URL"] = advertise
     st = home.stat()
     if os.geteuid() == 0 and st.st_uid != 0:
         # Run as the owner of the node's folder so that everything the node writes stays readable
@@ -237,6 +249,23 @@ def _rest_port(home: Path) -> int:
     if not isinstance(port, int):
         raise EntrypointError(f"rest_port in {home / 'config.toml'} is not an integer")
     return port
+
+
+def _advertise_url(home: Path) -> str | None:
+    """The p2p URL peers list for this node (ws://<p2p_host from config.toml>:<p2p_port>), unless one is
+    configured already; None when config.toml does not say."""
+    if os.environ.get("LEDGERD_P2P_ADVERTISE_URL", "").strip():
+        return None
+    try:
+        with (home / "config.toml").open("rb") as fh:
+            config = tomllib.load(fh)
+    except (OSError, tomllib.TOMLDecodeError):
+        return None  # _rest_port has reported an unreadable file already
+    host, port = config.get("p2p_host"), config.get("p2p_port")
+    if config.get("p2p_advertise_url") or not isinstance(host, str) or host in ("", BIND_ALL) \
+            or not isinstance(port, int):
+        return None
+    return f"ws://{host}:{port}"
 
 
 def cmd_healthcheck() -> int:

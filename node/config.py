@@ -51,6 +51,9 @@ class NodeConfig(BaseModel):
     p2p_host: str = Field(default="127.0.0.1", description="peer-to-peer bind address")
     p2p_port: int = Field(default=9001, ge=0, le=65535, description="peer-to-peer port (0: any free port)")
     peers: dict[str, str] = Field(default_factory=dict, description="validator node id -> p2p URL")
+    p2p_advertise_url: str = Field(
+        default="", description="the p2p URL peers use to reach this node, as their [peers] list it "
+                                "(shown as p2p_url in /v1/status); empty: ws://p2p_host:p2p_port")
 
     tick_ms: int = Field(
         default=50, ge=1, le=10_000, description="consensus tick; engine timeouts count ticks")
@@ -125,6 +128,10 @@ class NodeConfig(BaseModel):
                     "dropped before it is parsed); at least the largest transaction")
     gossip_max_pending_txs: int = Field(
         default=50_000, ge=1, description="accepted transactions waiting to be gossiped; more are not gossiped")
+    stall_rounds: int = Field(
+        default=3, ge=1, le=1000,
+        description="this many round timeouts (PBFT) or election timeouts (Raft) without a commit and "
+                    "/v1/status reports consensus_health as stalled")
     status_interval_s: float = Field(
         default=1.0, gt=0, le=60, description="how often this node tells its peers its height")
     sync_batch_blocks: int = Field(
@@ -154,6 +161,13 @@ class NodeConfig(BaseModel):
             if not url.startswith(("ws://", "wss://")):
                 raise ValueError(f"peer {node_id[:16]}: URL {url[:100]!r} must be ws://host:port or wss://host:port")
         return peers
+
+    @field_validator("p2p_advertise_url")
+    @classmethod
+    def _check_advertise_url(cls, url: str) -> str:
+        if url and not url.startswith(("ws://", "wss://")):
+            raise ValueError(f"p2p_advertise_url {url[:100]!r} must be ws://host:port or wss://host:port")
+        return url
 
     def path(self, name: Literal["data_dir", "node_key_file", "genesis_file"]) -> Path:
         value: Path = getattr(self, name)

@@ -4,10 +4,20 @@ so several nodes can run in one process and each /metrics shows only its node.""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
+from types import MappingProxyType
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+# The liveness gauges (`watch_liveness`): name -> help. What an operator alerts on when commits stop.
+LIVENESS_GAUGES: Mapping[str, str] = MappingProxyType({
+    "validators_connected": "Validators this node is in touch with, itself included",
+    "quorum": "Validators that must take part for a block to commit (PBFT: n - f; Raft: a majority)",
+    "seconds_since_commit": "Seconds since the timestamp of the last committed block",
+    "rounds_without_commit": "PBFT round timeouts or Raft election timeouts since the last commit",
+    "consensus_ok": "1 when consensus_health is ok (quorum connected, not syncing, no stall), else 0",
+})
 
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -41,6 +51,11 @@ class NodeMetrics:
         reason, ...) as `ledgerd_engine_events_total{event}`, read at scrape time."""
         self.registry.register(_EngineCollector(counters))
 
+    def watch_liveness(self, read: Callable[[], Mapping[str, float]]) -> None:
+        """Export the node's liveness figures (`LIVENESS_GAUGES`) as `ledgerd_<name>`, read at scrape
+        time so they are current even when nobody asks /v1/status."""
+        self.registry.register(_LivenessCollector(read))
+
     def observe_commit(self, height: int, tx_count: int, seconds: float) -> None:
         self.height.set(height)
         self.blocks_committed.inc()
@@ -65,3 +80,14 @@ class _EngineCollector(Collector):
         for name, value in sorted(self._counters().items()):
             family.add_metric([name], value)
         yield family
+
+
+class _LivenessCollector(Collector):
+    def __init__(self, read: Callable[[], Mapping[str, float]]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        values = self._read()
+        for name, help_text in LIVENESS_GAUGES.items():
+            if name in values:
+                yield GaugeMetricFamily(f"ledgerd_{name}", help_text, value=values[name])

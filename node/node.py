@@ -31,6 +31,7 @@ import asyncio
 import logging
 import os
 import random
+import socket
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
@@ -49,15 +50,21 @@ from node.core.executor import BlockExecutor, BuildLimits
 from node.core.mempool import Mempool, MempoolLimits
 from node.feed import CommitFeed
 from node.intake import TxGossip, TxIntake
+from node.liveness import Liveness, quorum_of
 from node.metrics import NodeMetrics
 from node.net.cluster import PeerNetwork
 from node.reads import ChainReads
-from node.runtime import Runtime, SyncOutcome, Transport
+from node.runtime import CommittedBlock, Runtime, SyncOutcome, Transport
 from node.service import SubmitOutcome, TxStatus
 from node.signatures import SignatureChecks
 from storage import StorageError, Store
 
 STARTUP_ERRORS = (ConfigError, StorageError)
+# The engine counters that mean "a round (PBFT) or an election (Raft) ran out of time": how many of
+# them happened since the last commit is how long consensus has been trying without progress.
+ROUND_TIMEOUT_COUNTERS = ("round_timeouts", "election_timeouts")
+# A bind address that means every interface: peers cannot dial it, so status names this host instead.
+WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::"})
 
 
 class Node:
@@ -98,13 +105,16 @@ class Node:
         )
         self.engine = engine_factory(genesis.consensus, context)
         metrics.watch_engine(lambda: dict(self.engine.counters))
+        # Round or election timeouts counted up to the last commit (or the start): the baseline of
+        # `rounds_without_commit` in /v1/status.
+        self._timeouts_at_commit = self._round_timeouts()
         self.reads = ChainReads(store, self.mempool, self.parse_memo)
         self.feed = CommitFeed(store, self.reads, buffer_blocks=config.ws_buffer_blocks,
                                accepting=lambda: self._state in ("new", "running"))
         self.runtime = Runtime(
             self.engine, store, self.executor, self.mempool, metrics, tick_ms=config.tick_ms,
             block_interval_ms=config.block_interval_ms, full_block_txs=config.max_block_txs,
-            max_inbox=config.runtime_max_inbox, on_commit=self.feed.on_commit, on_dropped=self.feed.on_dropped,
+            max_inbox=config.runtime_max_inbox, on_commit=self._on_commit, on_dropped=self.feed.on_dropped,
             logger=logger,
         )
         self.checks = SignatureChecks(self.mempool, metrics, logger, processes=config.verify_processes,
@@ -128,6 +138,7 @@ class Node:
                 run_blocking=self.checks.run_blocking, sync_hint=self._sync_hint, spawn=self._spawn,
             )
         metrics.height.set(store.tip.height)
+        metrics.watch_liveness(lambda: self.liveness().gauges())
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -316,6 +327,14 @@ class Node:
     async def _close_store(self) -> None:
         self.store.close()
 
+    def _on_commit(self, committed: CommittedBlock) -> None:
+        self._timeouts_at_commit = self._round_timeouts()
+        self.feed.on_commit(committed)
+
+    def _round_timeouts(self) -> int:
+        counters = self.engine.counters
+        return sum(counters.get(name, 0) for name in ROUND_TIMEOUT_COUNTERS)
+
     # --- what the network hands in ------------------------------------------------------------
 
     def deliver(self, peer: str, data: bytes) -> bool:
@@ -343,6 +362,12 @@ class Node:
             {"syncing": False, "sync_target_height": None, "blocks_behind": 0}
         if network is not None:
             self.metrics.peers.set(network.connected_validators())
+        engine = dict(self.engine.status())
+        if "height" in engine:
+            # The engine's height is the one it is deciding, one above the last committed block
+            # (the top-level `height`); named for what it is so the two never look contradictory.
+            engine["working_height"] = engine.pop("height")
+        liveness = self._liveness(tip.timestamp, connected, engine, sync)
         return {
             "node_id": self.node_id,
             "name": names.get(self.node_id),
@@ -351,6 +376,8 @@ class Node:
             "consensus": self.genesis.consensus,
             "state": self._state,
             "fatal_error": self.fatal_error,
+            "consensus_health": liveness.health,
+            "liveness": liveness.to_json(),
             "height": tip.height,
             "latest_hash": tip.block_hash,
             "latest_timestamp": tip.timestamp,
@@ -359,12 +386,58 @@ class Node:
             "peers": [{"node_id": peer, "name": names.get(peer), "url": url, "connected": peer in connected,
                        "height": network.sync.peer_height(peer) if network is not None else None}
                       for peer, url in self.config.peers.items()],
-            "p2p_url": network.url if network is not None else None,
+            **self._p2p_addresses(),
             **sync,
             "mempool_size": len(self.mempool),
             "mempool_bytes": self.mempool.size_bytes,
-            "engine": self.engine.status(),
+            "engine": engine,
         }
+
+    def liveness(self) -> Liveness:
+        """The node's view of whether consensus can progress (also exported as gauges)."""
+        network = self.network
+        connected = set(self._connected_peers()) if self._connected_peers is not None else set()
+        sync = network.sync.status() if network is not None else {}
+        return self._liveness(self.store.tip.timestamp, connected, self.engine.status(), sync)
+
+    def _liveness(self, last_commit_ms: int, connected: set[str], engine: Mapping[str, Any],
+                  sync: Mapping[str, Any]) -> Liveness:
+        validators = self.genesis.validator_ids
+        n = len(validators)
+        f, quorum = quorum_of(self.genesis.consensus, n, engine)
+        in_touch = len(connected & set(validators) - {self.node_id}) + (1 if self.node_id in validators else 0)
+        return Liveness(
+            consensus=self.genesis.consensus, validators=n, max_faulty=f, quorum=quorum, connected=in_touch,
+            # The last block's timestamp is its proposer's clock: never report a negative age.
+            seconds_since_commit=round(max(0.0, time.time() - last_commit_ms / 1000), 1),
+            rounds_without_commit=max(0, self._round_timeouts() - self._timeouts_at_commit),
+            syncing=bool(sync.get("syncing")), blocks_behind=int(sync.get("blocks_behind") or 0),
+            running=self._state == "running", fatal_error=self.fatal_error,
+            stall_rounds=self.config.stall_rounds,
+        )
+
+    def _p2p_addresses(self) -> dict[str, str | None]:
+        """`p2p_url`: the URL peers dial to reach this node, written as their [peers] list it (the
+        configured p2p_advertise_url, else ws://host:port); `p2p_bind`: where it listens."""
+        network = self.network
+        if network is None or network.url is None:
+            return {"p2p_url": None, "p2p_bind": None}
+        host, port = self.config.p2p_host, network.p2p.port
+        return {"p2p_url": advertised_p2p_url(self.config.p2p_advertise_url, host, port, socket.gethostname),
+                "p2p_bind": f"{_bracketed(host)}:{port}"}
+
+
+def advertised_p2p_url(advertise: str, host: str, port: int, hostname: Callable[[], str]) -> str:
+    """The URL peers dial to reach a node listening on host:port, written as a [peers] table writes it
+    (no path): `advertise` when configured; else ws://host:port, with this machine's name for a
+    wildcard bind address (which no peer can dial)."""
+    if advertise:
+        return advertise
+    return f"ws://{_bracketed(hostname() if host in WILDCARD_HOSTS else host)}:{port}"
+
+
+def _bracketed(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
 
 
 class NodeServiceImpl:

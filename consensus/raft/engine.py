@@ -240,6 +240,9 @@ class RaftEngine:
         if not self._peers or self._election_elapsed >= self._election_timeout:
             if self._role is not Role.FOLLOWER:  # our last election came to nothing
                 self._backoff = min(2 * self._backoff, self._limits.max_election_backoff)
+            # Counted whether or not a term follows (without a reachable majority pre-vote stops it):
+            # the node's liveness report counts these since the last commit.
+            self._count("election_timeouts")
             self._pre_campaign()
 
     def _random_timeout(self) -> int:

@@ -246,9 +246,15 @@ class _Handlers:
             return self._json(_outcome_json(outcome), status=202)
         status = await self.service.wait_committed(outcome.hash, timeout_s)
         if status is None:
+            # Why it did not commit is the chain's state, not this transaction's: the node's view of
+            # consensus goes with the answer so that a client can say so (e.g. quorum lost).
+            view = self.service.status()
+            health = view.get("consensus_health")
             raise ApiError("commit_timeout",
-                           f"the transaction was accepted but not committed within {timeout_s:g}s; "
-                           f"poll GET /v1/transactions/{outcome.hash}", extra={"hash": outcome.hash})
+                           f"accepted, not committed within {timeout_s:g}s (consensus: {health or 'unknown'}); "
+                           f"poll GET /v1/transactions/{outcome.hash} for its outcome",
+                           extra={"hash": outcome.hash, "waited_s": timeout_s, "consensus_health": health,
+                                  "liveness": view.get("liveness")})
         return self._json(status.to_json(), status=200)
 
     async def _submit_batch(self, txs: list[Any]) -> web.StreamResponse:

@@ -69,7 +69,39 @@ def _schemas() -> dict[str, Any]:
                            "message": {"type": "string", "description": "a sentence for people"}}),
         }, ["error"], closed=False,
             description="Every error answer. Some carry context next to `error`: `hash` (the transaction "
-                        "concerned) or `results` (per-entry outcomes of a refused batch)."),
+                        "concerned), `results` (per-entry outcomes of a refused batch), or, with "
+                        "commit_timeout, `consensus_health` and `liveness` (see CommitTimeout)."),
+        "CommitTimeout": _obj({
+            "error": _obj({"code": {"type": "string", "const": "commit_timeout"},
+                           "message": {"type": "string", "description": "a sentence for people"}}),
+            "hash": {**HEX64, "description": "the transaction: accepted, so poll it for its outcome"},
+            "waited_s": {"type": "number", "exclusiveMinimum": 0, "description": "how long the node waited"},
+            "consensus_health": {"type": ["string", "null"],
+                                 "description": "the node's consensus_health when the wait ended (as in "
+                                                "/v1/status): why nothing committed, e.g. quorum lost"},
+            "liveness": {"oneOf": [_ref("Liveness"), {"type": "null"}]},
+        }, ["error", "hash"], closed=False,
+            description="504 with wait=commit: the transaction was accepted but not committed in time. "
+                        "It carries the node's view of consensus so a client can say why."),
+        "Liveness": _obj({
+            "validators": {"type": "integer", "minimum": 1, "description": "n: validators in force"},
+            "max_faulty": {"type": "integer", "minimum": 0,
+                           "description": "f: validators that may be down with the chain still committing"},
+            "quorum": {"type": "integer", "minimum": 1,
+                       "description": "validators that must take part for a block to commit (PBFT: n - f; "
+                                      "Raft: a majority)"},
+            "validators_connected": {"type": "integer", "minimum": 0,
+                                     "description": "validators this node is in touch with, itself included; "
+                                                    "below quorum the chain cannot commit"},
+            "seconds_since_commit": {"type": "number", "minimum": 0,
+                                     "description": "since the timestamp of the last committed block (an idle "
+                                                    "chain commits nothing, so this grows then too)"},
+            "rounds_without_commit": {"type": "integer", "minimum": 0,
+                                      "description": "PBFT round timeouts or Raft election timeouts on this node "
+                                                     "since its last commit (or its start)"},
+        }, description="Whether consensus can progress, as this node sees it; /metrics has the same figures "
+                       "as ledgerd_validators_connected, ledgerd_quorum, ledgerd_seconds_since_commit, "
+                       "ledgerd_rounds_without_commit and ledgerd_consensus_ok."),
         "TransferPayload": _obj({"to": HEX64, "asset": ASSET, "amount": AMOUNT}),
         "IssuePayload": _obj({"asset": ASSET, "supply": AMOUNT}),
         "RecordPayload": _obj({
@@ -172,8 +204,22 @@ def _schemas() -> dict[str, Any]:
                                                   "peer's claim shows only as that peer's height)"},
             "blocks_behind": {"type": "integer", "minimum": 0,
                               "description": "how far this node's height is below sync_target_height"},
+            "consensus_health": {"type": "string",
+                                 "description": '"ok"; or "stalled: only 2 of the 3 validators needed are '
+                                                'connected", "stalled: 5 round timeouts without a commit", '
+                                                '"syncing: 12 blocks behind", "halted: <why>": the worst '
+                                                'problem first, in words to act on'},
+            "liveness": _ref("Liveness"),
             "p2p_url": {"type": ["string", "null"],
-                        "description": "where peers reach this node (null: a single-validator chain)"},
+                        "description": "the URL peers dial to reach this node, written as their [peers] lists "
+                                       "write it: p2p_advertise_url if configured, else ws://p2p_host:port "
+                                       "(this host's name when it binds every interface); null on a "
+                                       "single-validator chain"},
+            "p2p_bind": {"type": ["string", "null"],
+                         "description": "host:port the p2p listener is bound to (may be 0.0.0.0)"},
+            "engine": {"type": "object", "description": "the consensus engine's own state; PBFT's "
+                                                        "working_height is the height being decided, one above "
+                                                        "the last committed `height`"},
         }, required=["node_id", "chain_id", "consensus", "height", "latest_hash", "validators", "peers",
                      "syncing", "blocks_behind"], closed=False),
         "Health": _obj({"status": {"type": "string", "const": "ok"}, "node_id": HEX64,
@@ -301,8 +347,10 @@ def _document(limits: ApiLimits) -> dict[str, Any]:
                 "422": _error("Refused by a ledger rule.", _codes(422)),
                 "503": _error("The mempool is full or the node is stopping; retry after Retry-After.",
                               ["mempool_full", "shutting_down"], retry_after=True),
-                "504": _error("With wait=commit: accepted, not committed in time; `hash` says what to poll.",
-                              ["commit_timeout"]),
+                "504": {"description": "With wait=commit: accepted, not committed in time; `hash` says what "
+                                       "to poll, `consensus_health` and `liveness` why it has not committed. "
+                                       "Codes: commit_timeout.",
+                        "content": {"application/json": {"schema": _ref("CommitTimeout")}}},
                 "500": _error("A bug in the node; details are in its log.", ["internal_error"]),
             },
         }},

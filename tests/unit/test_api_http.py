@@ -50,6 +50,7 @@ class ScriptedService:
         self.endless_event: dict[str, Any] | None = None
         self.events_done = asyncio.Event()
         self.fail_status = False
+        self.consensus_view: dict[str, Any] = {}  # extra /v1/status fields: consensus_health, liveness
 
     async def submit(self, txs: list[Any]) -> list[SubmitOutcome]:
         out = []
@@ -84,7 +85,7 @@ class ScriptedService:
         if self.fail_status:
             raise KeyError("a bug in the service")
         return {"node_id": self.node_id, "chain_id": CHAIN, "consensus": "pbft", "height": 0,
-                "latest_hash": "0" * 64, "validators": [], "peers": []}
+                "latest_hash": "0" * 64, "validators": [], "peers": [], **self.consensus_view}
 
     async def events(self, from_height: int | None) -> AsyncIterator[dict[str, Any]]:
         for event in self.events_list:
@@ -438,6 +439,30 @@ async def test_openapi_document_is_valid_and_lists_every_route(api: Any, http: a
     assert served == documented
     assert doc["x-error-codes"] == {code: STATUS_BY_CODE[code] for code in doc["x-error-codes"]}
     assert set(doc["x-error-codes"]) == set(STATUS_BY_CODE)
+
+
+async def test_commit_timeout_carries_the_nodes_view_of_consensus(api: Any, http: aiohttp.ClientSession) -> None:
+    """A 504 says why nothing committed (the chain's state, as /v1/status has it), in fields a client
+    can read and in its message, and never words an accepted transaction as refused."""
+    from openapi_schema_validator import OAS31Validator
+
+    service, server, _ = api
+    liveness = {"validators": 4, "max_faulty": 1, "quorum": 3, "validators_connected": 2,
+                "seconds_since_commit": 40.2, "rounds_without_commit": 7}
+    health = "stalled: only 2 of the 3 validators needed are connected"
+    service.consensus_view = {"consensus_health": health, "liveness": liveness}
+    tx = signed()
+    status, body, _ = await call(http, server, "POST", "/v1/transactions?wait=commit&timeout_s=0.5", json=tx)
+    assert_error(status, body, 504, "commit_timeout")
+    assert body["hash"] == decode_tx(tx).hash and body["waited_s"] == 0.5
+    assert body["consensus_health"] == health and body["liveness"] == liveness
+    message = body["error"]["message"]
+    assert message.startswith("accepted, not committed within 0.5s") and health in message, message
+    assert "refused" not in message
+    _, doc, _ = await call(http, server, "GET", "/openapi.json")
+    schema = {**doc["paths"]["/v1/transactions"]["post"]["responses"]["504"]["content"]["application/json"]
+              ["schema"], "components": doc["components"]}
+    OAS31Validator(schema).validate(body)
 
 
 # --- the event stream's limits --------------------------------------------------------------------
