@@ -21,7 +21,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from cli.client import LedgerClient, RequestFailed, normalize_url
+from cli.args import int_in, node_url
+from cli.client import LedgerClient, RequestFailed
 from cli.errors import CliError
 from ledger import governance, keys
 from ledger.errors import Rejected
@@ -63,25 +64,6 @@ def _arg_type(name: str) -> Callable[[str], Any]:
     return parse
 
 
-def _node_url(text: str) -> str:
-    try:
-        return normalize_url(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _int_in(low: int, high: int, what: str) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text, 10)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{what} must be an integer, got {text!r}") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"{what} must be between {low} and {high}, got {value}")
-        return value
-    return parse
-
-
 def _proposal_id(text: str) -> str:
     value = text.strip().lower()
     if not keys.is_hex(value, 64):
@@ -90,7 +72,7 @@ def _proposal_id(text: str) -> str:
 
 
 def _add_node(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--node", type=_node_url, default=os.environ.get("LEDGERD_NODE", DEFAULT_NODE_URL),
+    p.add_argument("--node", type=node_url, default=os.environ.get("LEDGERD_NODE", DEFAULT_NODE_URL),
                    metavar="URL", help=f"the node's REST URL (default: $LEDGERD_NODE or {DEFAULT_NODE_URL})")
 
 
@@ -98,9 +80,9 @@ def _add_signing(p: argparse.ArgumentParser) -> None:
     p.add_argument("--key", required=True, metavar="FILE", help="a committee member's key file (PKCS#8 PEM)")
     _add_node(p)
     p.add_argument("--wait", action="store_true", help="wait until committed and print the proposal's status")
-    p.add_argument("--timeout", type=_int_in(1, 3600, "--timeout"), metavar="S",
+    p.add_argument("--timeout", type=int_in(1, 3600, "--timeout"), metavar="S",
                    help="with --wait: seconds to wait (default: the node's limit)")
-    p.add_argument("--nonce", type=_int_in(0, MAX_SAFE_INT, "--nonce"), metavar="N",
+    p.add_argument("--nonce", type=int_in(0, MAX_SAFE_INT, "--nonce"), metavar="N",
                    help="sender nonce (default: the account's next nonce, from the node)")
     p.add_argument("--chain-id", metavar="ID", help="chain id (default: the node's)")
     p.add_argument("--dry-run", action="store_true",

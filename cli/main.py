@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from cli.args import int_in, node_url
 from cli.client import ClientError, LedgerClient, RequestFailed, normalize_url
 from cli.errors import CliError
 from ledger import keys
@@ -41,18 +42,6 @@ class _Parser(argparse.ArgumentParser):
 
 
 # --- argument types: a bad value is a usage error (exit 2), caught before anything is sent -------
-
-
-def _int_in(low: int, high: int, what: str) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text, 10)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{what} must be an integer, got {text!r}") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"{what} must be between {low} and {high}, got {value}")
-        return value
-    return parse
 
 
 def _address(text: str) -> str:
@@ -82,13 +71,6 @@ def _utf8_max(limit: int, what: str, allow_empty: bool) -> Callable[[str], str]:
     return parse
 
 
-def _url(text: str) -> str:
-    try:
-        return normalize_url(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
 def _hosts(text: str) -> list[str]:
     hosts = [h.strip() for h in text.split(",")]
     if any(not h for h in hosts):
@@ -96,8 +78,8 @@ def _hosts(text: str) -> list[str]:
     return hosts
 
 
-AMOUNT = _int_in(1, MAX_SAFE_INT, "the amount")
-PORT = _int_in(0, 65535, "a port")
+AMOUNT = int_in(1, MAX_SAFE_INT, "the amount")
+PORT = int_in(0, 65535, "a port")
 
 
 # --- commands ----------------------------------------------------------------------------------------
@@ -238,7 +220,7 @@ def cmd_tx(args: argparse.Namespace) -> int:
 
 
 def _add_node_url(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--node", type=_url, default=os.environ.get("LEDGERD_NODE", DEFAULT_NODE_URL),
+    p.add_argument("--node", type=node_url, default=os.environ.get("LEDGERD_NODE", DEFAULT_NODE_URL),
                    metavar="URL", help=f"the node's REST URL (default: $LEDGERD_NODE or {DEFAULT_NODE_URL})")
 
 
@@ -269,22 +251,22 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Write DIR/node0..N-1 (node key, config.toml, genesis.json each) "
                                    "and DIR/accounts/ (funded account keys). Node k serves REST on P+k "
                                    "and p2p on P+1000+k.")
-    p.add_argument("--validators", type=_int_in(1, 100, "--validators"), default=4, metavar="N",
+    p.add_argument("--validators", type=int_in(1, 100, "--validators"), default=4, metavar="N",
                    help="number of validator nodes (default 4)")
     p.add_argument("--out", required=True, metavar="DIR", help="directory to create (must be new or empty)")
     p.add_argument("--consensus", choices=("pbft", "raft"), default="pbft",
                    help="consensus engine (default pbft)")
     p.add_argument("--chain-id", default="ledger-local", metavar="ID", help="chain id (default ledger-local)")
-    p.add_argument("--accounts", type=_int_in(0, 100_000, "--accounts"), default=4, metavar="M",
+    p.add_argument("--accounts", type=int_in(0, 100_000, "--accounts"), default=4, metavar="M",
                    help="funded account keys to write (default 4)")
-    p.add_argument("--base-port", type=_int_in(1, 64535, "--base-port"), default=8001, metavar="P",
+    p.add_argument("--base-port", type=int_in(1, 64535, "--base-port"), default=8001, metavar="P",
                    help="node k: REST on P+k, p2p on P+1000+k (default 8001)")
     p.add_argument("--hosts", type=_hosts, metavar="h0,h1,..",
                    help="host name of each node, comma-separated (default 127.0.0.1 for all)")
-    p.add_argument("--committee", type=_int_in(0, 64, "--committee"), default=3, metavar="K",
+    p.add_argument("--committee", type=int_in(0, 64, "--committee"), default=3, metavar="K",
                    help="governance committee members to write, weight 1 each, 2/3 threshold (default 3; "
                         "0: no committee, governance disabled)")
-    p.add_argument("--proposal-lifetime", type=_int_in(1, 1_000_000, "--proposal-lifetime"), default=1000,
+    p.add_argument("--proposal-lifetime", type=int_in(1, 1_000_000, "--proposal-lifetime"), default=1000,
                    metavar="B", help="blocks a governance proposal takes votes (default 1000)")
     p.set_defaults(func=cmd_testnet)
 
@@ -313,17 +295,17 @@ def build_parser() -> argparse.ArgumentParser:
                                    "start` is not localnet's, and Ctrl-C does not stop it.")
     # No defaults here: localnet must tell "not given" (start DIR's chain as it is) from "given"
     # (DIR's chain must match, or localnet refuses rather than start a different chain).
-    p.add_argument("--validators", type=_int_in(1, 100, "--validators"), metavar="N",
+    p.add_argument("--validators", type=int_in(1, 100, "--validators"), metavar="N",
                    help="validators of a new testnet (default 4); for an existing DIR it must match")
     p.add_argument("--consensus", choices=("pbft", "raft"),
                    help="consensus engine of a new testnet (default pbft); for an existing DIR it must match")
     p.add_argument("--dir", default=DEFAULT_LOCALNET_DIR, metavar="DIR",
                    help=f"testnet directory (default ./{DEFAULT_LOCALNET_DIR})")
-    p.add_argument("--base-port", type=_int_in(1, 64535, "--base-port"), default=8001, metavar="P",
+    p.add_argument("--base-port", type=int_in(1, 64535, "--base-port"), default=8001, metavar="P",
                    help="ports of a new testnet: REST P+k, p2p P+1000+k (default 8001)")
-    p.add_argument("--accounts", type=_int_in(0, 100_000, "--accounts"), default=4, metavar="M",
+    p.add_argument("--accounts", type=int_in(0, 100_000, "--accounts"), default=4, metavar="M",
                    help="funded accounts of a new testnet (default 4)")
-    p.add_argument("--ready-timeout", type=_int_in(1, 3600, "--ready-timeout"), default=60, metavar="S",
+    p.add_argument("--ready-timeout", type=int_in(1, 3600, "--ready-timeout"), default=60, metavar="S",
                    help="seconds to wait for every node to answer (default 60)")
     p.set_defaults(func=cmd_localnet)
 
@@ -376,9 +358,9 @@ def build_parser() -> argparse.ArgumentParser:
         t.add_argument("--key", required=True, metavar="FILE", help="the sender's key file (PKCS#8 PEM)")
         _add_node_url(t)
         t.add_argument("--wait", action="store_true", help="wait until the transaction is committed")
-        t.add_argument("--timeout", type=_int_in(1, 3600, "--timeout"), metavar="S",
+        t.add_argument("--timeout", type=int_in(1, 3600, "--timeout"), metavar="S",
                        help="with --wait: seconds to wait (default: the node's limit)")
-        t.add_argument("--nonce", type=_int_in(0, MAX_SAFE_INT, "--nonce"), metavar="N",
+        t.add_argument("--nonce", type=int_in(0, MAX_SAFE_INT, "--nonce"), metavar="N",
                        help="sender nonce (default: the account's next nonce, from the node)")
         t.add_argument("--chain-id", metavar="ID", help="chain id (default: the node's)")
         t.add_argument("--dry-run", action="store_true",
@@ -394,22 +376,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nodes", type=_urls, default=[DEFAULT_NODE_URL], metavar="URL,URL,..",
                    help=f"the nodes' REST URLs (default {DEFAULT_NODE_URL}); commits are followed on the first")
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--rate", type=_int_in(1, 1_000_000, "--rate"), default=100, metavar="R",
+    mode.add_argument("--rate", type=int_in(1, 1_000_000, "--rate"), default=100, metavar="R",
                       help="open-loop: offer R tx/s (default 100); refusals count as dropped")
     mode.add_argument("--max", action="store_true",
                       help="closed-loop: send as fast as the cluster accepts; refusals are retried")
-    p.add_argument("--duration", type=_int_in(1, 3600, "--duration"), default=10, metavar="S",
+    p.add_argument("--duration", type=int_in(1, 3600, "--duration"), default=10, metavar="S",
                    help="seconds of sending (default 10)")
-    p.add_argument("--accounts", type=_int_in(1, 100_000, "--accounts"), default=200, metavar="K",
+    p.add_argument("--accounts", type=int_in(1, 100_000, "--accounts"), default=200, metavar="K",
                    help="fresh sender accounts to spread the load over (default 200)")
     p.add_argument("--tx-type", choices=("transfer",), default="transfer", help="transaction type")
     p.add_argument("--keys", default=f"{DEFAULT_LOCALNET_DIR}/accounts", metavar="DIR",
                    help=f"funded account keys (default ./{DEFAULT_LOCALNET_DIR}/accounts)")
     p.add_argument("--pids", type=_pids, metavar="PID,PID,..",
                    help="the nodes' process ids, in --nodes order, for CPU and peak memory figures")
-    p.add_argument("--presign", type=_int_in(1, 10_000_000, "--presign"), metavar="N",
+    p.add_argument("--presign", type=int_in(1, 10_000_000, "--presign"), metavar="N",
                    help="transactions to sign ahead (default rate*duration; with --max 8000*duration)")
-    p.add_argument("--window", type=_int_in(1, 1_000_000, "--window"), default=4000, metavar="W",
+    p.add_argument("--window", type=int_in(1, 1_000_000, "--window"), default=4000, metavar="W",
                    help="closed-loop: most transactions sent but not yet committed (default 4000); "
                         "keeps --max measuring throughput, not how deep the mempools can fill")
     p.set_defaults(func=cmd_bench)

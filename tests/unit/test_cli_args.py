@@ -10,19 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from cli.main import main
 from ledger.keys import PrivateKey
+from tests.helpers.cli import run
 
 ADDR = "ab" * 32
-
-
-def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        code = main(argv)
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def one_line(err: str) -> str:

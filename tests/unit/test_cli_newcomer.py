@@ -13,21 +13,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cli.localnet import prepare
-from cli.main import main
 from ledger.errors import Rejected
 from ledger.keys import PrivateKey
 from node.config import ConfigError
+from tests.helpers.cli import run
 
 ADDR = "ab" * 32
-
-
-def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        code = main(argv)
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 # --- key files -----------------------------------------------------------------------------------

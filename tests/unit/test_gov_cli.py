@@ -8,22 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from cli.main import main
 from cli.testnet import make_testnet
 from ledger.genesis import Genesis
 from ledger.keys import PrivateKey
 from ledger.tx import Propose, Vote, decode_tx
+from tests.helpers.cli import run
 
 ADDR = "ab" * 32
-
-
-def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        code = main(argv)
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture

@@ -12,10 +12,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from cli.client import LedgerClient, RequestFailed
-from cli.main import describe_commit_timeout, main
+from cli.main import describe_commit_timeout
 from ledger.keys import PrivateKey
 from node.liveness import Liveness, explain, quorum_of
 from node.metrics import NodeMetrics
+from tests.helpers.cli import run
 
 ADDR = "ab" * 32
 
@@ -98,15 +99,6 @@ def test_a_commit_timeout_is_worded_as_accepted_not_refused_and_says_why() -> No
     # An older node without the view: the node's own message, still not called a refusal.
     old = describe_commit_timeout({"hash": ADDR, "error": {"code": "commit_timeout", "message": "late"}})
     assert "refused" not in old and "(the node said: late)" in old
-
-
-def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        code = main(argv)
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_tx_wait_prints_the_nodes_view_when_the_commit_times_out(
