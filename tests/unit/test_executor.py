@@ -11,7 +11,7 @@ import pytest
 
 from ledger.block import Block, make_block
 from ledger.errors import Rejected
-from ledger.state import execute
+from ledger.state import OK, execute
 from ledger.tx import Transaction
 from node.core.executor import BlockExecutor, BuildLimits
 from node.core.mempool import Mempool, MempoolLimits
@@ -51,10 +51,14 @@ def foreign_block(store: Store, txs: list[Transaction], proposer: str = V1.addre
     """A block another validator built on our head."""
     tip = store.tip
     h = tip.height + 1 if height is None else height
+    try:
+        receipts = execute(store.state, CHAIN, h, txs, tip.app_hash).receipts
+    except Rejected:  # a block that cannot execute: the check must say so, whatever its receipts
+        receipts = tuple(OK for _ in txs)
     if app_hash is None:
         app_hash = execute(store.state, CHAIN, h, txs, tip.app_hash).app_hash
     return make_block(CHAIN, h, tip.block_hash if prev_hash is None else prev_hash,
-                      NOW_MS if timestamp is None else timestamp, proposer, tuple(txs), app_hash)
+                      NOW_MS if timestamp is None else timestamp, proposer, tuple(txs), app_hash, receipts)
 
 
 def test_a_built_proposal_passes_its_own_check_without_executing_or_verifying_again(store: Store) -> None:
