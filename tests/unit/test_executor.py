@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ledger.block import Block, make_block
+from ledger.block import Block, make_block, receipts_root_hex
 from ledger.errors import Rejected
 from ledger.state import OK, execute
 from ledger.tx import Transaction
@@ -174,3 +174,27 @@ def test_committing_an_unchecked_block_executes_it_and_divergence_raises(store: 
     bad = foreign_block(store, [transfer(ALICE, 0, BOB)], app_hash="ee" * 32)
     with pytest.raises(Rejected, match="app_hash"):
         executor.execution_for(bad)
+
+
+def test_a_block_must_commit_to_the_results_its_transactions_produce(store: Store) -> None:
+    executor, mempool = make(store)
+    txs = [transfer(ALICE, 0, BOB), transfer(BOB, 0, ALICE, 10**9)]  # the second fails: insufficient funds
+    good = foreign_block(store, txs)
+    assert good.header.version == 2 and executor.check_block(good, store.tip) is None
+    h = good.header
+    all_ok = make_block(CHAIN, h.height, h.prev_hash, h.timestamp, h.proposer, good.txs, h.app_hash, (OK, OK))
+    result = executor.check_block(all_ok, store.tip)
+    assert result is not None and "receipts_root" in result
+    with pytest.raises(Rejected, match="receipts_root"):
+        executor.execution_for(all_ok)
+    # A version-1 block (no receipts_root) is no longer proposed, but one from history syncs.
+    v1 = make_block(CHAIN, h.height, h.prev_hash, h.timestamp, h.proposer, good.txs, h.app_hash)
+    result = executor.check_block(v1, store.tip)
+    assert v1.header.version == 1 and result is not None and "version 1" in result
+    assert executor.check_block(v1, store.tip, synced=True) is None
+    # What this node builds commits to its results.
+    mempool.add(txs[:1])
+    built = executor.build_proposal(1, 0, store.tip)
+    assert built is not None and built.header.version == 2
+    receipts = [r.encode() for r in executor.execution_for(built).receipts]
+    assert built.header.receipts_root == receipts_root_hex([txs[0].hash], receipts)
