@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
 
@@ -276,6 +277,7 @@ def verify_bundle(bundle: Any, genesis: Genesis, check_certificate: CertificateC
                                         f"({header.hash()[:16]}) final under its {len(validators)} validators")
 
     names = {v.node_id: v.name for v in genesis.validators}
+    finality = FINALITY.get(genesis.consensus, "unknown")
     summary: dict[str, Any] = {
         "valid": True,
         "kind": kind,
@@ -283,14 +285,22 @@ def verify_bundle(bundle: Any, genesis: Genesis, check_certificate: CertificateC
         "height": header.height,
         "block_hash": header.hash(),
         "block_time": header.timestamp,
+        "block_time_utc": _utc(header.timestamp),
         "header_version": header.version,
         "engine": genesis.consensus,
-        "finality": FINALITY.get(genesis.consensus, "unknown"),
+        "finality": finality,
         "signers": [{"node_id": s, "name": names.get(s, "")} for s in signers],
         "validators": len(validators),
         "validator_changes": len(changes),
     }
+    if finality == FINALITY["pbft"]:
+        final = (f"final: {len(signers)} of {len(validators)} validators signed its commit, a quorum "
+                 "(holds unless more than a third of them lie)")
+    else:
+        final = (f"declared committed by validator {names.get(signers[0], signers[0])} as Raft leader "
+                 "(one trusted node's word, not a quorum)")
     if kind == KIND_HEADER:
+        summary["proves"] = f"block {header.height} of chain {header.chain_id} is {final}"
         return summary
     tx, receipt = _verify_transaction(bundle, header)
     summary.update({
@@ -302,8 +312,17 @@ def verify_bundle(bundle: Any, genesis: Genesis, check_certificate: CertificateC
         "payload": tx.payload.to_json(),
         "result": receipt,
         "status": "committed" if receipt.get("code") == "ok" else "failed",
+        "proves": f"transaction {tx.hash} ({tx.type} by {tx.sender}) is number {bundle['tx_index']} of block "
+                  f"{header.height} of chain {header.chain_id}, with result {receipt['code']!r}; the block is "
+                  f"{final}",
     })
     return summary
+
+
+def _utc(ms: int) -> str:
+    """A header timestamp (ms since the Unix epoch) as ISO 8601 UTC."""
+    when = datetime.fromtimestamp(ms // 1000, UTC).replace(microsecond=(ms % 1000) * 1000)
+    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _verify_transaction(bundle: Mapping[str, Any], header: BlockHeader) -> tuple[Transaction, dict[str, Any]]:
