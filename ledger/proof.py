@@ -33,6 +33,7 @@ KIND_HEADER = "header"
 MAX_BUNDLE_BYTES = 16 * 1024 * 1024  # a bundle grows with validator-set changes only; this is plenty
 MAX_PATH_LENGTH = 64  # an audit path of a tree of at most 2^64 leaves
 MAX_RECEIPT_MESSAGE_BYTES = 4096
+MAX_HEIGHT = 2**63 - 1  # heights are 8-byte big-endian in storage and in PBFT signing bytes
 
 _COMMON_FIELDS = ("certificate", "chain_id", "format", "genesis_hash", "header", "kind", "validator_changes")
 BUNDLE_FIELDS = MappingProxyType({
@@ -156,12 +157,29 @@ def encode_bundle(bundle: Mapping[str, Any]) -> bytes:
 # --- verifying ------------------------------------------------------------------------------------
 
 
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # Parsers disagree on which of two equal keys wins; a bundle that says two things is not one.
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise _DuplicateKey("an object has the same key twice")
+    return obj
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def parse_bundle(raw: bytes) -> Any:
-    """The parsed JSON of a bundle file; ProofError("format") when it is not JSON at all."""
+    """The parsed JSON of a bundle file; ProofError("format") when it is not strict JSON: not UTF-8,
+    larger than MAX_BUNDLE_BYTES, NaN or Infinity, or an object with a repeated key."""
     if len(raw) > MAX_BUNDLE_BYTES:
         raise ProofError("format", f"the bundle is larger than {MAX_BUNDLE_BYTES} bytes")
     try:
-        return json.loads(raw)
+        return json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
     except RecursionError:
         raise ProofError("format", "the bundle is nested too deeply") from None
     except (ValueError, UnicodeDecodeError) as exc:
@@ -205,6 +223,8 @@ def _changes(value: Any, genesis: Genesis, check_certificate: CertificateCheck,
         if not isinstance(obj, dict) or sorted(obj) != list(CHANGE_FIELDS):
             raise ProofError(check, f"{where} must have exactly the fields {', '.join(CHANGE_FIELDS)}")
         header = _header(obj["header"], check, f"{where} header")
+        if not 1 <= header.height <= MAX_HEIGHT:
+            raise ProofError(check, f"{where} header height must be between 1 and {MAX_HEIGHT}")
         activation = _height(obj["activation_height"], check, f"{where} activation_height")
         validators = obj["validators"]
         if not isinstance(validators, list) or not validators or not all(keys.is_address(v) for v in validators) \
@@ -263,8 +283,8 @@ def verify_bundle(bundle: Any, genesis: Genesis, check_certificate: CertificateC
     header = _header(bundle["header"], "header", "header")
     if header.chain_id != genesis.chain_id:
         raise ProofError("header", f"the header is for chain {header.chain_id!r}")
-    if header.height < 1:
-        raise ProofError("header", "the header's height must be at least 1")
+    if not 1 <= header.height <= MAX_HEIGHT:
+        raise ProofError("header", f"the header's height must be between 1 and {MAX_HEIGHT}")
     if kind == KIND_TRANSACTION and header.version < 2:
         raise ProofError("header", f"a version-{header.version} header commits to no results; transaction "
                                    "proofs need version 2")

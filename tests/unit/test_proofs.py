@@ -313,3 +313,42 @@ def test_ledgerd_verify_exit_codes_and_output(tmp_path: Path, capsys: pytest.Cap
     with pytest.raises(SystemExit) as exited:
         main(["verify", str(good)])
     assert exited.value.code == 2
+
+
+# --- hostile files ----------------------------------------------------------------------------------
+
+
+def test_hostile_bundle_files_fail_a_named_check_and_never_raise_anything_else() -> None:
+    c = ProofChain("pbft")
+    txs = three_txs(c)
+    c.commit(txs)
+    bundle = c.reads.proof(txs[1].hash)
+    assert bundle is not None
+    raw = encode_bundle(bundle)
+
+    def verdict(data: bytes) -> str:
+        with pytest.raises(ProofError) as info:
+            check(proof.parse_bundle(data), c)
+        return info.value.check
+
+    assert verdict(b"\xff\xfe" + raw) == "format"  # not UTF-8
+    assert verdict(b"[" * 100_000 + b"]" * 100_000) == "format"  # nested too deeply for any parser
+    assert verdict(raw.replace(b'"tx_index":1', b'"tx_index":NaN')) == "format"
+    # The same key twice: a parser taking the first would see another bundle than one taking the last.
+    assert verdict(raw.replace(b'"tx_index":1', b'"tx_index":0,"tx_index":1')) == "format"
+    assert verdict(b" " * (proof.MAX_BUNDLE_BYTES + 1)) == "format"
+    huge = copy.deepcopy(bundle)
+    huge["header"]["height"] = 2**64
+    huge["certificate"]["height"] = 2**64
+    assert failed_check(huge, c) == "header"
+    surrogate = copy.deepcopy(bundle)
+    surrogate["tx"]["body"]["payload"]["value"] = "\ud800"
+    assert failed_check(surrogate, c) in ("tx", "tx_signature")
+    for junk in (None, 1, "x", [], {}, {"format": proof.PROOF_FORMAT}, {"format": proof.PROOF_FORMAT, "kind": []}):
+        assert failed_check(junk, c) == "format"
+    for field in ("header", "certificate", "tx", "receipt"):
+        for junk in (None, 1, "x", [], {}, [1, 2], {"a": {"b": []}}):
+            assert failed_check({**bundle, field: junk}, c) in ("header", "certificate", "tx", "receipt"), (field, junk)
+    for field in ("tx_path", "receipt_path", "validator_changes"):
+        for junk in (None, 1, "x", {}, [1], ["zz" * 32], ["ab" * 32] * 65):
+            assert failed_check({**bundle, field: junk}, c) == field, (field, junk)
