@@ -38,7 +38,8 @@ def _txs(chain: ProofChain) -> list[Transaction]:
 
 def _chain(consensus: str) -> tuple[ProofChain, list[Transaction]]:
     chain = ProofChain(consensus, validators=4, accounts=3)
-    chain.commit([transfer(chain.accounts[2], 0, chain.accounts[0], 1)])
+    # Block 1 as a chain started before header version 2 would hold it (version 1: no receipts_root).
+    chain.commit([transfer(chain.accounts[2], 0, chain.accounts[0], 1)], version=1)
     txs = _txs(chain)
     chain.commit(txs, proposer=1)
     return chain, txs
@@ -123,6 +124,7 @@ def generate(out_dir: Path) -> dict[str, bytes]:
         expected.append({"file": name, "genesis": genesis, "valid": check is None, "check": check})
 
     record_bundle: dict[str, Any] = {}
+    v1_header: dict[str, Any] = {}
     for consensus in ("pbft", "raft"):
         chain, txs = _chain(consensus)
         genesis = f"genesis-{consensus}.json"
@@ -133,10 +135,14 @@ def generate(out_dir: Path) -> dict[str, bytes]:
             add(f"valid-{consensus}-{what}.json", bundle, genesis, None)
             if consensus == "pbft" and what == "record":
                 record_bundle = bundle
-        header = chain.reads.header_proof(1)
-        assert header is not None
-        add(f"valid-{consensus}-header.json", header, genesis, None)
+        for height, name in ((1, "header-v1"), (2, "header")):
+            header = chain.reads.header_proof(height)
+            assert header is not None
+            add(f"valid-{consensus}-{name}.json", header, genesis, None)
+            if consensus == "pbft" and height == 1:
+                v1_header = header["header"]
     add("wrong-genesis.json", record_bundle, "genesis-raft.json", "genesis")
+    add("tampered-header-version-1.json", {**record_bundle, "header": v1_header}, "genesis-pbft.json", "header")
     for name, check, change in TAMPERS:
         bundle = copy.deepcopy(record_bundle)
         change(bundle)
