@@ -89,8 +89,8 @@ def signers(genesis: dict[str, Any], header: dict[str, Any], header_hash: bytes,
                + header["height"].to_bytes(8, "big") + cert["round"].to_bytes(4, "big") + header_hash)
     seen: list[str] = []
     for seal in cert["seals"]:
-        if not isinstance(seal, dict) or set(seal) != {"validator", "signature"} or seal["validator"] not in validators \
-                or seal["validator"] in seen or not is_hex(seal["signature"]) \
+        if not isinstance(seal, dict) or set(seal) != {"validator", "signature"} \
+                or seal["validator"] not in validators or seal["validator"] in seen or not is_hex(seal["signature"]) \
                 or not ed25519(seal["validator"], seal["signature"], message):
             raise Invalid("certificate")
         seen.append(seal["validator"])
