@@ -94,11 +94,12 @@ class ChainReads:
             raise StorageError(f"the tx index names position {index} of block {height} for {tx_hash}, "
                                "which holds another transaction")
         header, certificate = self._final_header(height, block)
-        try:
-            return transaction_bundle(self._store.genesis_hash, header, certificate, block["txs"][index], index,
-                                      hashes[1:], receipts, self._validator_history.changes_through(height))
-        except ValueError as exc:
-            raise Rejected("proof_unavailable", str(exc)) from None
+        if header.version < 2:
+            raise Rejected("proof_unavailable",
+                           f"transaction {tx_hash} is in block {height}, whose version-{header.version} header "
+                           "commits to no results; proofs exist for blocks with version-2 headers")
+        return transaction_bundle(self._store.genesis_hash, header, certificate, block["txs"][index], index,
+                                  hashes[1:], receipts, self._validator_history.changes_through(height))
 
     def header_proof(self, height: int) -> dict[str, Any] | None:
         """The proof bundle of the block header at `height` (its finality only); None above the head."""
