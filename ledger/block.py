@@ -1,24 +1,54 @@
 """Blocks: header, hash, byte encoding and structural decoding.
 
-The header hash is SHA-256 over `b"ledgerd-block-v1:" + canonical_json(header)`. The block's bytes
-are canonical JSON of `{"header": ..., "txs": [...]}`, assembled from each transaction's cached
-encoding so a block of thousands of transactions is not re-serialised field by field.
+The header hash is SHA-256 over `b"ledgerd-block-v1:" + canonical_json(header)` for every header
+version (a version-2 header's JSON holds `"version": 2`, so no two versions share bytes). The
+block's bytes are canonical JSON of `{"header": ..., "txs": [...]}`, assembled from each
+transaction's cached encoding so a block of thousands of transactions is not re-serialised field
+by field.
+
+Header versions:
+  1  the original header, without a `version` field: `tx_root` commits to the transactions, nothing
+     commits to their results. Blocks of chains started before version 2 stay valid as they are.
+  2  adds `version: 2` and `receipts_root`, the Merkle root of the block's receipts (each leaf the
+     transaction hash followed by its canonical receipt), so a transaction's result can be proven.
+     Every block built now is version 2.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from ledger import keys
 from ledger.encoding import canonical_json_trusted, sha256_hex
 from ledger.errors import Rejected
-from ledger.merkle import merkle_root_hex
+from ledger.merkle import merkle_root, merkle_root_hex
 from ledger.tx import CHAIN_ID_RE, DecodeMemo, Transaction, decode_canonical_array, decode_tx
 
 BLOCK_PREFIX = b"ledgerd-block-v1:"
 HEADER_FIELDS = ("app_hash", "chain_id", "height", "prev_hash", "proposer", "timestamp", "tx_count", "tx_root")
+HEADER_FIELDS_V2 = tuple(sorted((*HEADER_FIELDS, "receipts_root", "version")))
+HEADER_VERSIONS = (1, 2)
+CURRENT_HEADER_VERSION = 2
+
+
+class ReceiptLike(Protocol):
+    def encode(self) -> bytes: ...
+
+
+def receipt_leaf(tx_hash: str, receipt_bytes: bytes) -> bytes:
+    """A receipts-tree leaf: the 32-byte transaction hash, then the canonical receipt JSON (the hash
+    binds each result to its transaction, not only to its position)."""
+    return bytes.fromhex(tx_hash) + receipt_bytes
+
+
+def receipts_root_hex(tx_hashes: Sequence[str], receipts: Sequence[bytes]) -> str:
+    """The receipts root over canonical receipt bytes, in block order."""
+    if len(tx_hashes) != len(receipts):
+        raise ValueError("one receipt per transaction")
+    return merkle_root([receipt_leaf(h, r) for h, r in zip(tx_hashes, receipts, strict=True)]).hex()
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,8 +61,23 @@ class BlockHeader:
     tx_root: str
     app_hash: str  # commitment to the state after this block's transactions
     tx_count: int
+    receipts_root: str = ""  # version 2 only
+    version: int = 1
 
     def to_json(self) -> dict[str, Any]:
+        if self.version >= 2:
+            return {
+                "app_hash": self.app_hash,
+                "chain_id": self.chain_id,
+                "height": self.height,
+                "prev_hash": self.prev_hash,
+                "proposer": self.proposer,
+                "receipts_root": self.receipts_root,
+                "timestamp": self.timestamp,
+                "tx_count": self.tx_count,
+                "tx_root": self.tx_root,
+                "version": self.version,
+            }
         return {
             "app_hash": self.app_hash,
             "chain_id": self.chain_id,
@@ -81,10 +126,18 @@ class Block:
 
 def make_block(
     chain_id: str, height: int, prev_hash: str, timestamp: int, proposer: str,
-    txs: tuple[Transaction, ...], app_hash: str,
+    txs: tuple[Transaction, ...], app_hash: str, receipts: Sequence[ReceiptLike] | None = None,
 ) -> Block:
-    header = BlockHeader(chain_id, height, prev_hash, timestamp, proposer,
-                         merkle_root_hex([t.hash for t in txs]), app_hash, len(txs))
+    """A version-2 block when the receipts of `txs` are given (or there are no transactions, whose
+    receipts are known: none); otherwise a version-1 block, which commits to no results."""
+    hashes = [t.hash for t in txs]
+    tx_root = merkle_root_hex(hashes)
+    if receipts is None and txs:
+        return Block(BlockHeader(chain_id, height, prev_hash, timestamp, proposer, tx_root, app_hash, len(txs)),
+                     txs)
+    encoded = [r.encode() for r in receipts or ()]
+    header = BlockHeader(chain_id, height, prev_hash, timestamp, proposer, tx_root, app_hash, len(txs),
+                         receipts_root_hex(hashes, encoded), 2)
     return Block(header, txs)
 
 
@@ -101,7 +154,17 @@ def _hex(value: Any, where: str) -> str:
 
 
 def decode_header(obj: Any) -> BlockHeader:
-    if not isinstance(obj, dict) or sorted(obj) != list(HEADER_FIELDS):
+    """A header of any known version from parsed JSON; Rejected for anything else."""
+    if not isinstance(obj, dict):
+        raise Rejected("malformed_block", "block header has the wrong fields")
+    fields = sorted(obj)
+    if fields == list(HEADER_FIELDS):
+        version, receipts_root = 1, ""
+    elif fields == list(HEADER_FIELDS_V2):
+        if type(obj["version"]) is not int or obj["version"] != 2:
+            raise Rejected("malformed_block", f"header.version must be one of {HEADER_VERSIONS[1:]}")
+        version, receipts_root = 2, _hex(obj["receipts_root"], "receipts_root")
+    else:
         raise Rejected("malformed_block", "block header has the wrong fields")
     chain_id = obj["chain_id"]
     if not isinstance(chain_id, str) or not CHAIN_ID_RE.fullmatch(chain_id):
@@ -110,6 +173,7 @@ def decode_header(obj: Any) -> BlockHeader:
         chain_id, _int(obj["height"], "height"), _hex(obj["prev_hash"], "prev_hash"),
         _int(obj["timestamp"], "timestamp"), _hex(obj["proposer"], "proposer"),
         _hex(obj["tx_root"], "tx_root"), _hex(obj["app_hash"], "app_hash"), _int(obj["tx_count"], "tx_count"),
+        receipts_root, version,
     )
 
 

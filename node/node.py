@@ -460,6 +460,12 @@ class NodeServiceImpl:
     def block(self, height: int | None) -> dict[str, Any] | None:
         return self._node.reads.block(height)
 
+    def proof(self, tx_hash: str) -> dict[str, Any] | None:
+        return self._node.reads.proof(tx_hash)
+
+    def header_proof(self, height: int) -> dict[str, Any] | None:
+        return self._node.reads.header_proof(height)
+
     def account(self, address: str) -> dict[str, Any]:
         return self._node.reads.account(address)
 

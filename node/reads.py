@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from ledger import keys
-from ledger.block import BlockHeader
+from ledger.block import BlockHeader, decode_header
 from ledger.errors import Rejected
+from ledger.proof import ValidatorChange, header_bundle, transaction_bundle
 from ledger.state import ParseMemo, account_key, decode_account, record_key
 from node.core.mempool import Mempool
 from node.governance import GovernanceReads
@@ -25,11 +26,29 @@ def status_of(tx_hash: str, height: int, index: int, receipt: Mapping[str, Any])
     return TxStatus(tx_hash, status, height, index, dict(receipt))
 
 
+class ValidatorHistory(Protocol):
+    """The validator-set changes of the chain, for proofs: a verifier walks them from the genesis set."""
+
+    def changes_through(self, height: int) -> list[ValidatorChange]:
+        """Every change in force at or before `height`, oldest first, each with the header and
+        certificate of the block that made it."""
+        ...
+
+
+class GenesisValidatorsOnly:
+    """A chain whose validator set is the genesis set for ever: no change to list."""
+
+    def changes_through(self, height: int) -> list[ValidatorChange]:
+        return []
+
+
 class ChainReads:
-    def __init__(self, store: Store, mempool: Mempool, memo: ParseMemo) -> None:
+    def __init__(self, store: Store, mempool: Mempool, memo: ParseMemo,
+                 validator_history: ValidatorHistory | None = None) -> None:
         self._store = store
         self._mempool = mempool
         self._memo = memo
+        self._validator_history = validator_history or GenesisValidatorsOnly()
         self.governance = GovernanceReads(store)
 
     def tx_status(self, tx_hash: str) -> TxStatus | None:
@@ -61,6 +80,46 @@ class ChainReads:
             "receipts": [{"hash": h, **r} for h, r in zip(hashes[1:], receipts, strict=True)],
             "certificate": self._store.load_certificate(height),
         }
+
+    def proof(self, tx_hash: str) -> dict[str, Any] | None:
+        """The proof bundle of a committed transaction (`ledger.proof`); None when it is not committed.
+
+        Rejected("proof_unavailable") when its block has a version-1 header (no receipts root)."""
+        location = self._store.load_tx_location(tx_hash)
+        if location is None:
+            return None
+        height, index = location
+        block, hashes, receipts = self.load_stored(height)
+        if hashes[index + 1] != tx_hash:
+            raise StorageError(f"the tx index names position {index} of block {height} for {tx_hash}, "
+                               "which holds another transaction")
+        header, certificate = self._final_header(height, block)
+        if header.version < 2:
+            raise Rejected("proof_unavailable",
+                           f"transaction {tx_hash} is in block {height}, whose version-{header.version} header "
+                           "commits to no results; proofs exist for blocks with version-2 headers")
+        return transaction_bundle(self._store.genesis_hash, header, certificate, block["txs"][index], index,
+                                  hashes[1:], receipts, self._validator_history.changes_through(height))
+
+    def header_proof(self, height: int) -> dict[str, Any] | None:
+        """The proof bundle of the block header at `height` (its finality only); None above the head."""
+        if not 1 <= height <= self._store.tip.height:
+            return None
+        block = self._store.load_block_json(height)
+        if block is None:
+            raise StorageError(f"block {height} is missing below the head {self._store.tip.height}")
+        header, certificate = self._final_header(height, block)
+        return header_bundle(self._store.genesis_hash, header, certificate,
+                             self._validator_history.changes_through(height))
+
+    def _final_header(self, height: int, block: Mapping[str, Any]) -> tuple[BlockHeader, dict[str, Any]]:
+        certificate = self._store.load_certificate(height)
+        if certificate is None:
+            raise StorageError(f"the certificate of block {height} is missing below the head")
+        try:
+            return decode_header(block["header"]), certificate
+        except Rejected as exc:
+            raise StorageError(f"block {height} in the database has a bad header: {exc.message}") from None
 
     def load_stored(self, height: int) -> tuple[dict[str, Any], list[str], list[dict[str, Any]]]:
         """(block JSON, [block hash, tx hashes...], receipts) as stored; nothing is re-decoded."""

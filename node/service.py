@@ -57,6 +57,15 @@ class NodeService(Protocol):
         """{"header", "hash", "txs", "receipts", "certificate"} at `height` (None: latest)."""
         ...
 
+    def proof(self, tx_hash: str) -> dict[str, Any] | None:
+        """The proof bundle of a committed transaction (format: docs/proofs.md); None when it is not
+        committed; Rejected("proof_unavailable") when its block predates receipt commitments."""
+        ...
+
+    def header_proof(self, height: int) -> dict[str, Any] | None:
+        """The proof bundle of the block header at `height` (finality only); None above the head."""
+        ...
+
     def account(self, address: str) -> dict[str, Any]:
         """{address, nonce, balances, roles, frozen, allowed}."""
         ...

@@ -283,6 +283,23 @@ class _Handlers:
             raise ApiError("tx_not_found", f"no pending or committed transaction has hash {tx_hash}")
         return self._json(status.to_json())
 
+    async def get_transaction_proof(self, request: web.Request) -> web.StreamResponse:
+        _check_query(request, ())
+        tx_hash = _hex64(request.match_info["hash"], "invalid_hash", "the transaction hash")
+        bundle = self.service.proof(tx_hash)
+        if bundle is None:
+            raise ApiError("tx_not_found", f"no committed transaction has hash {tx_hash}; a pending one has no "
+                                           "proof until it commits")
+        return self._json(bundle)
+
+    async def get_block_proof(self, request: web.Request) -> web.StreamResponse:
+        _check_query(request, ())
+        height = _height(request.match_info["height"])
+        bundle = self.service.header_proof(height)
+        if bundle is None:
+            raise ApiError("block_not_found", f"no block at height {height}")
+        return self._json(bundle)
+
     async def get_latest_block(self, request: web.Request) -> web.StreamResponse:
         _check_query(request, ())
         block = self.service.block(None)
@@ -474,7 +491,9 @@ def make_app(service: NodeService, metrics: NodeMetrics, limits: ApiLimits | Non
                         expect_handler=expect)
     gets: list[tuple[str, Handler, str]] = [
         ("/v1/transactions/{hash}", handlers.get_transaction, "get_transaction"),
+        ("/v1/transactions/{hash}/proof", handlers.get_transaction_proof, "get_transaction_proof"),
         ("/v1/blocks/latest", handlers.get_latest_block, "get_latest_block"),
+        ("/v1/blocks/{height}/proof", handlers.get_block_proof, "get_block_proof"),
         ("/v1/blocks/{height}", handlers.get_block, "get_block"),
         ("/v1/accounts/{address}", handlers.get_account, "get_account"),
         ("/v1/records/{owner}/{key:.+}", handlers.get_record, "get_record"),

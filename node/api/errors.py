@@ -65,6 +65,7 @@ STATUS_BY_CODE: Mapping[str, int] = MappingProxyType({
     "unknown_proposal": 404,  # a vote (or GET) for a proposal id this chain never saw
     "already_voted": 409,  # the member voted on this proposal already
     "proposal_closed": 409,  # the proposal is executed, rejected or expired
+    "proof_unavailable": 409,  # the transaction's block has a version-1 header: no receipts to prove
     # 426: a plain GET on the WebSocket route.
     "upgrade_required": 426,
     # 429: this source already holds the most connections the node takes from one address.

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
+from ledger.proof import KIND_HEADER, KIND_TRANSACTION, PROOF_FORMAT
 from ledger.tx import ASSET_RE, CHAIN_ID_RE, MAX_RECORD_KEY_BYTES, MAX_RECORD_VALUE_BYTES, MAX_SAFE_INT
 from node.api.errors import STATUS_BY_CODE
 from node.api.governance import openapi_paths, openapi_schemas
@@ -140,7 +141,26 @@ def _schemas() -> dict[str, Any]:
             "hash": HEX64, "prev_hash": HEX64,
             "timestamp": {"type": "integer", "description": "ms since the Unix epoch"},
             "proposer": HEX64, "tx_root": HEX64, "app_hash": HEX64, "tx_count": {"type": "integer"},
-        }, closed=False),
+            "receipts_root": {**HEX64, "description": "header version 2: Merkle root of the block's receipts"},
+            "version": {"type": "integer", "enum": [2], "description": "absent in version-1 headers"},
+        }, ["chain_id", "height", "hash", "prev_hash", "timestamp", "proposer", "tx_root", "app_hash", "tx_count"],
+            closed=False),
+        "ProofBundle": _obj({
+            "format": {"type": "string", "const": PROOF_FORMAT},
+            "kind": {"type": "string", "enum": [KIND_TRANSACTION, KIND_HEADER]},
+            "chain_id": {"type": "string"},
+            "genesis_hash": HEX64,
+            "header": {"type": "object", "description": "the block header exactly as hashed (no `hash` field)"},
+            "certificate": {"type": "object", "description": "the block's commit certificate"},
+            "validator_changes": {"type": "array", "items": {"type": "object"}},
+            "tx": {"type": "object"},
+            "tx_index": {"type": "integer", "minimum": 0},
+            "tx_path": {"type": "array", "items": HEX64},
+            "receipt": receipt,
+            "receipt_path": {"type": "array", "items": HEX64},
+        }, ["format", "kind", "chain_id", "genesis_hash", "header", "certificate", "validator_changes"],
+            description="A self-contained proof, verified offline with `ledgerd verify FILE --genesis G`; "
+                        "the format and the algorithm are in docs/proofs.md"),
         "BlockReceipt": _obj({"hash": HEX64, "code": {"type": "string"}, "message": {"type": "string"}},
                              ["hash", "code"], description="the result of the transaction at the same index"),
         "Block": _obj({
@@ -360,6 +380,24 @@ def _document(limits: ApiLimits) -> dict[str, Any]:
             "parameters": [_path_param("hash", HEX64, "the transaction hash")],
             "responses": _common(("200", _json(_ref("TransactionStatus"), "The transaction's status.")),
                                  ("404", tx_not_found)),
+        }},
+        "/v1/transactions/{hash}/proof": {"get": {
+            "operationId": "get_transaction_proof",
+            "summary": "A proof bundle of a committed transaction: inclusion, result and finality, checkable "
+                       "offline against the genesis file",
+            "parameters": [_path_param("hash", HEX64, "the transaction hash")],
+            "responses": _common(("200", _json(_ref("ProofBundle"), "The bundle.")),
+                                 ("404", _error("No committed transaction has that hash (a pending one has no "
+                                                "proof yet).", ["tx_not_found"])),
+                                 ("409", _error("The transaction is in a version-1 block, which commits to no "
+                                                "results.", ["proof_unavailable"]))),
+        }},
+        "/v1/blocks/{height}/proof": {"get": {
+            "operationId": "get_block_proof",
+            "summary": "A proof bundle of a committed block header: its finality, checkable offline",
+            "parameters": [_path_param("height", HEIGHT, "the block height")],
+            "responses": _common(("200", _json(_ref("ProofBundle"), "The bundle.")),
+                                 ("404", _error("No block at that height.", ["block_not_found"]))),
         }},
         "/v1/blocks/latest": {"get": {
             "operationId": "get_latest_block",

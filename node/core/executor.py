@@ -8,6 +8,11 @@ committing a block this node already checked executes nothing again.
 Signatures are verified once per node: a transaction this node's mempool admitted (with the same
 signature) is not verified again when it shows up in a block, and one first met in a block is
 noted with the mempool, so its later arrival by gossip is not verified again either.
+
+Every block built here is a version-2 block: its header commits to the receipts (the results) of
+its transactions, which is what lets a proof show a transaction's result. A proposal must be
+version 2 and its receipts root must be the one this node's execution produces; a version-1 block
+is accepted only from block sync (a final block of a chain's history from before version 2).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from consensus.api import ChainTip
-from ledger.block import Block, make_block
+from ledger.block import CURRENT_HEADER_VERSION, Block, make_block, receipts_root_hex
 from ledger.errors import Rejected
 from ledger.state import Execution, ParseMemo, execute
 from node.core.mempool import Mempool
@@ -79,6 +84,8 @@ class BlockExecutor:
         now = self._clock_ms()
         if not synced and header.timestamp > now + self.limits.max_block_time_drift_ms:
             return f"block timestamp is {header.timestamp - now} ms ahead of this node's clock"
+        if not synced and header.version != CURRENT_HEADER_VERSION:
+            return f"block header version {header.version} is not {CURRENT_HEADER_VERSION}, the version proposed now"
         cached = self._executions.get(block.hash)
         if cached is not None and cached[1] == tuple(tx.signature for tx in block.txs):
             return None
@@ -95,6 +102,8 @@ class BlockExecutor:
             return exc.message
         if execution.app_hash != header.app_hash:
             return "block app_hash does not match the state its transactions produce"
+        if header.version >= 2 and header.receipts_root != _receipts_root(block, execution):
+            return "block receipts_root does not match the results its transactions produce"
         self._remember(block, execution)
         return None
 
@@ -115,7 +124,7 @@ class BlockExecutor:
         execution = execute(self._store.state, self._store.chain_id, height, txs, parent.app_hash, self._memo)
         timestamp = max(self._clock_ms(), parent.timestamp + 1)
         block = make_block(self._store.chain_id, height, parent.block_hash, timestamp, self._proposer, txs,
-                           execution.app_hash)
+                           execution.app_hash, execution.receipts)
         self._remember(block, execution)
         return block
 
@@ -139,6 +148,9 @@ class BlockExecutor:
         if execution.app_hash != block.header.app_hash:
             raise Rejected("invalid_block",
                            f"committed block {block.height} has an app_hash this node's state cannot produce")
+        if block.header.version >= 2 and block.header.receipts_root != _receipts_root(block, execution):
+            raise Rejected("invalid_block",
+                           f"committed block {block.height} has a receipts_root this node's execution cannot produce")
         return execution
 
     def on_committed(self, block: Block) -> None:
@@ -149,3 +161,7 @@ class BlockExecutor:
         self._executions[block.hash] = (execution, tuple(tx.signature for tx in block.txs))
         while len(self._executions) > MAX_CACHED_EXECUTIONS:
             self._executions.popitem(last=False)
+
+
+def _receipts_root(block: Block, execution: Execution) -> str:
+    return receipts_root_hex([tx.hash for tx in block.txs], [r.encode() for r in execution.receipts])

@@ -38,7 +38,7 @@ def next_block(store: Store, txs: Sequence[Transaction], proposer: str) -> tuple
     tip = store.tip
     execution = execute(store.state, store.chain_id, tip.height + 1, txs, tip.app_hash)
     block = make_block(store.chain_id, tip.height + 1, tip.block_hash, tip.timestamp + 1, proposer,
-                       tuple(txs), execution.app_hash)
+                       tuple(txs), execution.app_hash, execution.receipts)
     return block, execution
 
 

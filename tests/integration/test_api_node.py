@@ -16,8 +16,10 @@ import aiohttp
 import pytest
 from openapi_schema_validator import OAS31Validator
 
+from cli.proof import certificate_signers
 from cli.testnet import make_testnet
 from ledger import keys
+from ledger.proof import verify_bundle
 from ledger.tx import Issue, Payload, Record, Transaction, Transfer, sign_tx
 from node.api.app import ApiServer, limits_from_config, make_app
 from node.node import Node
@@ -412,3 +414,31 @@ async def test_server_stop_closes_event_streams_with_going_away(stalled: Cluster
         await c.server.stop()
         msg = await ws.receive(timeout=WAIT_S)
         assert (msg.type, msg.data) == (aiohttp.WSMsgType.CLOSE, 1001)
+
+
+async def test_proof_routes_answer_bundles_that_verify_and_documented_errors(c: Cluster) -> None:
+    t = pay(c)
+    await commit(c, t)
+    status, bundle = await call(c, "GET", f"/v1/transactions/{t.hash}/proof", "/v1/transactions/{hash}/proof")
+    assert status == 200
+    summary = verify_bundle(bundle, c.node.genesis, certificate_signers)
+    assert summary["tx"] == t.hash and summary["result"] == {"code": "ok"}
+    status, header = await call(c, "GET", f"/v1/blocks/{summary['height']}/proof", "/v1/blocks/{height}/proof")
+    assert status == 200 and verify_bundle(header, c.node.genesis, certificate_signers)["kind"] == "header"
+    for path, template, expected in [
+        (f"/v1/transactions/{'ab' * 32}/proof", "/v1/transactions/{hash}/proof", (404, "tx_not_found")),
+        ("/v1/transactions/xyz/proof", "/v1/transactions/{hash}/proof", (400, "invalid_hash")),
+        ("/v1/blocks/99/proof", "/v1/blocks/{height}/proof", (404, "block_not_found")),
+        ("/v1/blocks/0/proof", "/v1/blocks/{height}/proof", (404, "block_not_found")),
+        ("/v1/blocks/-1/proof", "/v1/blocks/{height}/proof", (400, "invalid_height")),
+    ]:
+        status, body = await call(c, "GET", path, template)
+        assert (status, body["error"]["code"]) == expected, path
+
+
+async def test_a_pending_transaction_has_no_proof_yet(stalled: Cluster) -> None:
+    t = pay(stalled)
+    status, _ = await submit(stalled, t.to_json())
+    assert status == 202
+    status, body = await call(stalled, "GET", f"/v1/transactions/{t.hash}/proof", "/v1/transactions/{hash}/proof")
+    assert (status, body["error"]["code"]) == (404, "tx_not_found")

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from ledger.block import Block, make_block
+from ledger.block import Block, make_block, receipts_root_hex
 from ledger.errors import Rejected
-from ledger.state import execute
+from ledger.state import OK, execute
 from ledger.tx import Transaction
 from node.core.executor import BlockExecutor, BuildLimits
 from node.core.mempool import Mempool, MempoolLimits
@@ -51,10 +51,14 @@ def foreign_block(store: Store, txs: list[Transaction], proposer: str = V1.addre
     """A block another validator built on our head."""
     tip = store.tip
     h = tip.height + 1 if height is None else height
+    try:
+        receipts = execute(store.state, CHAIN, h, txs, tip.app_hash).receipts
+    except Rejected:  # a block that cannot execute: the check must say so, whatever its receipts
+        receipts = tuple(OK for _ in txs)
     if app_hash is None:
         app_hash = execute(store.state, CHAIN, h, txs, tip.app_hash).app_hash
     return make_block(CHAIN, h, tip.block_hash if prev_hash is None else prev_hash,
-                      NOW_MS if timestamp is None else timestamp, proposer, tuple(txs), app_hash)
+                      NOW_MS if timestamp is None else timestamp, proposer, tuple(txs), app_hash, receipts)
 
 
 def test_a_built_proposal_passes_its_own_check_without_executing_or_verifying_again(store: Store) -> None:
@@ -170,3 +174,27 @@ def test_committing_an_unchecked_block_executes_it_and_divergence_raises(store: 
     bad = foreign_block(store, [transfer(ALICE, 0, BOB)], app_hash="ee" * 32)
     with pytest.raises(Rejected, match="app_hash"):
         executor.execution_for(bad)
+
+
+def test_a_block_must_commit_to_the_results_its_transactions_produce(store: Store) -> None:
+    executor, mempool = make(store)
+    txs = [transfer(ALICE, 0, BOB), transfer(BOB, 0, ALICE, 10**9)]  # the second fails: insufficient funds
+    good = foreign_block(store, txs)
+    assert good.header.version == 2 and executor.check_block(good, store.tip) is None
+    h = good.header
+    all_ok = make_block(CHAIN, h.height, h.prev_hash, h.timestamp, h.proposer, good.txs, h.app_hash, (OK, OK))
+    result = executor.check_block(all_ok, store.tip)
+    assert result is not None and "receipts_root" in result
+    with pytest.raises(Rejected, match="receipts_root"):
+        executor.execution_for(all_ok)
+    # A version-1 block (no receipts_root) is no longer proposed, but one from history syncs.
+    v1 = make_block(CHAIN, h.height, h.prev_hash, h.timestamp, h.proposer, good.txs, h.app_hash)
+    result = executor.check_block(v1, store.tip)
+    assert v1.header.version == 1 and result is not None and "version 1" in result
+    assert executor.check_block(v1, store.tip, synced=True) is None
+    # What this node builds commits to its results.
+    mempool.add(txs[:1])
+    built = executor.build_proposal(1, 0, store.tip)
+    assert built is not None and built.header.version == 2
+    receipts = [r.encode() for r in executor.execution_for(built).receipts]
+    assert built.header.receipts_root == receipts_root_hex([txs[0].hash], receipts)
