@@ -463,6 +463,21 @@ class NodeServiceImpl:
     def account(self, address: str) -> dict[str, Any]:
         return self._node.reads.account(address)
 
+    def block_by_hash(self, block_hash: str) -> dict[str, Any] | None:
+        return self._node.reads.block_by_hash(block_hash)
+
+    def blocks(self, before: int | None, limit: int) -> dict[str, Any]:
+        return self._node.reads.blocks(before, limit)
+
+    def account_transactions(self, address: str, after: tuple[int, int] | None, limit: int) -> dict[str, Any]:
+        return self._node.reads.account_transactions(address, after, limit)
+
+    def account_records(self, owner: str, after: str | None, limit: int) -> dict[str, Any]:
+        return self._node.reads.account_records(owner, after, limit)
+
+    def search(self, query: str) -> dict[str, Any]:
+        return self._node.reads.search(query)
+
     def record(self, owner: str, key: str) -> dict[str, Any] | None:
         return self._node.reads.record(owner, key)
 
