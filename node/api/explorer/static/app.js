@@ -246,25 +246,29 @@ async function viewOverview(root) {
   const heightText = el("span", { id: "overview-height", class: "big mono", text: String(status.height) });
   const mempool = el("span", { text: String(status.mempool_size) });
   const chartSlot = el("div", {}, rateChart(live.blocks));
-  const peers = new Map((status.peers || []).map((p) => [p.node_id, p]));
-  const signed = lastSigned(live.blocks);
+  const validatorsSlot = el("div", {});
+  const renderValidators = (st) => {
+    const peers = new Map((st.peers || []).map((p) => [p.node_id, p]));
+    const signed = lastSigned(live.blocks);
+    validatorsSlot.replaceChildren(table(["Name", "Node id", "Link", "Height", "Last signed"],
+      (st.validators || []).map((v) => {
+        const self = v.node_id === st.node_id;
+        const peer = peers.get(v.node_id);
+        const connected = self ? badge("this node", "ok") : peer && peer.connected ? badge("connected", "ok")
+          : badge("not connected", "bad");
+        const height = self ? st.height : peer && peer.height !== null && peer.height !== undefined ? peer.height : "?";
+        const last = signed.get(v.node_id);
+        return row(el("span", { text: v.name || "" }),
+                   el("span", { class: "mono", title: v.node_id, text: short(v.node_id) }),
+                   connected, String(height),
+                   last === undefined ? el("span", { class: "muted", text: `not in the last ${live.blocks.length}` })
+                     : link(`/block/${last}`, `#${last}`));
+      }), "validators"));
+  };
+  renderValidators(status);
   const validatorIds = new Set((status.validators || []).map((v) => v.node_id));
-  const validatorRows = (status.validators || []).map((v) => {
-    const self = v.node_id === status.node_id;
-    const peer = peers.get(v.node_id);
-    const connected = self ? badge("this node", "ok") : peer && peer.connected ? badge("connected", "ok")
-      : badge("not connected", "bad");
-    const height = self ? status.height : peer && peer.height !== null && peer.height !== undefined
-      ? peer.height : "?";
-    const last = signed.get(v.node_id);
-    return row(el("span", { text: v.name || "" }), el("span", { class: "mono", title: v.node_id,
-                                                               text: short(v.node_id) }),
-               connected, String(height),
-               last === undefined ? el("span", { class: "muted", text: `not in the last ${live.blocks.length}` })
-                 : link(`/block/${last}`, `#${last}`));
-  });
   const observers = (status.peers || []).filter((p) => !validatorIds.has(p.node_id));
-  const recent = el("tbody", {});
+  const recent = el("tbody", { id: "recent-blocks" });
   const renderRecent = () => {
     recent.replaceChildren(...live.blocks.slice(0, 10).map((b) =>
       row(link(`/block/${b.height}`, `#${b.height}`), hashLink("block", b.hash), String(b.tx_count),
@@ -285,7 +289,7 @@ async function viewOverview(root) {
                                    text: `${status.name || ""} ${short(status.node_id)}` })],
       ])),
       section("Committed transactions per second", chartSlot)),
-    section("Validators", table(["Name", "Node id", "Link", "Height", "Last signed"], validatorRows)),
+    section("Validators", validatorsSlot),
     section("Observers", observers.length
       ? table(["Node id", "Link", "Height"], observers.map((p) => row(
         el("span", { class: "mono", text: short(p.node_id) }),
@@ -301,7 +305,14 @@ async function viewOverview(root) {
     heightText.textContent = String(event.height);
     renderRecent();
     chartSlot.replaceChildren(rateChart(live.blocks));
-    api("/v1/status").then((s) => { mempool.textContent = String(s.mempool_size); }, () => {});
+    // Events carry no certificate: the block's summary says who signed it.
+    Promise.all([api("/v1/status"), api(`/v1/blocks?before=${event.height + 1}&limit=1`)]).then(([st, pg]) => {
+      const summary = pg.blocks[0];
+      const known = live.blocks.find((b) => summary && b.height === summary.height);
+      if (known) known.signers = summary.signers;
+      mempool.textContent = String(st.mempool_size);
+      renderValidators({ ...st, height: Math.max(st.height, live.blocks.length ? live.blocks[0].height : 0) });
+    }, () => {});
   });
 }
 
