@@ -63,6 +63,9 @@ async def test_index_reads_answer_as_documented_and_paginate(tmp_path: Path) -> 
         status, first = await get(ex, f"/v1/accounts/{bob.address}/transactions?limit=2")
         status, rest = await get(ex, f"/v1/accounts/{bob.address}/transactions?limit=2&after={first['next_after']}")
         assert [t["hash"] for t in first["transactions"] + rest["transactions"]] == listed
+        # A cursor beyond any storable height or index is "from the newest" (found by the fuzzer).
+        status, beyond = await get(ex, f"/v1/accounts/{bob.address}/transactions?after=9999999999999999999-9999999999")
+        assert status == 200 and [t["hash"] for t in beyond["transactions"]] == listed
 
         status, records = await get(ex, f"/v1/accounts/{alice.address}/records", "/v1/accounts/{address}/records")
         assert [(r["key"], r["value"]) for r in records["records"]] == [(HTML_KEY, HTML_VALUE)]

@@ -96,10 +96,11 @@ class _IndexHandlers:
         after: tuple[int, int] | None = None
         if "after" in query:
             match = CURSOR_RE.fullmatch(query["after"])
-            if match is None or int(match[1]) > MAX_HEIGHT or int(match[2]) > MAX_INDEX:
+            if match is None:
                 raise ApiError("invalid_query", "after must be a cursor HEIGHT-INDEX as a previous page's "
                                                 "next_after gives it")
-            after = (int(match[1]), int(match[2]))
+            # Past the largest storable height or index, "after" means the same as at it.
+            after = (min(int(match[1]), MAX_HEIGHT), min(int(match[2]), MAX_INDEX))
         return web.json_response(self.service.account_transactions(address, after, limit), dumps=dumps)
 
     async def account_records(self, request: web.Request) -> web.StreamResponse:
