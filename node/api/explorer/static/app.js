@@ -220,10 +220,16 @@ function rateChart(blocks) {
     ctx.fillText(`peak ${peak.toFixed(1)} tx/s`, 6, 14);
   }
   const total = buckets.reduce((a, b) => a + b, 0);
+  // Only the latest RECENT_BLOCKS blocks are loaded: on a busy chain they span less than the window,
+  // and the caption says so rather than averaging over time it has no blocks for.
+  const oldest = blocks.length ? blocks[blocks.length - 1].timestamp : now;
+  const full = blocks.length >= RECENT_BLOCKS && (now - oldest) / 1000 < RATE_WINDOW_S;
+  const span = full ? Math.max(1, (now - oldest) / 1000) : RATE_WINDOW_S;
+  const over = full ? `the last ${blocks.length} blocks (${Math.round(span)}s)` : `the last ${RATE_WINDOW_S / 60} minutes`;
   return el("figure", { class: "chart-box" }, canvas,
     el("figcaption", { class: "muted",
-                       text: `${(total / RATE_WINDOW_S).toFixed(2)} tx/s committed on average over the last ` +
-                             `${RATE_WINDOW_S / 60} minutes (${RATE_BUCKET_S}s bars)` }));
+                       text: `${(total / span).toFixed(2)} tx/s committed on average over ${over} ` +
+                             `(${RATE_BUCKET_S}s bars)` }));
 }
 
 function lastSigned(blocks) {
