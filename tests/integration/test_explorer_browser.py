@@ -25,7 +25,9 @@ import pytest
 from ledger.tx import Transfer
 from tests.helpers.explorer_chain import HTML_KEY, HTML_VALUE, Explored, explored_node
 
-pytestmark = pytest.mark.timeout(120)
+# The limit covers the test, not the fixture that may first install Chromium (bounded by its own
+# subprocess timeouts).
+pytestmark = pytest.mark.timeout(120, func_only=True)
 
 CHROMIUM = ("/usr/bin/chromium", "/usr/bin/chromium-browser")
 CHROMEDRIVER = ("/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver")
@@ -44,9 +46,12 @@ def _browser() -> tuple[str, str]:
         return chromium, driver
     why = "chromium and chromium-driver are not installed"
     if shutil.which("apt-get") and os.geteuid() == 0:
-        result = subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", "chromium",
-                                 "chromium-driver"], capture_output=True, text=True, timeout=600,
-                                env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        install = ["apt-get", "install", "-y", "--no-install-recommends", "chromium", "chromium-driver"]
+        result = subprocess.run(install, capture_output=True, text=True, timeout=600, env=env)
+        if result.returncode != 0:  # a fresh image has no package lists yet
+            subprocess.run(["apt-get", "update"], capture_output=True, timeout=300, env=env)
+            result = subprocess.run(install, capture_output=True, text=True, timeout=600, env=env)
         chromium, driver = _first(CHROMIUM), _first(CHROMEDRIVER)
         if chromium and driver:
             return chromium, driver
@@ -209,8 +214,13 @@ def _drive(ex: Explored, page: Page, loop: asyncio.AbstractEventLoop, proof_miss
     assert errors == [], errors
 
 
-async def test_explorer_in_a_real_browser(tmp_path: Path) -> None:
-    chromium, driver = _browser()
+@pytest.fixture
+def browser() -> tuple[str, str]:
+    return _browser()
+
+
+async def test_explorer_in_a_real_browser(tmp_path: Path, browser: tuple[str, str]) -> None:
+    chromium, driver = browser
     os.environ.setdefault("SE_OFFLINE", "true")  # selenium must never fetch a driver or browser
     shots = _artifacts(tmp_path)
     print(f"screenshots in {shots}")
