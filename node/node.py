@@ -166,9 +166,13 @@ class Node:
             raise ConfigError(f"this node's key ({key.address[:16]}…, {config.path('node_key_file')}) is "
                               "not a validator in the genesis file")
         store = Store.open(config.path("data_dir"), genesis)
+        logger = logging.getLogger("ledgerd.node")
+        if store.reindexed_blocks:
+            logger.info("built the explorer indexes of %d stored blocks (a database from before them)",
+                        store.reindexed_blocks, extra={"fields": {"blocks": store.reindexed_blocks}})
         try:
-            return cls(config, genesis, key, store, metrics or NodeMetrics(),
-                       logging.getLogger("ledgerd.node"), engine_factory or make_engine)
+            return cls(config, genesis, key, store, metrics or NodeMetrics(), logger,
+                       engine_factory or make_engine)
         except ValueError as exc:
             store.close()
             raise ConfigError(f"cannot run the {genesis.consensus} engine: {exc}") from None

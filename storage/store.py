@@ -151,10 +151,12 @@ class Store:
         self.location = backend.location
         self.chain_id = genesis.chain_id
         self.genesis_hash = genesis.hash()
+        # Blocks indexed on open because the database predates the explorer indexes (0: none).
+        self.reindexed_blocks = 0
         try:
             self.tip = self._check_or_init(genesis)
             if self._get(META_INDEXES) != INDEXES_VERSION:
-                self.reindex()
+                self.reindexed_blocks = self.reindex()
         except BaseException:
             backend.close()
             raise

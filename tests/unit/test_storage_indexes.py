@@ -94,6 +94,7 @@ def assert_indexes_match(store: Store) -> None:
 def test_account_index_and_block_hashes_match_a_full_scan() -> None:
     store = Store(MemoryBackend(MemoryDisk()), genesis())
     try:
+        assert store.reindexed_blocks == 0
         build_chain(store, blocks=40, seed=7)
         assert_indexes_match(store)
         # Entries carry the sender and type, so a listing needs no block reads.
@@ -138,9 +139,16 @@ def test_a_database_from_before_the_indexes_is_indexed_on_open(backend: str, tmp
 
     store = open_store()
     try:
+        assert store.reindexed_blocks == 25
         assert_indexes_match(store)
         # New blocks keep being indexed on top of the rebuilt ones.
         build_chain(store, blocks=5, seed=4)
+        assert_indexes_match(store)
+    finally:
+        store.close()
+    store = open_store()  # built once: the next open does not index again
+    try:
+        assert store.reindexed_blocks == 0
         assert_indexes_match(store)
     finally:
         store.close()
