@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ledger import keys
 
@@ -50,7 +50,13 @@ class NodeConfig(BaseModel):
     rest_port: int = Field(default=8001, ge=0, le=65535, description="REST API port (0: any free port)")
     p2p_host: str = Field(default="127.0.0.1", description="peer-to-peer bind address")
     p2p_port: int = Field(default=9001, ge=0, le=65535, description="peer-to-peer port (0: any free port)")
-    peers: dict[str, str] = Field(default_factory=dict, description="validator node id -> p2p URL")
+    peers: dict[str, str] = Field(
+        default_factory=dict, description="validator node id -> p2p URL (wss://host:port; host names are "
+                                          "resolved again on every connection attempt)")
+    p2p_allow_plaintext: bool = Field(
+        default=False,
+        description="serve plain ws:// instead of wss:// and allow ws:// peer URLs: peer traffic is then "
+                    "neither encrypted nor authenticated after the handshake (loopback tests only)")
 
     tick_ms: int = Field(
         default=50, ge=1, le=10_000, description="consensus tick; engine timeouts count ticks")
@@ -154,6 +160,15 @@ class NodeConfig(BaseModel):
             if not url.startswith(("ws://", "wss://")):
                 raise ValueError(f"peer {node_id[:16]}: URL {url[:100]!r} must be ws://host:port or wss://host:port")
         return peers
+
+    @model_validator(mode="after")
+    def _plaintext_is_explicit(self) -> NodeConfig:
+        if not self.p2p_allow_plaintext:
+            for node_id, url in self.peers.items():
+                if url.startswith("ws://"):
+                    raise ValueError(f"peer {node_id[:16]}: URL {url[:100]!r} is plain ws://; use wss:// (or set "
+                                     "p2p_allow_plaintext = true, for loopback tests only)")
+        return self
 
     def path(self, name: Literal["data_dir", "node_key_file", "genesis_file"]) -> Path:
         value: Path = getattr(self, name)

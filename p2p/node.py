@@ -8,6 +8,7 @@ import itertools
 import logging
 import random
 import socket
+import ssl
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from aiohttp import web
 
 from ledger import keys
 from ledger.tx import CHAIN_ID_RE
-from p2p import frames, handshake, limits
+from p2p import frames, handshake, limits, tls
 from p2p.config import P2PConfig
 from p2p.connection import Counters, Handler, PeerConnection, WebSocket, close_websocket
 from p2p.errors import HandshakeError, PeerUnavailable, RequestTimeout
@@ -55,6 +56,8 @@ COUNTER_NAMES: tuple[str, ...] = (
     "connections_refused_duplicate",
     "connections_evicted_idle",  # closed for a newer one: too many had not sent their upgrade request
     "peers_disconnected_bad_frames",
+    # a TLS record that failed authentication (changed, replayed, reordered or injected on the path)
+    "links_dropped_tampered",
     "frames_in",
     "frames_out",
     "bytes_in",
@@ -120,7 +123,7 @@ class _DialState:
     last_error: str = ""
 
 
-def _peer_url(node_id: str, url: str) -> str:
+def _peer_url(node_id: str, url: str, allow_plaintext: bool) -> str:
     """`url` checked, with the p2p path added when it has none."""
     bad = ValueError(f"peer {node_id[:16]}…: url {url!r} is not ws://host:port or wss://host:port")
     try:
@@ -130,6 +133,9 @@ def _peer_url(node_id: str, url: str) -> str:
         raise bad from exc
     if parsed.scheme not in ("ws", "wss") or not parsed.hostname or port is None or parsed.query:
         raise bad
+    if parsed.scheme == "ws" and not allow_plaintext:
+        raise ValueError(f"peer {node_id[:16]}…: url {url!r} is plain ws://, which this node does not speak "
+                         "(use wss://, or turn TLS off for loopback tests)")
     return parsed._replace(path=P2P_PATH).geturl() if parsed.path in ("", "/") else url
 
 
@@ -193,6 +199,12 @@ class P2PNode:
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
         self._port: int | None = None
+        self._server_tls: ssl.SSLContext | None = None
+        self._channel = ""  # our TLS certificate's fingerprint, bound by every inbound handshake
+        # Inbound connections in _accept, and why TLS failed on one of them (see tls.RecordingProtocol).
+        self._serving_handlers: set[web.RequestHandler] = set()
+        self._tls_errors: dict[web.RequestHandler, ssl.SSLError] = {}
+        self._client_tls = tls.client_context()
         for node_id, url in peers.items():
             self.add_peer(node_id, url)  # ourselves is skipped: one cluster-wide peer list is convenient
 
@@ -217,7 +229,8 @@ class P2PNode:
     @property
     def url(self) -> str:
         """The URL peers dial to reach this node (with the listen host as configured)."""
-        return f"ws://{self.config.listen_host}:{self.port}{P2P_PATH}"
+        scheme = "wss" if self.config.tls else "ws"
+        return f"{scheme}://{self.config.listen_host}:{self.port}{P2P_PATH}"
 
     async def start(self) -> None:
         """Bind the listener and start dialing every configured peer."""
@@ -232,18 +245,26 @@ class P2PNode:
                                shutdown_timeout=self.config.close_timeout_s)
         await runner.setup()
         self._runner = runner
+        if self.config.tls:
+            self._server_tls, self._channel = tls.server_context(self.node_id)
         try:
             family = socket.AF_INET6 if ":" in self.config.listen_host else socket.AF_INET
             sock = socket.create_server((self.config.listen_host, self.config.listen_port), family=family)
             # Our own listener rather than a web site: every accepted connection passes through
             # _new_protocol, which bounds the connections that have not asked for anything yet.
-            self._listener = await asyncio.get_running_loop().create_server(self._new_protocol, sock=sock)
+            # The TLS handshake runs before aiohttp sees a byte; it counts against the pre-auth deadline.
+            self._listener = await asyncio.get_running_loop().create_server(
+                self._new_protocol, sock=sock, ssl=self._server_tls,
+                ssl_handshake_timeout=self._preauth_timeout_s if self._server_tls else None)
         except BaseException:
             self._runner = None
             await runner.cleanup()
             raise
         self._port = sock.getsockname()[1]
+        # No DNS cache: a peer's host name is resolved again on every attempt, so a validator whose
+        # address changed (a rescheduled container or pod) is found at its new one.
         self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(use_dns_cache=False),
             timeout=aiohttp.ClientTimeout(total=None, connect=self.config.handshake_timeout_s))
         self._state = "running"
         for node_id in self._peer_urls:
@@ -304,7 +325,13 @@ class P2PNode:
             self._counters.add("connections_evicted_idle")
         handler = self._runner.server()
         self._idle[handler] = now
+        if self._server_tls is not None:
+            return tls.RecordingProtocol(handler, self._on_tls_error)
         return handler
+
+    def _on_tls_error(self, handler: asyncio.Protocol, exc: ssl.SSLError) -> None:
+        if isinstance(handler, web.RequestHandler) and handler in self._serving_handlers:
+            self._tls_errors[handler] = exc
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.create_task(coro, name=name)
@@ -322,7 +349,7 @@ class P2PNode:
             return
         if peer_id not in self._ident.allowed:
             raise ValueError(f"peer {peer_id[:16]}… is neither a validator nor an observer")
-        self._peer_urls[peer_id] = _peer_url(peer_id, url)
+        self._peer_urls[peer_id] = _peer_url(peer_id, url, allow_plaintext=not self.config.tls)
         if peer_id not in self._dial_states:
             self._dial_states[peer_id] = _DialState()
             if self._state == "running":
@@ -469,10 +496,11 @@ class P2PNode:
                  "outbound" if conn.outbound else "inbound")
         return True
 
-    def _new_connection(self, ws: WebSocket, peer_id: str, outbound: bool) -> PeerConnection:
+    def _new_connection(self, ws: WebSocket, peer_id: str, outbound: bool,
+                        tls_error: Callable[[], BaseException | None] | None = None) -> PeerConnection:
         dialer, listener = (self.node_id, peer_id) if outbound else (peer_id, self.node_id)
         return PeerConnection(ws, peer_id, outbound, self._preferred(dialer, listener), self.config,
-                              self._counters, self._deliver, self._handlers, self._offender)
+                              self._counters, self._deliver, self._handlers, self._offender, tls_error)
 
     async def _run_connection(self, conn: PeerConnection) -> None:
         try:
@@ -558,6 +586,8 @@ class P2PNode:
         task = asyncio.current_task()
         assert task is not None
         self._inbound.add(task)
+        handler = request.protocol
+        self._serving_handlers.add(handler)
         try:
             ws = web.WebSocketResponse(heartbeat=self.config.ping_interval_s, compress=False,
                                        max_msg_size=self.config.hard_max_frame_bytes,
@@ -579,7 +609,7 @@ class P2PNode:
                 async with deadline:
                     self._deadlines[ticket] = deadline
                     await ws.prepare(request)
-                    peer_id = await handshake.accept(ws, self._ident, admit)
+                    peer_id = await handshake.accept(ws, self._ident, admit, self._channel)
             except HandshakeError as exc:
                 self._handshake_failed(exc, source)
                 await close_websocket(ws, exc.close_code, exc.code, self.config.close_timeout_s)
@@ -600,7 +630,7 @@ class P2PNode:
                 self._deadlines.pop(ticket, None)
                 self._admission.release(ticket)
             self._counters.add("handshake_ok")
-            conn = self._new_connection(ws, peer_id, outbound=False)
+            conn = self._new_connection(ws, peer_id, outbound=False, tls_error=lambda: self._tls_errors.get(handler))
             if not self._register(conn):
                 await close_websocket(ws, handshake.CLOSE_DUPLICATE, "duplicate", self.config.close_timeout_s)
                 return ws
@@ -608,6 +638,8 @@ class P2PNode:
             return ws
         finally:
             self._inbound.discard(task)
+            self._serving_handlers.discard(handler)
+            self._tls_errors.pop(handler, None)
 
     # --- outbound -------------------------------------------------------------------------------
 
@@ -639,14 +671,23 @@ class P2PNode:
     async def _dial_once(self, peer_id: str, state: _DialState) -> PeerConnection | None:
         assert self._session is not None
         ws: aiohttp.ClientWebSocketResponse | None = None
+        url = self._peer_urls[peer_id]
+        secure = url.startswith("wss:")
         try:
             async with asyncio.timeout(self.config.handshake_timeout_s):
                 ws = await self._session.ws_connect(
-                    self._peer_urls[peer_id], heartbeat=self.config.ping_interval_s, compress=0,
+                    url, heartbeat=self.config.ping_interval_s, compress=0,
                     headers={handshake.NODE_ID_HEADER: self.node_id},
-                    max_msg_size=self.config.hard_max_frame_bytes,
+                    max_msg_size=self.config.hard_max_frame_bytes, ssl=self._client_tls if secure else False,
                     timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=self.config.close_timeout_s))
-                await handshake.dial(ws, self._ident, peer_id)
+                channel = ""
+                if secure:
+                    try:
+                        channel = tls.peer_fingerprint(ws.get_extra_info("ssl_object"))
+                    except ValueError as exc:
+                        raise HandshakeError("malformed", f"no usable TLS session: {exc}",
+                                             handshake.CLOSE_MALFORMED) from None
+                await handshake.dial(ws, self._ident, peer_id, channel)
         except HandshakeError as exc:
             state.last_error = str(exc)
             self._handshake_failed(exc, peer_id[:16])

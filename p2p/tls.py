@@ -1,0 +1,115 @@
+"""TLS for peer links (wss://): a fresh self-signed certificate per start, bound to the node key by
+the handshake.
+
+Why not a certificate authority: validators of a consortium share no CA, and the genesis already
+names every validator by its Ed25519 key. Why not the node key itself as the TLS key: it would have
+to be written to a file for `ssl.SSLContext.load_cert_chain`, and the node key should exist in one
+file only. So each start makes a throwaway Ed25519 TLS key and a self-signed certificate; the
+dialer accepts any certificate during the TLS handshake and the application handshake then binds
+it: both sides put the SHA-256 of the listener's certificate (as each of them sees it) into the
+transcript they sign with their node keys (`p2p.handshake`). A man in the middle that terminates
+TLS shows the dialer a certificate of its own, so the two transcripts differ and both signatures
+fail; one that relays the bytes cannot read them, and a byte it changes, drops, replays or reorders
+fails TLS's record authentication and ends the connection.
+
+TLS 1.3 only: every ledgerd speaks it, and it has no renegotiation or legacy cipher suites.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import hashlib
+import shutil
+import ssl
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.x509.oid import NameOID
+
+CERT_LIFETIME = datetime.timedelta(days=3650)  # nobody checks validity dates; the handshake pins the cert
+
+
+def fingerprint(der: bytes) -> str:
+    return hashlib.sha256(der).hexdigest()
+
+
+def server_context(node_id: str) -> tuple[ssl.SSLContext, str]:
+    """A TLS 1.3 server context with a fresh certificate; and that certificate's fingerprint."""
+    key = Ed25519PrivateKey.generate()
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"ledgerd node {node_id[:16]}")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + CERT_LIFETIME)
+            .sign(key, None))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    # load_cert_chain reads files only: a private directory for the moment it takes, then gone.
+    folder = Path(tempfile.mkdtemp(prefix="ledgerd-tls-"))
+    try:
+        cert_file, key_file = folder / "cert.pem", folder / "key.pem"
+        cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        key_file.touch(mode=0o600)
+        key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                               serialization.NoEncryption()))
+        context.load_cert_chain(cert_file, key_file)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return context, fingerprint(cert.public_bytes(serialization.Encoding.DER))
+
+
+def client_context() -> ssl.SSLContext:
+    """TLS 1.3 without CA or host name checks: the handshake checks the certificate instead."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def peer_fingerprint(ssl_object: object) -> str:
+    """The fingerprint of the certificate the other end showed on this TLS connection."""
+    if not isinstance(ssl_object, ssl.SSLObject | ssl.SSLSocket):
+        raise ValueError("not a TLS connection")
+    der = ssl_object.getpeercert(binary_form=True)
+    if not der:
+        raise ValueError("the peer showed no certificate")
+    return fingerprint(der)
+
+
+class RecordingProtocol(asyncio.Protocol):
+    """Passes everything to `inner` and tells `on_tls_error` why a TLS connection failed.
+
+    The TLS layer hands its error (a record that failed authentication: changed, replayed,
+    reordered or injected on the path) only to the protocol's connection_lost; aiohttp's server
+    then reports a plain close, so this is where a tampered link can be told from a dropped one.
+    """
+
+    def __init__(self, inner: asyncio.Protocol, on_tls_error: Callable[[asyncio.Protocol, ssl.SSLError], None]) -> None:
+        self.inner = inner
+        self._on_tls_error = on_tls_error
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.inner.connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if isinstance(exc, ssl.SSLError):
+            self._on_tls_error(self.inner, exc)
+        self.inner.connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        self.inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self.inner.eof_received()
+
+    def pause_writing(self) -> None:
+        self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.inner.resume_writing()
