@@ -414,6 +414,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from cli.gov import add_gov_parser
     add_gov_parser(sub)
+    from cli.genesis import add_genesis_parser
+    add_genesis_parser(sub)
     return parser
 
 
