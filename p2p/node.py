@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
+from aiohttp.abc import AbstractResolver
 
 from ledger import keys
 from ledger.tx import CHAIN_ID_RE
@@ -50,6 +51,7 @@ COUNTER_NAMES: tuple[str, ...] = (
     "handshake_failed_evicted",
     "handshake_failed_wrong_claim",
     "dial_failed",
+    "dial_failed_dns",  # the peer's host name did not resolve (also counted in dial_failed)
     "connections_opened",
     "connections_closed",
     "connections_replaced",
@@ -121,6 +123,7 @@ class _DialState:
     attempts: int = 0
     next_attempt_at: float = 0.0  # loop time
     last_error: str = ""
+    unresolved: bool = False  # the last attempt could not resolve the host name (logged once per streak)
 
 
 def _peer_url(node_id: str, url: str, allow_plaintext: bool) -> str:
@@ -160,6 +163,7 @@ class P2PNode:
         on_message: OnMessage,
         rng: random.Random | None = None,
         observers: Iterable[str] = (),
+        resolver: AbstractResolver | None = None,
     ) -> None:
         if not CHAIN_ID_RE.fullmatch(chain_id):
             raise ValueError(f"bad chain_id {chain_id!r}")
@@ -205,6 +209,7 @@ class P2PNode:
         self._serving_handlers: set[web.RequestHandler] = set()
         self._tls_errors: dict[web.RequestHandler, ssl.SSLError] = {}
         self._client_tls = tls.client_context()
+        self._resolver = resolver  # None: the system's (getaddrinfo); tests plug in their own names
         for node_id, url in peers.items():
             self.add_peer(node_id, url)  # ourselves is skipped: one cluster-wide peer list is convenient
 
@@ -264,7 +269,7 @@ class P2PNode:
         # No DNS cache: a peer's host name is resolved again on every attempt, so a validator whose
         # address changed (a rescheduled container or pod) is found at its new one.
         self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(use_dns_cache=False),
+            connector=aiohttp.TCPConnector(use_dns_cache=False, resolver=self._resolver),
             timeout=aiohttp.ClientTimeout(total=None, connect=self.config.handshake_timeout_s))
         self._state = "running"
         for node_id in self._peer_urls:
@@ -704,6 +709,14 @@ class P2PNode:
         except (OSError, aiohttp.ClientError) as exc:
             state.last_error = f"{type(exc).__name__}: {exc}"
             self._counters.add("dial_failed")
+            if isinstance(exc, aiohttp.ClientConnectorDNSError):
+                # A name that does not resolve yet (a container or pod not scheduled yet) is normal
+                # at start-up: one line per streak, then retries with backoff, never a crash.
+                self._counters.add("dial_failed_dns")
+                if not state.unresolved:
+                    log.warning("p2p %s cannot resolve the host of peer %s (%s); retrying with backoff",
+                                self.node_id[:16], peer_id[:16], url)
+                state.unresolved = True
             log.debug("p2p %s cannot dial %s: %s", self.node_id[:16], peer_id[:16], state.last_error)
             if ws is not None:
                 await close_websocket(ws, handshake.CLOSE_GOING_AWAY, "error", self.config.close_timeout_s)
@@ -714,6 +727,9 @@ class P2PNode:
             raise
         self._counters.add("handshake_ok")
         state.last_error = ""
+        if state.unresolved:
+            state.unresolved = False
+            log.info("p2p %s resolved the host of peer %s again", self.node_id[:16], peer_id[:16])
         conn = self._new_connection(ws, peer_id, outbound=True)
         if not self._register(conn):
             await close_websocket(ws, handshake.CLOSE_DUPLICATE, "duplicate", self.config.close_timeout_s)
