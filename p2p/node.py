@@ -730,7 +730,10 @@ class P2PNode:
         if state.unresolved:
             state.unresolved = False
             log.info("p2p %s resolved the host of peer %s again", self.node_id[:16], peer_id[:16])
-        conn = self._new_connection(ws, peer_id, outbound=True)
+        failures: list[ssl.SSLError] = []
+        if secure:
+            tls.watch_client(ws, failures.append)
+        conn = self._new_connection(ws, peer_id, outbound=True, tls_error=lambda: failures[0] if failures else None)
         if not self._register(conn):
             await close_websocket(ws, handshake.CLOSE_DUPLICATE, "duplicate", self.config.close_timeout_s)
             return None

@@ -113,3 +113,25 @@ class RecordingProtocol(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.inner.resume_writing()
+
+
+def watch_client(ws: object, on_tls_error: Callable[[ssl.SSLError], None]) -> bool:
+    """Tell `on_tls_error` if TLS ends this client WebSocket's connection; False if it cannot.
+
+    aiohttp's client, like its server, reports a TLS failure as a plain close; the error reaches
+    only its connection protocol. There is no public hook for that, so this wraps the protocol's
+    connection_lost. If aiohttp's internals change, the link is still dropped on a bad record (TLS
+    does that); it is only no longer counted as tampered on the dialing side.
+    """
+    protocol = getattr(getattr(getattr(ws, "_response", None), "connection", None), "protocol", None)
+    original = getattr(protocol, "connection_lost", None)
+    if protocol is None or original is None:
+        return False
+
+    def connection_lost(exc: BaseException | None) -> None:
+        if isinstance(exc, ssl.SSLError):
+            on_tls_error(exc)
+        original(exc)
+
+    protocol.connection_lost = connection_lost
+    return True

@@ -31,11 +31,13 @@ async def eventually(predicate: Callable[[], bool], what: str, timeout_s: float 
 
 
 class Proxy:
-    """Forwards TCP both ways; once `armed`, applies `mode` to the next dialer->listener chunk."""
+    """Forwards TCP both ways; once `armed`, applies `mode` to the next chunk in `direction`
+    ("up": dialer to listener, "down": listener to dialer)."""
 
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
         self.mode = "pass"
+        self.direction = "up"
         self.armed = False
         self.tampered = asyncio.Event()
         self.seen = bytearray()  # everything the dialer sent, as the proxy saw it
@@ -87,6 +89,7 @@ class Proxy:
                 out = [chunk]
                 if upstream:
                     self.seen += chunk
+                if upstream == (self.direction == "up"):
                     if self.armed:
                         out = self._tamper(chunk)
                         if out:
@@ -102,8 +105,10 @@ class Proxy:
 
 
 @asynccontextmanager
-async def linked(tls: bool) -> AsyncIterator[tuple[P2PNode, P2PNode, Proxy, list[bytes]]]:
+async def linked(tls: bool, b_delivered: list[bytes] | None = None,
+                 ) -> AsyncIterator[tuple[P2PNode, P2PNode, Proxy, list[bytes]]]:
     """`b` dials `a` through the proxy; yields (a, b, proxy, payloads a delivered)."""
+    b_inbox = b_delivered if b_delivered is not None else []
     keys = [PrivateKey.generate() for _ in range(2)]
     validators = [k.address for k in keys]
     delivered: list[bytes] = []
@@ -119,7 +124,7 @@ async def linked(tls: bool) -> AsyncIterator[tuple[P2PNode, P2PNode, Proxy, list
         stack.push_async_callback(proxy.stop)
         scheme = "wss" if tls else "ws"
         b = P2PNode(config, keys[1], CHAIN, validators, {a.node_id: f"{scheme}://127.0.0.1:{proxy_port}"},
-                    lambda p, t, d: None, rng=random.Random(1))
+                    lambda p, t, d: b_inbox.append(d), rng=random.Random(1))
         await b.start()
         stack.push_async_callback(b.stop)
         await eventually(lambda: a.connected_peers() == [b.node_id], "the link through the proxy")
@@ -149,6 +154,20 @@ async def test_tampered_frames_are_refused_and_the_link_dropped(mode: str) -> No
         await eventually(lambda: a.counters["connections_opened"] > opened and a.connected_peers() == [b.node_id],
                          "the link to come back")
         await eventually(lambda: b.send(a.node_id, "txs", b"after") and b"after" in delivered, "a message after")
+
+
+@pytest.mark.parametrize("mode", ["flip", "replay"])
+async def test_frames_tampered_on_the_way_to_the_dialer_are_refused_too(mode: str) -> None:
+    got: list[bytes] = []
+    async with linked(tls=True, b_delivered=got) as (a, b, proxy, _):
+        proxy.mode, proxy.direction, proxy.armed = mode, "down", True
+        sent = [f"receipt {i} ".encode() * 20 for i in range(3)]
+        for payload in sent:
+            a.send(b.node_id, "txs", payload)
+            await asyncio.sleep(0.05)
+        await eventually(lambda: b.counters["links_dropped_tampered"] >= 1, "the dialer to drop the link")
+        positions = [sent.index(p) if p in sent else -1 for p in got]
+        assert -1 not in positions and positions == sorted(set(positions)) and len(got) < len(sent), got
 
 
 async def test_a_passive_proxy_sees_no_payload() -> None:
