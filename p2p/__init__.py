@@ -75,8 +75,8 @@ re-create, wss:// is what operators, proxies and packet captures already underst
 custom piece left is the binding of a certificate to a node key, which is the few lines above.
 With `tls=False` the listener serves plain ws:// and frames after the handshake are neither
 encrypted nor authenticated: for loopback tests only, and only when the operator says so.
-Known gap: the idle-connection limit (`max_idle_connections`) acts on connections after their
-TLS handshake; one stuck in the TLS handshake is closed by the pre-auth deadline instead.
+The TLS handshake of an inbound connection is part of its pre-auth time, and a connection that
+never starts one counts against `max_idle_connections` like one that never sends its upgrade.
 """
 
 from p2p.config import P2PConfig

@@ -205,9 +205,12 @@ class P2PNode:
         self._port: int | None = None
         self._server_tls: ssl.SSLContext | None = None
         self._channel = ""  # our TLS certificate's fingerprint, bound by every inbound handshake
-        # Inbound connections in _accept, and why TLS failed on one of them (see tls.RecordingProtocol).
+        # Inbound connections in _accept, and why TLS failed on one of them (see tls.TlsAcceptor).
         self._serving_handlers: set[web.RequestHandler] = set()
         self._tls_errors: dict[web.RequestHandler, ssl.SSLError] = {}
+        # The TLS side of each idle inbound connection, and the tasks running TLS handshakes.
+        self._acceptors: dict[web.RequestHandler, tls.TlsAcceptor] = {}
+        self._tls_starts: set[asyncio.Task[None]] = set()
         self._client_tls = tls.client_context()
         self._resolver = resolver  # None: the system's (getaddrinfo); tests plug in their own names
         for node_id, url in peers.items():
@@ -257,10 +260,8 @@ class P2PNode:
             sock = socket.create_server((self.config.listen_host, self.config.listen_port), family=family)
             # Our own listener rather than a web site: every accepted connection passes through
             # _new_protocol, which bounds the connections that have not asked for anything yet.
-            # The TLS handshake runs before aiohttp sees a byte; it counts against the pre-auth deadline.
-            self._listener = await asyncio.get_running_loop().create_server(
-                self._new_protocol, sock=sock, ssl=self._server_tls,
-                ssl_handshake_timeout=self._preauth_timeout_s if self._server_tls else None)
+            # TLS, when on, is started per connection by tls.TlsAcceptor (see _new_protocol).
+            self._listener = await asyncio.get_running_loop().create_server(self._new_protocol, sock=sock)
         except BaseException:
             self._runner = None
             await runner.cleanup()
@@ -291,7 +292,7 @@ class P2PNode:
                 await asyncio.gather(*(conn.closed.wait() for conn in conns))
         except TimeoutError:
             log.warning("p2p %s: connections did not close in time; cancelling them", self.node_id[:16])
-        owned = [*self._tasks, *self._inbound]
+        owned = [*self._tasks, *self._inbound, *self._tls_starts]
         for task in owned:
             task.cancel()
         await asyncio.gather(*owned, return_exceptions=True)
@@ -302,6 +303,7 @@ class P2PNode:
             async with asyncio.timeout(self.config.close_timeout_s):
                 await self._listener.wait_closed()
         self._idle.clear()
+        self._acceptors.clear()
         await self._session.close()
         self._conns.clear()
         self._state = "stopped"
@@ -319,20 +321,40 @@ class P2PNode:
         now = asyncio.get_running_loop().time()
         if len(self._idle) >= self.config.max_idle_connections:
             for old, accepted_at in list(self._idle.items()):
-                # No transport: closed since, unless accepted a moment ago and not yet connected.
-                gone = old.transport.is_closing() if old.transport is not None else now - accepted_at > 0.1
+                acceptor = self._acceptors.get(old)
+                if acceptor is not None and not acceptor.ready:
+                    gone = acceptor.is_closing()  # still in its TLS handshake
+                else:
+                    # No transport: closed since, unless accepted a moment ago and not yet connected.
+                    gone = old.transport.is_closing() if old.transport is not None else now - accepted_at > 0.1
                 if gone:
-                    del self._idle[old]
+                    self._forget_idle(old)
         if len(self._idle) >= self.config.max_idle_connections:
             oldest = next(iter(self._idle))
-            del self._idle[oldest]
-            oldest.force_close()
+            acceptor = self._acceptors.get(oldest)
+            self._forget_idle(oldest)
+            if acceptor is not None and not acceptor.ready:
+                acceptor.close()
+            else:
+                oldest.force_close()
             self._counters.add("connections_evicted_idle")
         handler = self._runner.server()
         self._idle[handler] = now
-        if self._server_tls is not None:
-            return tls.RecordingProtocol(handler, self._on_tls_error)
-        return handler
+        if self._server_tls is None:
+            return handler
+        acceptor = tls.TlsAcceptor(handler, self._server_tls, self._preauth_timeout_s, self._on_tls_error,
+                                   self._spawn_tls_start)
+        self._acceptors[handler] = acceptor
+        return acceptor
+
+    def _forget_idle(self, handler: web.RequestHandler) -> None:
+        self._idle.pop(handler, None)
+        self._acceptors.pop(handler, None)
+
+    def _spawn_tls_start(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro, name="p2p-tls-accept")
+        self._tls_starts.add(task)
+        task.add_done_callback(self._tls_starts.discard)
 
     def _on_tls_error(self, handler: asyncio.Protocol, exc: ssl.SSLError) -> None:
         if isinstance(handler, web.RequestHandler) and handler in self._serving_handlers:
@@ -572,7 +594,7 @@ class P2PNode:
     async def _accept(self, request: web.Request) -> web.StreamResponse:
         if self._state != "running":
             return web.Response(status=503, text="shutting down")
-        self._idle.pop(request.protocol, None)
+        self._forget_idle(request.protocol)
         source = request.remote or "unknown"
         claimed = request.headers.get(handshake.NODE_ID_HEADER)
         if claimed is not None and (claimed not in self._ident.allowed or claimed == self.node_id):

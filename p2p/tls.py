@@ -23,8 +23,9 @@ import hashlib
 import shutil
 import ssl
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -82,39 +83,6 @@ def peer_fingerprint(ssl_object: object) -> str:
     return fingerprint(der)
 
 
-class RecordingProtocol(asyncio.Protocol):
-    """Passes everything to `inner` and tells `on_tls_error` why a TLS connection failed.
-
-    The TLS layer hands its error (a record that failed authentication: changed, replayed,
-    reordered or injected on the path) only to the protocol's connection_lost; aiohttp's server
-    then reports a plain close, so this is where a tampered link can be told from a dropped one.
-    """
-
-    def __init__(self, inner: asyncio.Protocol, on_tls_error: Callable[[asyncio.Protocol, ssl.SSLError], None]) -> None:
-        self.inner = inner
-        self._on_tls_error = on_tls_error
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.inner.connection_made(transport)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if isinstance(exc, ssl.SSLError):
-            self._on_tls_error(self.inner, exc)
-        self.inner.connection_lost(exc)
-
-    def data_received(self, data: bytes) -> None:
-        self.inner.data_received(data)
-
-    def eof_received(self) -> bool | None:
-        return self.inner.eof_received()
-
-    def pause_writing(self) -> None:
-        self.inner.pause_writing()
-
-    def resume_writing(self) -> None:
-        self.inner.resume_writing()
-
-
 def watch_client(ws: object, on_tls_error: Callable[[ssl.SSLError], None]) -> bool:
     """Tell `on_tls_error` if TLS ends this client WebSocket's connection; False if it cannot.
 
@@ -135,3 +103,93 @@ def watch_client(ws: object, on_tls_error: Callable[[ssl.SSLError], None]) -> bo
 
     protocol.connection_lost = connection_lost
     return True
+
+
+class TlsAcceptor(asyncio.Protocol):
+    """One accepted TCP connection of a wss:// listener, until and after its TLS handshake.
+
+    TLS is started here (`loop.start_tls`) rather than by the server, so that the raw connection is
+    ours to close while its handshake is still under way: the listener's bound on idle connections
+    (see `p2p.node.P2PNode._new_protocol`) must reach a client that opened TCP and sent nothing. Once
+    the handshake is done, everything is passed to `inner` (aiohttp's HTTP protocol). It also tells
+    `on_tls_error` why TLS ended a connection: a record that failed authentication (changed,
+    replayed, reordered or injected on the path), which aiohttp itself reports as a plain close.
+    """
+
+    def __init__(self, inner: asyncio.Protocol, context: ssl.SSLContext, handshake_timeout_s: float,
+                 on_tls_error: Callable[[asyncio.Protocol, ssl.SSLError], None],
+                 spawn: Callable[[Coroutine[Any, Any, None]], object]) -> None:
+        self.inner = inner
+        self._context = context
+        self._timeout_s = handshake_timeout_s
+        self._on_tls_error = on_tls_error
+        self._spawn = spawn
+        self._raw: asyncio.BaseTransport | None = None
+        self.ready = False  # the TLS handshake is done and `inner` has its transport
+        self._early: list[bytes] = []  # decrypted bytes that came before `inner` was connected
+        self._early_eof = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self._raw is None:
+            self._raw = transport
+            self._spawn(self._start_tls(transport))
+        else:
+            self._connect_inner(transport)  # some Python versions report the TLS transport here
+
+    async def _start_tls(self, raw: asyncio.BaseTransport) -> None:
+        assert isinstance(raw, asyncio.Transport)
+        try:
+            secure = await asyncio.get_running_loop().start_tls(
+                raw, self, self._context, server_side=True, ssl_handshake_timeout=self._timeout_s)
+        except (OSError, TimeoutError, ssl.SSLError, ConnectionError, RuntimeError):
+            raw.close()  # a failed or slow TLS handshake: nothing was served yet
+            return
+        if secure is None:
+            raw.close()
+            return
+        self._connect_inner(secure)
+
+    def _connect_inner(self, transport: asyncio.BaseTransport) -> None:
+        if self.ready:
+            return
+        self.ready = True
+        self.inner.connection_made(transport)
+        for chunk in self._early:
+            self.inner.data_received(chunk)
+        self._early.clear()
+        if self._early_eof:
+            self.inner.eof_received()
+
+    def close(self) -> None:
+        """Close the raw connection (used on one still in its TLS handshake)."""
+        if self._raw is not None:
+            self._raw.close()
+
+    def is_closing(self) -> bool:
+        return self._raw is not None and self._raw.is_closing()
+
+    def data_received(self, data: bytes) -> None:
+        if self.ready:
+            self.inner.data_received(data)
+        else:
+            self._early.append(data)
+
+    def eof_received(self) -> bool | None:
+        if self.ready:
+            return self.inner.eof_received()
+        self._early_eof = True
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if isinstance(exc, ssl.SSLError):
+            self._on_tls_error(self.inner, exc)
+        if self.ready:
+            self.inner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        if self.ready:
+            self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self.ready:
+            self.inner.resume_writing()

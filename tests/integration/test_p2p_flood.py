@@ -246,15 +246,15 @@ async def test_squatters_on_a_validators_id_are_evicted_by_the_validator() -> No
             assert await closed(squatters[0], within_s=5) == handshake.CLOSE_DUPLICATE
 
 
-async def test_idle_tcp_connections_beyond_the_limit_are_closed_oldest_first() -> None:
+@pytest.mark.parametrize("tls", [True, False], ids=["wss", "ws"])
+async def test_idle_tcp_connections_beyond_the_limit_are_closed_oldest_first(tls: bool) -> None:
     """Raw TCP connections that never send their upgrade request, far more than the idle limit, held
     open (the pre-auth deadline is long here, so only the limit can close them): the node keeps at
     most the limit of them, not one file descriptor per attacker socket, and a validator gets in."""
     held = 400  # well above the limit, and within a default file-descriptor limit of 1024
-    # Plain ws://: on a TLS listener a connection that has not finished its TLS handshake is closed by
-    # the pre-auth deadline (ssl_handshake_timeout), not by this limit.
+    # On a wss:// listener these connections never even start their TLS handshake.
     async with listener(hello_timeout_s=60, handshake_timeout_s=60, max_idle_connections=32,
-                        tls=False) as (a, node_keys, _):
+                        tls=tls) as (a, node_keys, _):
         conns: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
         try:
             for _ in range(held):
