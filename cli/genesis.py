@@ -31,6 +31,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from pydantic import ValidationError
+
 from cli.errors import CliError
 from ledger import keys
 from ledger.errors import Rejected
@@ -251,8 +253,10 @@ def cmd_node_home(args: argparse.Namespace) -> int:
         values["p2p_allow_plaintext"] = True
     try:
         config = NodeConfig.model_validate(values)
-    except ValueError as exc:
-        raise CliError(f"invalid settings: {exc}") from None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "config"
+        raise CliError(f"invalid settings: {where}: {first['msg']}") from None
     if (home / GENESIS_FILE).exists() and Genesis.load(home / GENESIS_FILE).hash() != genesis.hash():
         raise CliError(f"{home / GENESIS_FILE} holds another genesis; refusing to overwrite it")
     try:

@@ -425,7 +425,7 @@ def _missing_command(args: argparse.Namespace) -> None:
         sys.exit(2)
 
     if args.command is None:
-        usage_error(PROG, "choose a command: testnet, start, localnet, keys, tx, gov, status or bench")
+        usage_error(PROG, "choose a command: testnet, start, localnet, genesis, keys, tx, gov, status or bench")
     if args.command == "keys" and args.keys_command is None:
         usage_error(f"{PROG} keys", "choose a keys command: new or show")
     if args.command == "tx" and args.tx_type is None:
