@@ -48,6 +48,11 @@ class NodeConfig(BaseModel):
 
     rest_host: str = Field(default="127.0.0.1", description="REST API bind address")
     rest_port: int = Field(default=8001, ge=0, le=65535, description="REST API port (0: any free port)")
+    rest_tls_cert_file: Path | None = Field(
+        default=None, description="serve REST over HTTPS with this certificate chain (PEM; unset: plain HTTP, "
+                                  "e.g. behind a TLS-terminating reverse proxy)")
+    rest_tls_key_file: Path | None = Field(
+        default=None, description="the private key of rest_tls_cert_file (PEM, unencrypted)")
     p2p_host: str = Field(default="127.0.0.1", description="peer-to-peer bind address")
     p2p_port: int = Field(default=9001, ge=0, le=65535, description="peer-to-peer port (0: any free port)")
     peers: dict[str, str] = Field(
@@ -162,6 +167,12 @@ class NodeConfig(BaseModel):
         return peers
 
     @model_validator(mode="after")
+    def _rest_tls_pair(self) -> NodeConfig:
+        if (self.rest_tls_cert_file is None) != (self.rest_tls_key_file is None):
+            raise ValueError("rest_tls_cert_file and rest_tls_key_file go together: set both or neither")
+        return self
+
+    @model_validator(mode="after")
     def _plaintext_is_explicit(self) -> NodeConfig:
         if not self.p2p_allow_plaintext:
             for node_id, url in self.peers.items():
@@ -170,8 +181,11 @@ class NodeConfig(BaseModel):
                                      "p2p_allow_plaintext = true, for loopback tests only)")
         return self
 
-    def path(self, name: Literal["data_dir", "node_key_file", "genesis_file"]) -> Path:
-        value: Path = getattr(self, name)
+    def path(self, name: Literal["data_dir", "node_key_file", "genesis_file", "rest_tls_cert_file",
+                                 "rest_tls_key_file"]) -> Path:
+        value: Path | None = getattr(self, name)
+        if value is None:
+            raise ValueError(f"{name} is not set")
         return value if value.is_absolute() else self.home / value
 
 

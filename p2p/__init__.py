@@ -8,8 +8,9 @@ transport's counters and per-peer status.
 
 Must not import: `node` (the daemon plugs this in, never the reverse), `storage`, or the consensus
 engines. Of our packages only `ledger` (keys, chain id rule, canonical JSON); otherwise aiohttp,
-pydantic, cryptography (the TLS certificate) and the standard library. It knows nothing about what the bytes mean: topics are opaque
-labels, payloads opaque bytes. Many P2PNodes can run in one process (no module-level state).
+pydantic, cryptography (the TLS certificate) and the standard library. It knows nothing about what
+the bytes mean: topics are opaque labels, payloads opaque bytes. Many P2PNodes can run in one
+process (no module-level state).
 
 API (all of it; see the docstrings for details):
 
