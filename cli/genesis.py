@@ -242,7 +242,8 @@ def cmd_node_home(args: argparse.Namespace) -> int:
     missing = set(genesis.validator_ids) - set(peers) - {key.address}
     if missing:
         raise CliError(f"{args.peers} has no URL for validator {sorted(missing)[0][:16]}…")
-    mine = urlsplit(peers_raw.get(key.address, ""))
+    own_url = peers_raw.get(key.address)
+    mine = urlsplit(_p2p_url(own_url) if own_url is not None else "")
     values: dict[str, Any] = {
         "home": home, "consensus": genesis.consensus, "node_key_file": NODE_KEY_FILE,
         "genesis_file": GENESIS_FILE, "data_dir": "data", "peers": peers,
