@@ -404,6 +404,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_gov_parser(sub)
     from cli.proof import add_proof_parsers
     add_proof_parsers(sub)
+    from cli.genesis import add_genesis_parser
+    add_genesis_parser(sub)
     return parser
 
 
@@ -413,8 +415,8 @@ def _missing_command(args: argparse.Namespace) -> None:
         sys.exit(2)
 
     if args.command is None:
-        usage_error(PROG, "choose a command: testnet, start, localnet, keys, tx, gov, proof, verify, status or "
-                          "bench")
+        usage_error(PROG, "choose a command: testnet, start, localnet, genesis, keys, tx, gov, proof, verify, "
+                          "status or bench")
     if args.command == "keys" and args.keys_command is None:
         usage_error(f"{PROG} keys", "choose a keys command: new or show")
     if args.command == "tx" and args.tx_type is None:

@@ -422,22 +422,25 @@ class Node:
 
     def _p2p_addresses(self) -> dict[str, str | None]:
         """`p2p_url`: the URL peers dial to reach this node, written as their [peers] list it (the
-        configured p2p_advertise_url, else ws://host:port); `p2p_bind`: where it listens."""
+        configured p2p_advertise_url, else wss://host:port, or ws:// with p2p_allow_plaintext);
+        `p2p_bind`: where it listens."""
         network = self.network
         if network is None or network.url is None:
             return {"p2p_url": None, "p2p_bind": None}
         host, port = self.config.p2p_host, network.p2p.port
-        return {"p2p_url": advertised_p2p_url(self.config.p2p_advertise_url, host, port, socket.gethostname),
+        scheme = "ws" if self.config.p2p_allow_plaintext else "wss"
+        return {"p2p_url": advertised_p2p_url(self.config.p2p_advertise_url, host, port, socket.gethostname, scheme),
                 "p2p_bind": f"{_bracketed(host)}:{port}"}
 
 
-def advertised_p2p_url(advertise: str, host: str, port: int, hostname: Callable[[], str]) -> str:
+def advertised_p2p_url(advertise: str, host: str, port: int, hostname: Callable[[], str],
+                       scheme: str = "wss") -> str:
     """The URL peers dial to reach a node listening on host:port, written as a [peers] table writes it
-    (no path): `advertise` when configured; else ws://host:port, with this machine's name for a
+    (no path): `advertise` when configured; else scheme://host:port, with this machine's name for a
     wildcard bind address (which no peer can dial)."""
     if advertise:
         return advertise
-    return f"ws://{_bracketed(hostname() if host in WILDCARD_HOSTS else host)}:{port}"
+    return f"{scheme}://{_bracketed(hostname() if host in WILDCARD_HOSTS else host)}:{port}"
 
 
 def _bracketed(host: str) -> str:

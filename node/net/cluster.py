@@ -64,7 +64,8 @@ class PeerNetwork:
         self._deliver = deliver
         self._receive_txs = receive_txs
         self._spawn = spawn or (lambda coro, name: asyncio.create_task(coro, name=f"{name}-{key.address[:8]}"))
-        settings = p2p_config or P2PConfig(listen_host=config.p2p_host, listen_port=config.p2p_port)
+        settings = p2p_config or P2PConfig(listen_host=config.p2p_host, listen_port=config.p2p_port,
+                                           tls=not config.p2p_allow_plaintext)
         try:
             self.p2p = P2PNode(settings, key, genesis.chain_id, validators, config.peers, self._on_message)
         except ValueError as exc:
