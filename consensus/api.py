@@ -52,9 +52,16 @@ class ProposalBuilt:
 
 @dataclass(frozen=True, slots=True)
 class ChainAdvanced:
-    """The caller committed blocks it fetched by block sync; `tip` is the new last block."""
+    """The caller committed blocks it fetched by block sync; `tip` is the new last block.
+
+    `proposers`: the `header.proposer` of the blocks committed since the engine's last height,
+    oldest first, ending with `tip`'s (more, reaching further back, is fine). An engine whose
+    proposer schedule reads the chain (BFT) needs them to keep computing the schedule every other
+    node computes; without them it falls back to what it can still tell, at a cost in liveness only.
+    """
 
     tip: ChainTip
+    proposers: tuple[str, ...] = ()
 
 
 Event = Tick | Received | TxsAvailable | ProposalBuilt | ChainAdvanced
@@ -162,6 +169,9 @@ class EngineContext:
     rng: Rng  # a random.Random
     restored: Mapping[str, bytes]  # the engine's records as last persisted (empty on first start)
     config: EngineConfig = field(default_factory=EngineConfig)
+    # `header.proposer` of the last committed blocks, oldest first, ending with `tip`'s: as many as
+    # `consensus.factory.history_blocks` says the engine reads (fewer only near genesis).
+    recent_proposers: Sequence[str] = ()
 
 
 class Engine(Protocol):

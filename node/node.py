@@ -39,9 +39,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from consensus.api import Ed25519Signer, Ed25519Verifier, Engine, EngineConfig, EngineContext
-from consensus.factory import make_engine, trusts_validators
+from consensus.factory import history_blocks, make_engine, trusts_validators
 from ledger import keys
-from ledger.block import Block, BlockHeader
+from ledger.block import Block, BlockHeader, decode_block_header
 from ledger.errors import Rejected
 from ledger.genesis import Genesis
 from ledger.state import account_key, decode_account, record_key
@@ -85,6 +85,19 @@ def _status_of(tx_hash: str, height: int, index: int, receipt: Mapping[str, Any]
     return TxStatus(tx_hash, status, height, index, dict(receipt))
 
 
+def recent_proposers(store: Store, count: int) -> list[str]:
+    """`header.proposer` of the last `count` committed blocks, oldest first: what the engine's
+    proposer schedule reads, so that a restarted node computes the schedule every other node does."""
+    tip = store.tip.height
+    proposers = []
+    for height, raw in store.load_blocks(tip - count + 1, tip + 1):
+        try:
+            proposers.append(decode_block_header(raw).proposer)
+        except Rejected as exc:
+            raise StorageError(f"the database at {store.path} is corrupt: block {height}: {exc.message}") from exc
+    return proposers
+
+
 class Node:
     """One ledgerd node. Build with `Node.open`; many may run in one process."""
 
@@ -114,6 +127,7 @@ class Node:
             verifier=Ed25519Verifier(), checker=self.executor, tip=store.tip,
             rng=random.Random(int.from_bytes(os.urandom(16), "big")), restored=store.load_engine(),
             config=EngineConfig(),
+            recent_proposers=recent_proposers(store, history_blocks(genesis.consensus, len(genesis.validator_ids))),
         )
         self.engine = engine_factory(genesis.consensus, context)
         # Raft assumes crash faults only: a transaction a peer gossips was verified by the validator

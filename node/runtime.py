@@ -12,8 +12,9 @@ in order:
 
 Block sync goes through the same loop: `apply_synced` queues blocks fetched from a peer (their
 certificates and signatures already checked by the caller); each is re-executed on the committed
-head like a proposal, stored like a Commit, and immediately followed by `ChainAdvanced(tip)`, so the
-engine never works on a height the store has already passed. One block per turn of the loop.
+head like a proposal, stored like a Commit, and immediately followed by `ChainAdvanced(tip)` (with
+the block's proposer, which the BFT proposer schedule reads), so the engine never works on a height
+the store has already passed. One block per turn of the loop.
 
 Block pacing: a proposal is built no sooner than `block_interval_ms` after the last commit, unless a
 full block (`full_block_txs`) is already waiting. Under load this trades a few milliseconds of
@@ -358,7 +359,7 @@ class Runtime:
                 more = self._commit(block, certificate)
                 item.applied += 1
                 # At once, in the same turn: the engine must not finish a height the store has passed.
-                self._step(ChainAdvanced(self._store.tip))
+                self._step(ChainAdvanced(self._store.tip, (block.header.proposer,)))
                 if more and not self._txs_signal_queued:
                     self._txs_signal_queued = True
                     self._inbox.append(_TxsSignal())

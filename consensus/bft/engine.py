@@ -1,6 +1,7 @@
 """The QBFT-style state machine: one height at a time, rounds within a height.
 
-Per height, in round r (proposer: `rounds.proposer_index(height, r, n)`):
+Per height, in round r (proposer: for r = 0 `rounds.ProposerSchedule` over the last committed
+headers, which skips validators the chain shows absent; for r > 0 `rounds.proposer_index(height, r, n)`):
 
 - PRE-PREPARE. The proposer broadcasts a PROPOSAL with a block. In round 0 it needs no
   justification; in a later round it carries a quorum of ROUND-CHANGE claims for r and, when any of
@@ -51,7 +52,7 @@ without waiting for block sync.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,6 +80,7 @@ from consensus.bft.messages import ZERO_DIGEST, Claim, DecodeError, Kind, Messag
 from consensus.bft.rounds import (
     MAX_ROUND,
     MAX_VALIDATORS,
+    ProposerSchedule,
     max_faulty,
     proposer_index,
     quorum_size,
@@ -103,6 +105,7 @@ class _Height:
         self.parent = parent
         self.height = parent.height + 1
         self.round = 0
+        self.round0_proposer: int | None = None  # computed once per height, from the chain
         self.active = False  # the height has shown activity: the round timer runs
         self.timer: int | None = None  # ticks left in this round
         self.txs_available = False
@@ -134,7 +137,8 @@ class BftEngine:
 
     kind = "pbft"
 
-    def __init__(self, ctx: EngineContext, limits: BftLimits | None = None) -> None:
+    def __init__(self, ctx: EngineContext, limits: BftLimits | None = None,
+                 schedule: ProposerSchedule | None = None) -> None:
         validators = tuple(ctx.validators)
         if not 0 < len(validators) <= MAX_VALIDATORS:
             raise ValueError(f"a BFT engine needs 1 to {MAX_VALIDATORS} validators")
@@ -151,6 +155,12 @@ class BftEngine:
         self._quorum = self.quorum(self._n)
         me = ctx.signer.node_id
         self._me: int | None = validators.index(me) if me in validators else None
+        self._index = {v: i for i, v in enumerate(validators)}
+        self._schedule = schedule or ProposerSchedule()
+        # Proposer indices of the last committed blocks, the last one being the tip's: the input of
+        # the round-0 schedule, rebuilt from the chain on every start, extended on every commit.
+        self._recent: deque[int] = deque(maxlen=self._schedule.window_blocks(self._n))
+        self._recent.extend(self._indices(ctx.recent_proposers, ctx.tip.height))
         self._max_message_bytes = self._cfg.max_block_bytes + self._limits.max_attachment_bytes
         self._out: list[Action] = []
         # Verified (or own) messages still to handle, each with whether it came from its author.
@@ -195,7 +205,7 @@ class BftEngine:
         elif isinstance(event, ProposalBuilt):
             self._on_proposal_built(event)
         elif isinstance(event, ChainAdvanced):
-            self._on_chain_advanced(event.tip)
+            self._on_chain_advanced(event.tip, event.proposers)
         else:
             raise TypeError(f"not an engine event: {event!r}")
         while self._queue:
@@ -205,13 +215,17 @@ class BftEngine:
         out, self._out = self._out, []
         return _coalesce_persists(out)
 
+    def proposer_of(self, round: int) -> str:
+        """The validator whose proposal counts in `round` of the height being decided."""
+        return self._validators[self._proposer(round)]
+
     def status(self) -> dict[str, Any]:
         hs = self._hs
         return {
             "engine": self.kind,
             "height": hs.height,
             "round": hs.round,
-            "proposer": self._validators[proposer_index(hs.height, hs.round, self._n)],
+            "proposer": self.proposer_of(hs.round),
             "validators": self._n,
             "max_faulty": self._f,
             "quorum": self._quorum,
@@ -273,10 +287,23 @@ class BftEngine:
         else:
             self._propose(block, claims, ())
 
-    def _on_chain_advanced(self, tip: ChainTip) -> None:
+    def _on_chain_advanced(self, tip: ChainTip, proposers: Sequence[str]) -> None:
         if tip.height < self._hs.height:
             self._count("stale_chain_advanced")
             return
+        gained = tip.height - self._hs.parent.height
+        known = self._indices(proposers, tip.height)
+        if len(known) < gained:
+            # A hole in what this node knows of the chain: keep only what follows it. The schedule
+            # may then differ from other nodes' for a while, which costs at most a round 0.
+            self._count("proposer_history_gaps")
+            self._recent.clear()
+            self._recent.extend(known)
+        elif len(known) > len(self._recent) + gained:
+            self._recent.clear()
+            self._recent.extend(known)
+        else:
+            self._recent.extend(known[len(known) - gained:])
         self._last_decided = None
         self._decided_msg = None
         self._start_height(tip)
@@ -324,7 +351,7 @@ class BftEngine:
         """`direct`: the proposer itself sent these bytes, so an invalid proposal is its own fault."""
         hs = self._hs
         r = msg.round
-        if msg.author != proposer_index(hs.height, r, self._n):
+        if msg.author != self._proposer(r):
             return self._drop("not_proposer")
         seen = hs.proposals.get(r)
         if seen is not None:
@@ -485,6 +512,7 @@ class BftEngine:
         self._last_decided = (block, round, seals)
         self._decided_msg = None
         self._decided_replied = set()
+        self._recent.append(self._index.get(block.header.proposer, -1))
         self._start_height(ChainTip(block.height, block.hash, block.header.timestamp, block.header.app_hash))
 
     def _enter_round(self, round: int, send_round_change: bool) -> None:
@@ -556,7 +584,7 @@ class BftEngine:
     def _check_round_change_quorum(self) -> None:
         hs = self._hs
         r = hs.round
-        if r == 0 or self._me != proposer_index(hs.height, r, self._n) or hs.proposed is not None \
+        if r == 0 or self._me != self._proposer(r) or hs.proposed is not None \
                 or hs.build_round == r:
             return
         justified = self._round_change_justification(r)
@@ -586,7 +614,7 @@ class BftEngine:
     def _maybe_build_first_proposal(self) -> None:
         hs = self._hs
         if hs.round == 0 and hs.txs_available and hs.proposed is None and hs.build_round is None \
-                and self._me is not None and self._me == proposer_index(hs.height, 0, self._n):
+                and self._me is not None and self._me == self._proposer(0):
             hs.build_round = 0
             self._out.append(BuildProposal(hs.height, 0, hs.parent))
 
@@ -633,6 +661,22 @@ class BftEngine:
         self._count("decided_replies")
 
     # --- helpers -----------------------------------------------------------------------------------
+
+    def _proposer(self, round: int) -> int:
+        """The validator whose proposal counts in `round` of the current height."""
+        hs = self._hs
+        if round > 0:
+            return proposer_index(hs.height, round, self._n)
+        if hs.round0_proposer is None:
+            if len(self._recent) > hs.parent.height:
+                raise AssertionError("the proposer history reaches below genesis")
+            hs.round0_proposer = self._schedule.round0_proposer(hs.height, self._n, self._recent)
+        return hs.round0_proposer
+
+    def _indices(self, proposers: Iterable[str], tip_height: int) -> list[int]:
+        """Validator indices of the proposers of the blocks up to `tip_height`, oldest first."""
+        indices = [self._index.get(p, -1) for p in proposers]
+        return indices[len(indices) - min(len(indices), tip_height, self._schedule.window_blocks(self._n)):]
 
     def _activate(self) -> None:
         hs = self._hs
