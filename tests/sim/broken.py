@@ -8,14 +8,14 @@ reports is the disagreement itself, not merely a certificate that is too small.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from consensus.api import Action, EngineContext, Event, Tick, Verifier
 from consensus.bft.certificate import check_certificate
 from consensus.bft.engine import BftEngine
 from consensus.bft.messages import Claim, Message
-from consensus.bft.rounds import max_faulty
+from consensus.bft.rounds import ProposerSchedule, max_faulty, proposer_index
 from ledger.block import Block
 
 
@@ -60,3 +60,33 @@ class NeverChangesRound(BftEngine):
         if isinstance(event, Tick):
             return []
         return super().step(event)
+
+
+class _PlainRotation(ProposerSchedule):
+    def round0_proposer(self, height: int, n: int, recent: Sequence[int]) -> int:
+        return proposer_index(height, 0, n)
+
+
+class NeverSkipsAProposer(BftEngine):
+    """The plain rotation at round 0 too (the engine before the proposer schedule): safe, but every
+    turn of a crashed validator waits out a round timeout."""
+
+    def __init__(self, ctx: EngineContext) -> None:
+        super().__init__(ctx, schedule=_PlainRotation())
+
+
+class SchedulesFromItsOwnSeals(BftEngine):
+    """Picks the proposer of every round among the validators whose commit seals are in the last
+    certificate it holds. That is node-local input: each node keeps the quorum of seals it happened
+    to collect, so nodes disagree about who proposes, in every round."""
+
+    def __init__(self, ctx: EngineContext) -> None:
+        self._sealed = list(range(len(ctx.validators)))
+        super().__init__(ctx)
+
+    def _decide(self, block: Block, round: int, votes: Mapping[int, bytes]) -> None:
+        self._sealed = sorted(votes)
+        super()._decide(block, round, votes)
+
+    def _proposer(self, round: int) -> int:
+        return self._sealed[(self._hs.height + round) % len(self._sealed)]

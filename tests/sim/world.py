@@ -29,6 +29,15 @@ and on every message an honest node sends:
 plus: an engine never raises on any input, calls the BlockChecker at most once per block
 (when the engine promises that), and the run stays within its step budget.
 
+Scenarios (`scenario`, default "mixed", the random mix above). "down" and "down-restart" add to
+that mix one honest validator that crashes early for good, or for a long time and then restarts
+(the Byzantine and crash budgets shrink to keep at most f faulty). The calm ones have no faults but
+message delays and one validator down from the start, and run `CALM_TICKS`: "one-down" checks
+    round_changes  at most `MAX_ROUND_CHANGE_SHARE` of the heights needed a round change (with a
+                   plain rotation a crashed validator of n costs one height in n)
+and "one-back", whose validator restarts at `CALM_RESTART_AT`, checks
+    rejoin         the restarted validator proposes a committed block again.
+
 Then the liveness phase: partitions heal, drops stop, crashed nodes restart (except those
 crashed for good, so that at most f nodes remain faulty counting the Byzantine ones), and every
 live honest node must commit `liveness_heights` blocks beyond the best honest height at the heal
@@ -82,6 +91,11 @@ SYNC_BATCH = 8
 MAX_TXS_PER_BLOCK = 3
 MAX_MEMPOOL = 64
 PARTITION_KINDS = ("isolate_proposer", "isolate_decider", "isolate_one", "split", "flapping", "minority")
+SCENARIOS = ("mixed", "down", "down-restart", "one-down", "one-back")
+CALM_SCENARIOS = ("one-down", "one-back")
+CALM_TICKS = 4000
+CALM_RESTART_AT = 600
+MAX_ROUND_CHANGE_SHARE = 0.1
 
 
 class Violation(Exception):
@@ -135,17 +149,33 @@ class FaultPlan:
 
 def make_plan(
     rng: random.Random, n: int, spec: EngineSpec, chaos_ticks: int, harsh: bool = False,
+    scenario: str = "mixed",
 ) -> FaultPlan:
     """A random mix of faults: each seed draws its own network, partitions, crashes and traitors.
 
     `harsh` makes partitions, crashes and late messages certain rather than likely: it is the profile
-    that finds bugs fastest, while the default mix also keeps calm seeds in the sample.
+    that finds bugs fastest, while the default mix also keeps calm seeds in the sample. `scenario`:
+    see the module doc (the "mixed" draws are the same whatever the other scenarios add).
     """
 
     def likely(p: float) -> bool:
         return harsh or rng.random() < p
 
+    if scenario not in SCENARIOS:
+        raise ValueError(f"unknown scenario {scenario!r}; known: {', '.join(SCENARIOS)}")
     f = spec.max_faulty(n)
+    one_down = 0 if scenario == "mixed" else 1
+    if f < one_down:
+        raise ValueError(f"scenario {scenario!r} needs a validator that may fail: n={n} tolerates none")
+    if scenario in CALM_SCENARIOS:
+        # A round timeout well above the three message delays of a round: a calm network has no round
+        # changes but for the missing validator.
+        base = rng.choice((12, 16))
+        victim = rng.randrange(n)
+        down = None if scenario == "one-down" else CALM_RESTART_AT
+        return FaultPlan(EngineConfig(round_timeout_ticks=base, max_round_timeout_ticks=base * 8),
+                         delay_max=rng.choice((1, 2)), drop_p=0.0, dup_p=0.0, long_delay_p=0.0, tx_p=0.5,
+                         partitions=(), crashes=(Crash(victim, 0, down, False),), byzantine=())
     base = rng.choice((4, 8, 12))
     config = EngineConfig(round_timeout_ticks=base, max_round_timeout_ticks=base * 8,
                           max_future_heights=rng.choice((2, 10)),
@@ -154,13 +184,14 @@ def make_plan(
     if spec.adversary is not None and f > 0 and rng.random() < 0.5:
         for i in sorted(rng.sample(range(n), rng.randint(1, f))):
             byzantine.append((i, frozenset(rng.sample(spec.behaviours, rng.randint(1, 4)))))
+    del byzantine[f - one_down:]
     honest = [i for i in range(n) if i not in dict(byzantine)]
     crashes: list[Crash] = []
     if likely(0.5):
         for _ in range(rng.randint(1, 4)):
             crashes.append(Crash(rng.choice(honest), rng.randrange(chaos_ticks), rng.randint(1, 12 * base),
                                  rng.random() < 0.5))
-    budget = f - len(byzantine)
+    budget = f - len(byzantine) - one_down
     if budget > 0 and rng.random() < 0.3:
         for i in rng.sample(honest, rng.randint(1, budget)):
             crashes.append(Crash(i, rng.randrange(chaos_ticks), None, rng.random() < 0.5))
@@ -177,6 +208,12 @@ def make_plan(
             start = rng.randrange(chaos_ticks)
             partitions.append(Partition(start, min(chaos_ticks, start + rng.randint(2 * base, 8 * base)),
                                         "isolate_decider"))
+    if one_down:
+        victim = rng.choice(honest)
+        crashes = [c for c in crashes if c.node != victim]
+        at = rng.randrange(max(1, chaos_ticks // 4))
+        down = None if scenario == "down" else rng.randint(chaos_ticks // 4, chaos_ticks // 2)
+        crashes.append(Crash(victim, at, down, rng.random() < 0.5))
     return FaultPlan(
         config=config,
         delay_max=rng.choice((1, 2, 4, 8)),
@@ -260,15 +297,18 @@ class Stats:
 class World:
     def __init__(self, spec: EngineSpec, n: int, seed: int, chaos_ticks: int, liveness_heights: int,
                  liveness_bound_timeouts: int, max_steps: int, trace: Callable[[str], None] | None = None,
-                 harsh: bool = False) -> None:
+                 harsh: bool = False, scenario: str = "mixed") -> None:
         master = random.Random(seed)
+        self.scenario = scenario
+        if scenario in CALM_SCENARIOS:
+            chaos_ticks = max(chaos_ticks, CALM_TICKS)
         self.spec = spec
         self.n = n
         self.chaos_ticks = chaos_ticks
         self.liveness_heights = liveness_heights
         self.max_steps = max_steps
         self._trace = trace
-        self.plan = make_plan(random.Random(master.getrandbits(64)), n, spec, chaos_ticks, harsh)
+        self.plan = make_plan(random.Random(master.getrandbits(64)), n, spec, chaos_ticks, harsh, scenario)
         self.liveness_bound_ticks = liveness_bound_timeouts * self.plan.config.max_round_timeout_ticks
         self.rng = random.Random(master.getrandbits(64))
         self.now = 0
@@ -297,6 +337,7 @@ class World:
         self.active_partitions: list[tuple[Partition, list[int]]] = []
         self.armed: list[Partition] = []  # isolate_decider partitions waiting for their decider
         self.healed = False
+        self.restart_heights: dict[int, int] = {}  # node -> its chain height when it last restarted
 
     # --- running -----------------------------------------------------------------------------------
 
@@ -325,6 +366,7 @@ class World:
             self._tick()
         self.stats.liveness_ticks = self.now - start
         self._check_chains()
+        self._check_scenario()
         return self.stats
 
     def _tick(self) -> None:
@@ -556,9 +598,10 @@ class World:
                 continue
             peer = self.rng.choice(ahead)
             start = len(node.chain)
-            for block, certificate in peer.chain[start:start + SYNC_BATCH]:
+            batch = peer.chain[start:start + SYNC_BATCH]
+            for block, certificate in batch:
                 self._commit(node, block, certificate, f"synced from {peer.name}")
-            self._step(node, ChainAdvanced(node.tip()))
+            self._step(node, ChainAdvanced(node.tip(), tuple(b.header.proposer for b, _ in batch)))
 
     # --- crashes -----------------------------------------------------------------------------------
 
@@ -567,8 +610,11 @@ class World:
 
     def _start_engine(self, node: SimNode) -> None:
         node.checker = SimChecker()
+        schedule = self.spec.schedule
+        history = min(schedule.window_blocks(self.n) if schedule is not None else 0, len(node.chain))
         ctx = EngineContext(CHAIN_ID, self.validators, node.signer, self.verifier, node.checker, node.tip(),
-                            node.rng, dict(node.disk), self.plan.config)
+                            node.rng, dict(node.disk), self.plan.config,
+                            [b.header.proposer for b, _ in node.chain[len(node.chain) - history:]])
         try:
             node.engine = self.spec.make(ctx)
         except Exception as exc:
@@ -599,6 +645,7 @@ class World:
         if node.engine is not None or node.down_forever:
             return
         self._start_engine(node)
+        self.restart_heights[node.index] = len(node.chain)
         self.trace(f"RESTART {node.name} at height {len(node.chain)} with {len(node.disk)} engine records")
 
     def _heal(self) -> None:
@@ -625,6 +672,23 @@ class World:
                 if self.decided[block.height][0] != block.hash:
                     raise Violation("agreement", f"{node.name}'s block {block.height} differs from the "
                                     f"decided one")
+
+    def _check_scenario(self) -> None:
+        if self.scenario not in CALM_SCENARIOS:
+            return
+        (crash,) = self.plan.crashes
+        victim = self.nodes[crash.node]
+        chain = max((n.chain for n in self.nodes if n.honest and n is not victim), key=len)
+        if self.scenario == "one-down":
+            changed = [b.height for b, cert in chain if cert.get("round") != 0]
+            if len(changed) > MAX_ROUND_CHANGE_SHARE * len(chain):
+                raise Violation("round_changes", f"with {victim.name} down, {len(changed)} of {len(chain)} "
+                                f"heights needed a round change (at most {MAX_ROUND_CHANGE_SHARE:.0%} allowed)")
+            return
+        back = self.restart_heights.get(victim.index, len(chain))
+        if not any(b.header.proposer == victim.id for b, _ in chain[back:]):
+            raise Violation("rejoin", f"{victim.name}, restarted at height {back}, proposed none of the "
+                            f"{len(chain) - back} blocks committed since")
 
     def _collect_counters(self, node: SimNode) -> None:
         if node.engine is not None and node.honest:
