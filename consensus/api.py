@@ -137,6 +137,9 @@ class EngineConfig:
     """Timing in ticks (the runtime's tick is `tick_ms`, 50 ms by default) and limits."""
 
     round_timeout_ticks: int = 40  # BFT: round 0 timeout; doubles each round up to the max
+    # BFT: round 0's timeout, until a valid proposal arrives, when its proposer is being retried after
+    # missed turns (a crashed validator's retries then cost this, not a full round timeout)
+    retry_round_timeout_ticks: int = 10
     max_round_timeout_ticks: int = 640
     election_timeout_min_ticks: int = 6  # Raft: randomized in [min, max)
     election_timeout_max_ticks: int = 12

@@ -16,12 +16,14 @@ headers, which skips validators the chain shows absent; for r > 0 `rounds.propos
 - DECIDE. A quorum of COMMITs for one (round, hash), in any round, commits the block: the engine
   emits `Commit(block, certificate)` and starts the next height.
 - ROUND-CHANGE. When the round timer expires (`round_timeout_ticks` doubling each round up to
-  `max_round_timeout_ticks`) the replica moves to r + 1 and broadcasts ROUND-CHANGE(r + 1)
-  reporting its prepared round, block and certificate. Seeing f + 1 validators in rounds above
-  its own, it joins the lowest of them (f + 1 includes an honest one, so a single validator
-  announcing inflated rounds cannot drag anyone along). The proposer of r, holding a quorum of
-  ROUND-CHANGEs for r, proposes. The round timer restarts when that quorum arrives and when a
-  valid proposal for the round does (as in IBFT 2.0), which keeps the validators' timers in step.
+  `max_round_timeout_ticks`; round 0 of a proposer the schedule is retrying after missed turns
+  gets `retry_round_timeout_ticks` until its valid proposal arrives) the replica moves to r + 1
+  and broadcasts ROUND-CHANGE(r + 1) reporting its prepared round, block and certificate. Seeing
+  f + 1 validators in rounds above its own, it joins the lowest of them (f + 1 includes an honest
+  one, so a single validator announcing inflated rounds cannot drag anyone along). The proposer of
+  r, holding a quorum of ROUND-CHANGEs for r, proposes. The round timer restarts when that quorum
+  arrives and when a valid proposal for the round does (as in IBFT 2.0), which keeps the
+  validators' timers in step.
 - Round synchronisation. A replica leaves round r on timeout only once r has *started*: r is 0,
   or it saw a valid proposal or prepared certificate for r or later, or a quorum of validators
   have announced rounds >= r. Otherwise it stays and re-broadcasts its ROUND-CHANGE(r) (the same
@@ -106,6 +108,7 @@ class _Height:
         self.height = parent.height + 1
         self.round = 0
         self.round0_proposer: int | None = None  # computed once per height, from the chain
+        self.round0_retry = False  # ... and whether that proposer is being retried after missed turns
         self.active = False  # the height has shown activity: the round timer runs
         self.timer: int | None = None  # ticks left in this round
         self.txs_available = False
@@ -670,7 +673,7 @@ class BftEngine:
         if hs.round0_proposer is None:
             if len(self._recent) > hs.parent.height:
                 raise AssertionError("the proposer history reaches below genesis")
-            hs.round0_proposer = self._schedule.round0_proposer(hs.height, self._n, self._recent)
+            hs.round0_proposer, hs.round0_retry = self._schedule.round0(hs.height, self._n, self._recent)
         return hs.round0_proposer
 
     def _indices(self, proposers: Iterable[str], tip_height: int) -> list[int]:
@@ -685,7 +688,15 @@ class BftEngine:
             hs.timer = self._timeout(hs.round)
 
     def _timeout(self, round: int) -> int:
-        return round_timeout_ticks(round, self._cfg.round_timeout_ticks, self._cfg.max_round_timeout_ticks)
+        ticks = round_timeout_ticks(round, self._cfg.round_timeout_ticks, self._cfg.max_round_timeout_ticks)
+        if round == 0 and 0 not in self._hs.proposals:
+            # A proposer on a retry has most likely not come back: waiting a full timeout for it is
+            # what made a crashed validator expensive. Once its proposal arrives, the timer restarts
+            # with the full timeout, so a validator that is back is not cut short.
+            self._proposer(0)
+            if self._hs.round0_retry:
+                return min(ticks, self._cfg.retry_round_timeout_ticks)
+        return ticks
 
     def _block_for(self, digest: str, block_bytes: bytes) -> Block | None:
         """The block with hash `digest` for this height, decoded from `block_bytes` unless known."""

@@ -51,7 +51,8 @@ class ProposerSchedule:
     `max_retry_turns`: a crashed validator costs a round timeout per retry instead of one per turn,
     and a validator that is back proposes again at its next retry, which resets its count. In its
     place proposes the next validator in the rotation that missed no turn (or, if there is none,
-    the skipped validator itself).
+    the skipped validator itself). The engine gives round 0 of a retried proposer a shorter timeout
+    (`EngineConfig.retry_round_timeout_ticks`) until its proposal arrives.
 
     The rule reads the last `window_blocks(n)` headers only, so that a restarted or syncing node
     can compute it from its store. A validator that proposed nothing in that window while the
@@ -96,7 +97,12 @@ class ProposerSchedule:
         return missed % self.max_retry_turns == 0
 
     def round0_proposer(self, height: int, n: int, recent: Sequence[int]) -> int:
-        """The proposer of round 0 at `height` (>= 1).
+        """The proposer of round 0 at `height` (>= 1); see `round0`."""
+        return self.round0(height, n, recent)[0]
+
+    def round0(self, height: int, n: int, recent: Sequence[int]) -> tuple[int, bool]:
+        """The proposer of round 0 at `height` (>= 1), and whether it is being retried (it missed its
+        last turns, or proposed nothing in a window that does not reach genesis).
 
         `recent[i]` is the index of the proposer of block `height - len(recent) + i` (the last one
         is the parent's), or -1 for a proposer outside the validator set. Only the last
@@ -104,7 +110,7 @@ class ProposerSchedule:
         """
         base = proposer_index(height, 0, n)
         if n == 1:
-            return base
+            return base, False
         window = list(recent)
         del window[:max(0, len(window) - self.window_blocks(n))]
         first = height - len(window)  # the height of window[0]
@@ -125,14 +131,14 @@ class ProposerSchedule:
         own = missed(base)
         if own is None:
             if (height // n) % self.max_retry_turns == 0:
-                return base
+                return base, True
         elif self.retry_due(own):
-            return base
+            return base, own > 0
         for step in range(1, n):
             candidate = (base + step) % n
             if missed(candidate) == 0:
-                return candidate
-        return base
+                return candidate, False
+        return base, False  # nobody is known present (a node short of history): the plain rotation
 
 
 def round_timeout_ticks(round: int, base_ticks: int, max_ticks: int) -> int:

@@ -173,11 +173,13 @@ def make_plan(
         base = rng.choice((12, 16))
         victim = rng.randrange(n)
         down = None if scenario == "one-down" else CALM_RESTART_AT
-        return FaultPlan(EngineConfig(round_timeout_ticks=base, max_round_timeout_ticks=base * 8),
+        return FaultPlan(EngineConfig(round_timeout_ticks=base, max_round_timeout_ticks=base * 8,
+                                      retry_round_timeout_ticks=base // 2),
                          delay_max=rng.choice((1, 2)), drop_p=0.0, dup_p=0.0, long_delay_p=0.0, tx_p=0.5,
                          partitions=(), crashes=(Crash(victim, 0, down, False),), byzantine=())
     base = rng.choice((4, 8, 12))
     config = EngineConfig(round_timeout_ticks=base, max_round_timeout_ticks=base * 8,
+                          retry_round_timeout_ticks=max(2, base // 2),
                           max_future_heights=rng.choice((2, 10)),
                           max_buffered_messages=rng.choice((64, 4096)))
     byzantine: list[tuple[int, frozenset[str]]] = []

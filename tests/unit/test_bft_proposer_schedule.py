@@ -3,15 +3,29 @@ turn and retried with a doubling backoff, and every node computes the same sched
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import pytest
 
-from consensus.api import ChainAdvanced, ChainTip, EngineContext
+from consensus.api import ChainAdvanced, ChainTip, EngineContext, Received, Tick, TxsAvailable
 from consensus.bft import BftEngine
+from consensus.bft.messages import Kind, encode, sign
 from consensus.bft.rounds import ProposerSchedule, proposer_index
 from ledger.block import Block
-from tests.unit.test_bft_engine import CHAIN, CONFIG, GENESIS, Checker, HmacSigner, Net, tip_of
+from tests.unit.test_bft_engine import (
+    CHAIN,
+    CONFIG,
+    GENESIS,
+    Checker,
+    HmacSigner,
+    HmacVerifier,
+    Net,
+    broadcasts,
+    child,
+    node_ids,
+    tip_of,
+)
 
 N = 4
 SMALL = ProposerSchedule(window_turns=8, first_retry_turns=2, max_retry_turns=8)
@@ -210,3 +224,39 @@ def test_a_sync_with_a_hole_in_the_history_is_counted_and_falls_back_to_what_is_
     engine.step(ChainAdvanced(far))
     assert engine.counters["proposer_history_gaps"] == 1
     assert engine.proposer_of(0) == net.ids[proposer_index(51, 0, N)], "no history: the plain rotation"
+
+
+def test_round_0_of_a_retried_proposer_times_out_sooner_unless_its_proposal_arrives() -> None:
+    """A retry costs `retry_round_timeout_ticks`, not a full round timeout; a proposer that is back
+    gets the full timeout once its valid proposal is in."""
+    config = dataclasses.replace(CONFIG, round_timeout_ticks=12, max_round_timeout_ticks=96,
+                                 retry_round_timeout_ticks=3)
+    ids = node_ids(4)
+    missed_16 = history({t: 1 for t in range(4, 68, 4)}, 67)  # validator 0 missed 16 turns
+    parent = ChainTip(67, "ab" * 32, 9_000, "cd" * 32)
+
+    def engine(proposers: list[int]) -> BftEngine:
+        ctx = EngineContext(CHAIN, ids, HmacSigner(ids[3]), HmacVerifier(), Checker(), parent, random.Random(0),
+                            {}, config, [ids[p] for p in proposers])
+        return BftEngine(ctx)
+
+    def ticks_to_round_change(e: BftEngine) -> int:
+        e.step(TxsAvailable())
+        for tick in range(1, 100):
+            if any(m.kind == Kind.ROUND_CHANGE for m in broadcasts(e.step(Tick()))):
+                return tick
+        raise AssertionError("no round change")
+
+    retried = engine(missed_16)
+    assert retried.proposer_of(0) == ids[0] and retried.status()["round_timer_ticks"] is None
+    assert ticks_to_round_change(retried) == 3
+    assert ticks_to_round_change(engine(history({}, 67))) == 12, "a proposer that is present: the full timeout"
+    # The retried proposer is back: its proposal restarts the timer with the full timeout.
+    back = engine(missed_16)
+    back.step(TxsAvailable())
+    block = child(parent, ids[0])
+    proposal = encode(sign(HmacSigner(ids[0]), CHAIN, Kind.PROPOSAL, 68, 0, 0, block.hash,
+                           block_bytes=block.encode()))
+    assert any(m.kind == Kind.PREPARE for m in broadcasts(back.step(Received(ids[0], proposal))))
+    for _ in range(11):
+        assert not any(m.kind == Kind.ROUND_CHANGE for m in broadcasts(back.step(Tick())))
