@@ -63,8 +63,8 @@ class NeverChangesRound(BftEngine):
 
 
 class _PlainRotation(ProposerSchedule):
-    def round0_proposer(self, height: int, n: int, recent: Sequence[int]) -> int:
-        return proposer_index(height, 0, n)
+    def round0(self, height: int, n: int, recent: Sequence[int]) -> tuple[int, bool]:
+        return proposer_index(height, 0, n), False
 
 
 class NeverSkipsAProposer(BftEngine):
