@@ -179,7 +179,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     try:
         return run_bench(args.nodes, None if args.max else args.rate, args.duration, args.accounts,
-                         Path(args.keys), args.pids, args.presign, args.window)
+                         Path(args.keys), args.pids, args.presign, args.window, args.down)
     except BenchError as exc:
         raise CliError(str(exc)) from None
 
@@ -394,6 +394,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--window", type=int_in(1, 1_000_000, "--window"), default=4000, metavar="W",
                    help="closed-loop: most transactions sent but not yet committed (default 4000); "
                         "keeps --max measuring throughput, not how deep the mempools can fill")
+    p.add_argument("--down", type=int_in(0, 1024, "--down"), default=0, metavar="K",
+                   help="stop the last K of --nodes (SIGTERM to their --pids) once the load is signed, "
+                        "just before the clock starts, and send the load to the others: the cluster "
+                        "measured with K validators down (default 0)")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("status", help="show a node's status: node, chain, height, peers, consensus")

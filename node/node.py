@@ -38,9 +38,9 @@ from pathlib import Path
 from typing import Any
 
 from consensus.api import Ed25519Signer, Ed25519Verifier, Engine, EngineConfig, EngineContext
-from consensus.factory import make_engine, trusts_validators
+from consensus.factory import history_blocks, make_engine, trusts_validators
 from ledger import keys
-from ledger.block import Block
+from ledger.block import Block, decode_block_header
 from ledger.errors import Rejected
 from ledger.genesis import Genesis
 from ledger.state import ParseMemo
@@ -65,6 +65,19 @@ STARTUP_ERRORS = (ConfigError, StorageError)
 ROUND_TIMEOUT_COUNTERS = ("round_timeouts", "election_timeouts")
 # A bind address that means every interface: peers cannot dial it, so status names this host instead.
 WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::"})
+
+
+def recent_proposers(store: Store, count: int) -> list[str]:
+    """`header.proposer` of the last `count` committed blocks, oldest first: what the engine's
+    proposer schedule reads, so that a restarted node computes the schedule every other node does."""
+    tip = store.tip.height
+    proposers = []
+    for height, raw in store.load_blocks(tip - count + 1, tip + 1):
+        try:
+            proposers.append(decode_block_header(raw).proposer)
+        except Rejected as exc:
+            raise StorageError(f"the database at {store.location} is corrupt: block {height}: {exc.message}") from exc
+    return proposers
 
 
 class Node:
@@ -102,6 +115,7 @@ class Node:
             verifier=Ed25519Verifier(), checker=self.executor, tip=store.tip,
             rng=random.Random(int.from_bytes(os.urandom(16), "big")), restored=store.load_engine(),
             config=EngineConfig(), decode_memo=self.decode_memo,
+            recent_proposers=recent_proposers(store, history_blocks(genesis.consensus, len(genesis.validator_ids))),
         )
         self.engine = engine_factory(genesis.consensus, context)
         metrics.watch_engine(lambda: dict(self.engine.counters))
