@@ -9,7 +9,10 @@ State key (written at genesis only on a chain with a committee; without one the 
 change, so it is the genesis set for ever and such a chain's state is what it always was):
 
     b"gv"   {"consensus": engine, "validators": [{"node_id", "name", "p2p_url"}, ...],
-             "pending": null | {"proposal", "action", "effective_height", "validators": [...]}}
+             "pending": null | {"proposal", "action", "effective_height", "validators": [...]},
+             "changes": how many changes were ever decided}
+    b"gw" + seq(8)   the seq-th change: {"executed_height", "effective_height", "validators": [ids]}
+                     (the history a verifier walks from the genesis set: block sync, proofs)
 
 Activation. A change decided in the block at height h is in force from height
 h + ACTIVATION_DELAY on, for both engines. Until then it is `pending`, and no other change may be
@@ -71,7 +74,7 @@ def rotation_message(chain_id: str, old_id: str, new_id: str) -> bytes:
 
 def write_initial(gs: ValsetState, consensus: str, validators: tuple[tuple[str, str], ...]) -> None:
     """The record at height 0: the genesis set, (node id, name) in genesis order."""
-    gs.gov_put(VALSET_KEY, {"consensus": consensus, "pending": None,
+    gs.gov_put(VALSET_KEY, {"consensus": consensus, "pending": None, "changes": 0,
                             "validators": [{"node_id": i, "name": n, "p2p_url": ""} for i, n in validators]})
 
 
@@ -175,12 +178,27 @@ def changed_validators(gs: ValsetState, action: str, args: Mapping[str, Any]) ->
     raise AssertionError(f"not a validator-set action: {action}")
 
 
+def change_key(seq: int) -> bytes:
+    return b"gw" + seq.to_bytes(8, "big")
+
+
 def apply_change(gs: ValsetState, action: str, args: Mapping[str, Any], proposal_id: str,
                  effective_height: int) -> None:
     value, _ = _current(gs)
-    gs.gov_put(VALSET_KEY, {**value, "pending": {
+    after = changed_validators(gs, action, args)
+    seq = value["changes"]
+    gs.gov_put(change_key(seq), {"executed_height": effective_height - ACTIVATION_DELAY,
+                                 "effective_height": effective_height, "validators": _ids(after)})
+    gs.gov_put(VALSET_KEY, {**value, "changes": seq + 1, "pending": {
         "proposal": proposal_id, "action": action, "effective_height": effective_height,
-        "validators": changed_validators(gs, action, args)}})
+        "validators": after}})
+
+
+def history(gs: ValsetState) -> list[dict[str, Any]]:
+    """Every change ever decided, oldest first: {executed_height, effective_height, validators}."""
+    value = record(gs)
+    count = 0 if value is None else value["changes"]
+    return [dict(gs.gov_get(change_key(seq))) for seq in range(count)]
 
 
 def figures(n: int) -> dict[str, int]:

@@ -162,6 +162,9 @@ def test_replay_reaches_the_same_app_hash_through_changes() -> None:
         replay.block(*txs)
     assert replay.app_hash == chain.app_hash and replay.state == chain.state
     assert ids_at(replay, replay.height + 1) == tuple(v.address for v in VAL[1:5])
+    changes = valset.history(replay.overlay())
+    assert [c["validators"] for c in changes] == [[v.address for v in VAL[:5]], [v.address for v in VAL[1:5]]]
+    assert all(c["effective_height"] == c["executed_height"] + valset.ACTIVATION_DELAY for c in changes)
 
 
 def test_governance_overview_is_untouched_by_the_set_record() -> None:
