@@ -51,6 +51,11 @@ class NodeConfig(BaseModel):
     p2p_host: str = Field(default="127.0.0.1", description="peer-to-peer bind address")
     p2p_port: int = Field(default=9001, ge=0, le=65535, description="peer-to-peer port (0: any free port)")
     peers: dict[str, str] = Field(default_factory=dict, description="validator node id -> p2p URL")
+    p2p_open_observers: bool = Field(
+        default=True, description="let any node of this chain connect as an observer (it gets blocks and "
+                                  "forwards transactions, never consensus traffic)")
+    p2p_max_observer_links: int = Field(
+        default=8, ge=0, description="most links to observers (non-validators) kept at once")
     p2p_advertise_url: str = Field(
         default="", description="the p2p URL peers use to reach this node, as their [peers] list it "
                                 "(shown as p2p_url in /v1/status); empty: ws://p2p_host:p2p_port")

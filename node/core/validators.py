@@ -1,0 +1,62 @@
+"""`ValidatorSets`: the validator set in force at a height, read from committed state.
+
+The set of height h is fixed by the state committed at h - ACTIVATION_DELAY or later
+(`ledger.valset`), so the node's committed state answers for every height up to
+tip + ACTIVATION_DELAY; older heights come from the recorded history of changes. A chain without
+a committee has no record: its genesis set is in force at every height.
+
+Deterministic and synchronous; reads nothing but the store.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ledger import valset
+from ledger.genesis import Genesis
+from ledger.state import StateOverlay
+from storage import Store
+
+
+class ValidatorSets:
+    def __init__(self, store: Store, genesis: Genesis) -> None:
+        self._store = store
+        self._genesis = genesis
+
+    def _committed(self) -> StateOverlay:
+        return StateOverlay(self._store.state, self._store.chain_id)
+
+    def known_through(self) -> int:
+        """The highest height whose set committed state fixes."""
+        return self._store.tip.height + valset.ACTIVATION_DELAY
+
+    def at(self, height: int) -> tuple[str, ...]:
+        """The node ids in force at `height` (at most `known_through()`), in proposer order."""
+        if height > self.known_through():
+            raise ValueError(f"the validator set of height {height} is not known at tip {self._store.tip.height}")
+        state = self._committed()
+        if valset.record(state) is None:
+            return self._genesis.validator_ids
+        current = self._genesis.validator_ids
+        for change in valset.history(state):
+            if change["effective_height"] <= height:
+                current = tuple(change["validators"])
+        return current
+
+    def entries_at(self, height: int) -> list[dict[str, Any]]:
+        """`at(height)` with names and p2p URLs (genesis validators have no URL in state)."""
+        record = valset.record(self._committed())
+        if record is not None and height >= self._store.tip.height:
+            entries = valset.entries_at(record, height)
+            assert entries is not None
+            return entries
+        names = {v.node_id: v.name for v in self._genesis.validators}
+        return [{"node_id": i, "name": names.get(i, ""), "p2p_url": ""} for i in self.at(height)]
+
+    def ever(self) -> frozenset[str]:
+        """Every node id that was or will be a validator (genesis, history, pending)."""
+        ids = set(self._genesis.validator_ids)
+        state = self._committed()
+        for change in valset.history(state):
+            ids.update(change["validators"])
+        return frozenset(ids)
