@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from consensus.api import Ed25519Signer, Ed25519Verifier, Engine, EngineConfig, EngineContext
-from consensus.factory import make_engine, trusts_validators
+from consensus.factory import make_engine, trusts_validators, verify_certificate
 from consensus.observer import ObserverEngine
 from ledger import governance, keys, valset
 from ledger.block import Block
@@ -101,7 +101,7 @@ class Node:
             store, self.mempool, key.address, genesis.validator_ids,
             BuildLimits(config.max_block_txs, config.max_block_bytes, config.max_block_time_drift_ms,
                         empty_block_after_round_0=genesis.consensus == "pbft"),
-            lambda: int(time.time() * 1000), self.parse_memo,
+            lambda: int(time.time() * 1000), self.parse_memo, validators_at=self.valsets.at,
         )
         context = EngineContext(
             chain_id=genesis.chain_id, validators=genesis.validator_ids, signer=Ed25519Signer(key),
@@ -144,10 +144,12 @@ class Node:
             self.network = PeerNetwork(
                 config=config, key=key, genesis=genesis, store=store, metrics=metrics, logger=logger,
                 validators=self.valsets.at(store.tip.height + 1), known_validators=self.valsets.ever(),
+                validators_at=self.valsets.at, known_through=self.valsets.known_through,
                 deliver=self.deliver, receive_txs=self.intake.receive_txs, apply_synced=self._apply_synced,
                 run_blocking=self.checks.run_blocking, sync_hint=self._sync_hint, spawn=self._spawn,
             )
             self.intake.is_validator = self.network.is_validator
+            self.runtime.core.synced_check = self._synced_check
         metrics.height.set(store.tip.height)
         metrics.watch_liveness(lambda: self.liveness().gauges())
 
@@ -196,6 +198,18 @@ class Node:
     def is_validator(self) -> bool:
         """True when this node's key is in the set deciding the next block."""
         return self.node_id in self.valsets.at(self.store.tip.height + 1)
+
+    def _synced_check(self, block: Block, certificate: dict[str, Any]) -> str | None:
+        """A synced block checked under a set that turned out not to be its height's (a change
+        activated inside the batch) is checked again, under the set in force at its height."""
+        assert self.network is not None
+        expected = self.valsets.at(block.height)
+        if self.network.sync.verified_under(block.hash) in (None, expected):
+            return None
+        if verify_certificate(self.genesis.consensus, block, certificate, expected, Ed25519Verifier()):
+            return None
+        return (f"its certificate is not valid under the {len(expected)} validators in force at height "
+                f"{block.height} (a chain that skips a validator-set change)")
 
     def _precheck(self, tx: Transaction) -> Rejected | None:
         """Refuse a validator-set change that the validators this node is in touch with could not

@@ -51,6 +51,7 @@ class PeerNetwork:
     def __init__(
         self, *, config: NodeConfig, key: keys.PrivateKey, genesis: Genesis, store: Store, metrics: NodeMetrics,
         validators: Sequence[str], known_validators: frozenset[str],
+        validators_at: Callable[[int], Sequence[str]] | None = None, known_through: Callable[[], int] | None = None,
         logger: logging.Logger, deliver: Callable[[str, bytes], bool], receive_txs: Callable[[str, bytes], bool],
         apply_synced: Callable[[Sequence[tuple[Block, dict[str, Any]]]], Any],
         run_blocking: Callable[..., Any], sync_hint: Callable[[], int | None],
@@ -96,6 +97,7 @@ class PeerNetwork:
                 lag_grace_s=config.sync_lag_grace_s, penalty_s=config.sync_penalty_s,
                 status_interval_s=config.status_interval_s),
             on_syncing=lambda on: metrics.syncing.set(1 if on else 0), logger=logger,
+            validators_at=validators_at, known_through=known_through,
         )
         self.p2p.register_handler(SYNC_TOPIC, self._serve_sync)
         self._collector = _NetworkCollector(self)
@@ -149,6 +151,7 @@ class PeerNetwork:
         if frozenset(validators) - {self._me} != self._validators:
             self._validators = frozenset(validators) - {self._me}
             self.p2p.set_validators(validators)
+            self.sync.set_validators(validators)
 
     def is_validator(self, peer: str) -> bool:
         return peer in self._validators
