@@ -116,7 +116,7 @@ class Node:
         # Round or election timeouts counted up to the last commit (or the start): the baseline of
         # `rounds_without_commit` in /v1/status.
         self._timeouts_at_commit = self._round_timeouts()
-        self.reads = ChainReads(store, self.mempool, self.parse_memo)
+        self.reads = ChainReads(store, self.mempool, self.parse_memo, validator_history=self.valsets)
         self.feed = CommitFeed(store, self.reads, buffer_blocks=config.ws_buffer_blocks,
                                accepting=lambda: self._state in ("new", "running"))
         self.runtime = Runtime(

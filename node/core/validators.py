@@ -13,9 +13,11 @@ from __future__ import annotations
 from typing import Any
 
 from ledger import valset
+from ledger.block import decode_header
 from ledger.genesis import Genesis
+from ledger.proof import ValidatorChange
 from ledger.state import StateOverlay
-from storage import Store
+from storage import StorageError, Store
 
 
 class ValidatorSets:
@@ -52,6 +54,22 @@ class ValidatorSets:
             return entries
         names = {v.node_id: v.name for v in self._genesis.validators}
         return [{"node_id": i, "name": names.get(i, ""), "p2p_url": ""} for i in self.at(height)]
+
+    def changes_through(self, height: int) -> list[ValidatorChange]:
+        """Every change in force at or before `height`, oldest first, with the header and certificate
+        of the block that decided it (`node.reads.ValidatorHistory`, for proof bundles)."""
+        out = []
+        for change in valset.history(self._committed()):
+            if change["effective_height"] > height:
+                break
+            decided = change["executed_height"]
+            block = self._store.load_block_json(decided)
+            certificate = self._store.load_certificate(decided)
+            if block is None or certificate is None:
+                raise StorageError(f"block {decided}, which decided a validator-set change, is missing")
+            header = decode_header(block["header"])
+            out.append(ValidatorChange(change["effective_height"], tuple(change["validators"]), header, certificate))
+        return out
 
     def ever(self) -> frozenset[str]:
         """Every node id that was or will be a validator (genesis, history, pending)."""

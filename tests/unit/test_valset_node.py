@@ -57,6 +57,10 @@ def test_the_set_of_every_height_follows_the_committed_changes(tmp_path: Path) -
         assert [sets.at(h) for h in range(1, 8)] == [old] * 3 + [new] * 4
         assert VAL[4].address in sets.ever()
         assert sets.entries_at(store.tip.height)[-1]["p2p_url"] == "ws://127.0.0.1:9"
+        # Proofs list each change with the block that decided it.
+        assert sets.changes_through(3) == []
+        [change] = sets.changes_through(4)
+        assert change.header.height == 2 and change.activation_height == 4 and change.validators == new
     finally:
         store.close()
 
