@@ -206,18 +206,25 @@ def _take(data: bytes, offset: int, height: int) -> tuple[bytes, int]:
 
 
 def verify_batch(kind: str, validators: Sequence[str] | Callable[[int], Sequence[str]],
-                 blocks: Sequence[tuple[Block, dict[str, Any]]]) -> None:
+                 blocks: Sequence[tuple[Block, dict[str, Any]]], known_through: int | None = None) -> int:
     """Raise BadBatch unless every certificate proves its block final (under `validators`, or the
-    set `validators(height)` gives) and every signature is valid."""
+    set `validators(height)` gives) and every signature is valid; returns how many blocks passed.
+
+    Above `known_through` the set is only a guess (the last one known): a certificate that fails
+    there may be a later set's, so the batch ends before that block instead (it is fetched again
+    once the blocks before it are committed and its set is known)."""
     verifier = Ed25519Verifier()
-    for block, certificate in blocks:
+    for n, (block, certificate) in enumerate(blocks):
         signers = validators(block.height) if callable(validators) else validators
         if not verify_certificate(kind, block, certificate, signers, verifier):
+            if known_through is not None and block.height > known_through:
+                return n
             raise BadBatch(f"block {block.height} has an invalid commit certificate", block.height)
         for index, tx in enumerate(block.txs):
             if not tx.signature_valid():
                 raise BadBatch(f"block {block.height}: transaction {index} has an invalid signature",
                                block.height)
+    return len(blocks)
 
 
 # --- the syncer -----------------------------------------------------------------------------------
@@ -466,7 +473,7 @@ class BlockSync:
         sets = {h: tuple(self._validators_at(h)) if h <= known else last_known
                 for h in range(from_height, from_height + self.settings.batch_blocks)}
         try:
-            peer_tip, blocks = await self._run_blocking(self._check, answer, from_height, sets)
+            peer_tip, blocks = await self._run_blocking(self._check, answer, from_height, sets, known)
         except BadBatch as exc:
             self.penalize(peer, exc.reason)
             return False
@@ -490,11 +497,11 @@ class BlockSync:
             self.penalize(peer, outcome.error)
         return self._store.tip.height >= from_height
 
-    def _check(self, answer: bytes, from_height: int,
-               sets: dict[int, tuple[str, ...]]) -> tuple[int, list[tuple[Block, dict[str, Any]]]]:
+    def _check(self, answer: bytes, from_height: int, sets: dict[int, tuple[str, ...]],
+               known: int) -> tuple[int, list[tuple[Block, dict[str, Any]]]]:
         peer_tip, blocks = decode_batch(answer, from_height, self._store.chain_id, self.settings.batch_blocks)
-        verify_batch(self._kind, sets.__getitem__, blocks)
-        return peer_tip, blocks
+        passed = verify_batch(self._kind, sets.__getitem__, blocks, known)
+        return peer_tip, blocks[:passed]
 
     def penalize(self, peer: str, reason: str) -> None:
         penalty = self._penalties.setdefault(peer, _Penalty())

@@ -81,7 +81,13 @@ def test_block_sync_checks_each_certificate_under_the_set_of_its_height() -> Non
     def at(height: int) -> list[str]:
         return old if height < 6 else new
 
-    verify_batch("pbft", at, [_certified(5, VAL[1:4]), _certified(6, [*VAL[1:3], VAL[4]])])
+    assert verify_batch("pbft", at, [_certified(5, VAL[1:4]), _certified(6, [*VAL[1:3], VAL[4]])]) == 2
     with pytest.raises(BadBatch) as info:
         verify_batch("pbft", at, [_certified(5, VAL[1:4]), _certified(6, VAL[1:4])])
     assert info.value.height == 6
+    # Above the heights whose set is known, the last known set is a guess: a block it does not
+    # prove ends the batch (fetched again later), and is not held against the peer.
+    assert verify_batch("pbft", lambda h: old, [_certified(5, VAL[1:4]), _certified(6, [*VAL[1:3], VAL[4]])],
+                        known_through=5) == 1
+    with pytest.raises(BadBatch):
+        verify_batch("pbft", lambda h: old, [_certified(5, [*VAL[1:3], VAL[4]])], known_through=5)
