@@ -27,12 +27,12 @@ OBSERVER = N  # the observer's index in Cluster.homes / urls / procs
 
 
 class ObservedCluster(Cluster):
-    def __init__(self, root: Path) -> None:  # not super().__init__: that writes no observer
+    def __init__(self, root: Path, consensus: str = "pbft") -> None:  # not super().__init__: no observer
         self.base = ports._pick(lambda b: [b + k for k in range(N)] + [b + 1000 + k for k in range(N)]
                                 + [b + 100, b + 1100], 1101)[0]
         self.net = root / "net"
         self.cli("testnet", "--validators", str(N), "--out", str(self.net), "--accounts", "4",
-                 "--base-port", str(self.base), "--observers", "1")
+                 "--base-port", str(self.base), "--observers", "1", "--consensus", consensus)
         self.homes = [*(self.net / f"node{k}" for k in range(N)), self.net / "observer0"]
         self.urls = [*(f"http://127.0.0.1:{self.base + k}" for k in range(N)), f"http://127.0.0.1:{self.base + 100}"]
         index = json.loads((self.net / "accounts" / "index.json").read_text())
@@ -113,3 +113,24 @@ def test_an_observer_follows_under_load_and_a_kill_and_its_transaction_commits(c
         assert observer.account(account.address)["balances"] == cluster.client(0).account(account.address)["balances"]
     assert observer.status()["role"] == "observer"
     assert observer.transaction(tx.hash)["status"] == "committed"
+
+
+def test_a_raft_observer_follows_and_forwards(tmp_path: Path) -> None:
+    """Raft has no passive seat: the observer runs no engine at all and follows by block sync."""
+    c = ObservedCluster(tmp_path, consensus="raft")
+    try:
+        for k in range(N + 1):
+            c.start(k)
+        for k in range(N + 1):
+            c.wait_ready(k)
+        assert c.client(OBSERVER).status()["role"] == "observer"
+        sender, to = c.accounts[0], c.accounts[1]
+        for nonce in range(3):
+            tx = sign_tx(sender, CHAIN, nonce, Transfer(to.address, "LDG", 1))
+            result = LedgerClient(c.urls[OBSERVER], timeout_s=30).submit(tx.to_json(), wait=True, wait_timeout_s=25)
+            assert result["status"] == "committed", result
+        height = max(c.height(k) for k in range(N))
+        wait_for(lambda: c.height(OBSERVER) >= height, 60, "the observer to catch up")
+        assert c.get(OBSERVER, f"/v1/blocks/{height}")["hash"] == c.get(0, f"/v1/blocks/{height}")["hash"]
+    finally:
+        c.reap()
