@@ -119,6 +119,9 @@ class NodeConfig(BaseModel):
     http_max_headers: int = Field(default=64, ge=8, le=1024, description="most header lines in one request")
     http_max_line_bytes: int = Field(
         default=8190, ge=1024, le=65536, description="longest request line (URL) or header line")
+    explorer_enabled: bool = Field(
+        default=True, description="serve the web explorer at /explorer/ (and redirect / there); the REST "
+                                  "reads behind it are served either way")
     gossip_inbox_batches: int = Field(
         default=256, ge=1, description="gossiped transaction batches queued for admission; more are dropped")
     gossip_flush_ms: int = Field(

@@ -180,9 +180,13 @@ class Node:
                               "not a validator in the genesis file, and an observer needs [peers] to follow "
                               "(ledgerd join writes them)")
         store = Store.open(config.path("data_dir"), genesis)
+        logger = logging.getLogger("ledgerd.node")
+        if store.reindexed_blocks:
+            logger.info("built the explorer indexes of %d stored blocks (a database from before them)",
+                        store.reindexed_blocks, extra={"fields": {"blocks": store.reindexed_blocks}})
         try:
-            return cls(config, genesis, key, store, metrics or NodeMetrics(),
-                       logging.getLogger("ledgerd.node"), engine_factory or make_engine)
+            return cls(config, genesis, key, store, metrics or NodeMetrics(), logger,
+                       engine_factory or make_engine)
         except ValueError as exc:
             store.close()
             raise ConfigError(f"cannot run the {genesis.consensus} engine: {exc}") from None
@@ -531,6 +535,21 @@ class NodeServiceImpl:
 
     def account(self, address: str) -> dict[str, Any]:
         return self._node.reads.account(address)
+
+    def block_by_hash(self, block_hash: str) -> dict[str, Any] | None:
+        return self._node.reads.block_by_hash(block_hash)
+
+    def blocks(self, before: int | None, limit: int) -> dict[str, Any]:
+        return self._node.reads.blocks(before, limit)
+
+    def account_transactions(self, address: str, after: tuple[int, int] | None, limit: int) -> dict[str, Any]:
+        return self._node.reads.account_transactions(address, after, limit)
+
+    def account_records(self, owner: str, after: str | None, limit: int) -> dict[str, Any]:
+        return self._node.reads.account_records(owner, after, limit)
+
+    def search(self, query: str) -> dict[str, Any]:
+        return self._node.reads.search(query)
 
     def record(self, owner: str, key: str) -> dict[str, Any] | None:
         return self._node.reads.record(owner, key)

@@ -137,6 +137,82 @@ class ChainReads:
         txs = [(h, tx["body"]) for h, tx in zip(hashes[1:], block["txs"], strict=True)]
         return block_event(hashes[0], block["header"], txs, receipts, self.governance.governance_events(height))
 
+    def block_by_hash(self, block_hash: str) -> dict[str, Any] | None:
+        height = self._store.height_of_block(block_hash)
+        return None if height is None else self.block(height)
+
+    def blocks(self, before: int | None, limit: int) -> dict[str, Any]:
+        """Summaries of up to `limit` blocks below `before` (None: from the head), newest first, and
+        the `before` of the next page (None at height 1)."""
+        top = self._store.tip.height if before is None else min(before - 1, self._store.tip.height)
+        heights = range(top, max(top - limit, 0), -1)
+        summaries = [self._summary(height) for height in heights]
+        last = heights[-1] if heights else 1
+        return {"blocks": summaries, "next_before": last if last > 1 else None}
+
+    def _summary(self, height: int) -> dict[str, Any]:
+        block = self._store.load_block_json(height)
+        if block is None:
+            raise StorageError(f"block {height} is missing below the head {self._store.tip.height}")
+        header = block["header"]
+        return {"height": height, "hash": BlockHeader(**header).hash(), "timestamp": header["timestamp"],
+                "proposer": header["proposer"], "tx_count": header["tx_count"],
+                "signers": certificate_signers(self._store.load_certificate(height))}
+
+    def account_transactions(self, address: str, after: tuple[int, int] | None, limit: int) -> dict[str, Any]:
+        """The transactions involving `address`, newest first, from the account index; `next_after`
+        is the (height, index) cursor of the next page, None after the last."""
+        if not keys.is_address(address):
+            raise Rejected("invalid_address", "an address is 64 lowercase hex characters")
+        # One extra entry says whether another page exists without a second scan.
+        found = self._store.account_txs(address, after, limit + 1)
+        page = found[:limit]
+        txs = []
+        for height, index, tx_hash, sender, tx_type in page:
+            stored = self._store.load_tx(tx_hash)
+            receipt = stored[2] if stored is not None else {}
+            txs.append({"hash": tx_hash, "height": height, "index": index, "sender": sender, "type": tx_type,
+                        "status": "committed" if receipt.get("code") == "ok" else "failed",
+                        "result": receipt})
+        more = len(found) > limit
+        return {"address": address, "transactions": txs,
+                "next_after": f"{page[-1][0]}-{page[-1][1]}" if more else None}
+
+    def account_records(self, owner: str, after: str | None, limit: int) -> dict[str, Any]:
+        """`owner`'s records in key order; `next_after` is the last key when another page exists."""
+        if not keys.is_address(owner):
+            raise Rejected("invalid_address", "a record owner is 64 lowercase hex characters")
+        found = self._store.owner_records(owner, after, limit + 1)
+        records = []
+        for key, raw in found[:limit]:
+            stored = json.loads(raw)
+            records.append({"owner": owner, "key": key, "value": stored["value"], "height": stored["height"],
+                            "tx": stored["tx"]})
+        more = len(found) > limit
+        return {"owner": owner, "records": records, "next_after": records[-1]["key"] if more else None}
+
+    def search(self, query: str) -> dict[str, Any]:
+        """What a search box string names: a block height, a transaction (pending or committed), a
+        block hash, a governance proposal or an account; {"kind": "none"} when it names nothing."""
+        text = query.strip()
+        if text.isdigit() and len(text) <= 19:
+            height = int(text)
+            if 1 <= height <= self._store.tip.height:
+                return {"kind": "block", "height": height}
+            return {"kind": "none", "message": f"no block at height {height} (the head is "
+                                                f"{self._store.tip.height})"}
+        if len(text) == 64 and keys.is_address(text.lower()):
+            value = text.lower()
+            if self.tx_status(value) is not None:
+                return {"kind": "tx", "hash": value}
+            found = self._store.height_of_block(value)
+            if found is not None:
+                return {"kind": "block", "height": found, "hash": value}
+            # Any other 64 hex characters are a well-formed address; an unused one is simply empty.
+            return {"kind": "account", "address": value}
+        return {"kind": "none", "message": "search takes a block height, a transaction or block hash, or an "
+                                           "account address (64 hex characters)"}
+
     def account(self, address: str) -> dict[str, Any]:
         if not keys.is_address(address):
             raise Rejected("invalid_address", "an address is 64 lowercase hex characters")
@@ -156,6 +232,17 @@ class ChainReads:
         stored = json.loads(raw)
         return {"owner": owner, "key": key, "value": stored["value"], "height": stored["height"],
                 "tx": stored["tx"]}
+
+
+def certificate_signers(certificate: Mapping[str, Any] | None) -> list[str]:
+    """Who signed a commit certificate: the validators of a PBFT certificate's seals, a Raft leader."""
+    if not certificate:
+        return []
+    seals = certificate.get("seals")
+    if isinstance(seals, list):
+        return [str(seal.get("validator")) for seal in seals if isinstance(seal, Mapping)]
+    leader = certificate.get("leader")
+    return [str(leader)] if isinstance(leader, str) else []
 
 
 def block_event(block_hash: str, header: Mapping[str, Any], txs: Sequence[tuple[str, Mapping[str, Any]]],

@@ -66,6 +66,26 @@ class NodeService(Protocol):
         """The proof bundle of the block header at `height` (finality only); None above the head."""
         ...
 
+    def block_by_hash(self, block_hash: str) -> dict[str, Any] | None:
+        """The committed block with this hash, shaped as `block`; None if unknown."""
+        ...
+
+    def blocks(self, before: int | None, limit: int) -> dict[str, Any]:
+        """{"blocks": summaries newest first below `before` (None: from the head), "next_before"}."""
+        ...
+
+    def account_transactions(self, address: str, after: tuple[int, int] | None, limit: int) -> dict[str, Any]:
+        """{"address", "transactions": newest first, after the (height, index) cursor, "next_after"}."""
+        ...
+
+    def account_records(self, owner: str, after: str | None, limit: int) -> dict[str, Any]:
+        """{"owner", "records": in key order after the key `after`, "next_after"}."""
+        ...
+
+    def search(self, query: str) -> dict[str, Any]:
+        """{"kind": "block"|"tx"|"account"|"none", ...}: what a search string names."""
+        ...
+
     def account(self, address: str) -> dict[str, Any]:
         """{address, nonce, balances, roles, frozen, allowed}."""
         ...

@@ -11,9 +11,17 @@ byte order is height order and blocks can be read by range):
     b"t" + tx hash(32)           height(8) + index in block(4) + the tx's receipt (canonical JSON)
     b"s" + state key             committed state; the state key is `ledger.state`'s own
     b"e" + record name (UTF-8)   consensus engine records (`consensus.api.Persist`)
+    b"k" + block hash(32)        height(8): blocks by hash (the explorer's search)
+    b"x" + address(32) + ~height(8) + ~index(4)
+                                 tx hash(32) + sender(32) + tx type (ASCII): the transactions that
+                                 involve an account (its sender, a transfer's recipient, an address a
+                                 proposal names); heights and indexes are stored inverted (2**64-1-h,
+                                 2**32-1-i) so a forward scan lists an account's newest first
 
 `mtip` is the head marker: it is written in the same batch as the block it names, so on open the
-head, the block at that height and the state always agree.
+head, the block at that height and the state always agree. The two explorer indexes (b"k", b"x") are
+written in that batch too. `mindexes` marks a database whose indexes are complete: one written
+before they existed has no such marker, and opening it builds them from the stored blocks first.
 """
 
 from __future__ import annotations
@@ -24,11 +32,13 @@ from pathlib import Path
 from typing import Any
 
 from consensus.api import ChainTip
+from ledger import keys
 from ledger.block import Block, decode_block
 from ledger.encoding import canonical_json_trusted
 from ledger.errors import Rejected
 from ledger.genesis import Genesis
 from ledger.state import Execution
+from ledger.tx import Propose, Transaction, Transfer
 from storage.backend import KeyValueStore, WriteBatch, prefix_stop
 from storage.errors import DiskError, StorageError
 from storage.plyvel_backend import PlyvelBackend
@@ -43,11 +53,19 @@ TX_HASHES = b"h"
 TX_INDEX = b"t"
 STATE = b"s"
 ENGINE = b"e"
+BLOCK_BY_HASH = b"k"
+ACCOUNT_TXS = b"x"
 
 META_FORMAT = META + b"format"
 META_CHAIN_ID = META + b"chain_id"
 META_GENESIS_HASH = META + b"genesis_hash"
 META_TIP = META + b"tip"
+META_INDEXES = META + b"indexes"
+INDEXES_VERSION = b"1"
+# Blocks per batch while building the indexes of a database written before they existed: bounds the
+# memory one batch holds (a crash midway only means the build starts over on the next open).
+REINDEX_BATCH_BLOCKS = 500
+RECORD_STATE = b"r"  # ledger.state's namespace of records: b"r" + owner(32) + key (UTF-8)
 
 
 def height_key(prefix: bytes, height: int) -> bytes:
@@ -56,6 +74,35 @@ def height_key(prefix: bytes, height: int) -> bytes:
 
 def tx_index_key(tx_hash: str) -> bytes:
     return TX_INDEX + bytes.fromhex(tx_hash)
+
+
+def _inverted(height: int, index: int) -> bytes:
+    return ((1 << 64) - 1 - height).to_bytes(8, "big") + ((1 << 32) - 1 - index).to_bytes(4, "big")
+
+
+def account_tx_key(address: str, height: int, index: int) -> bytes:
+    return ACCOUNT_TXS + bytes.fromhex(address) + _inverted(height, index)
+
+
+def tx_addresses(tx: Transaction) -> list[str]:
+    """The accounts a transaction involves, each once: its sender, a transfer's recipient, and any
+    address a proposal names as an argument (the account it would freeze, allow or give a role)."""
+    found = [tx.sender]
+    payload = tx.payload
+    if isinstance(payload, Transfer):
+        found.append(payload.to)
+    elif isinstance(payload, Propose):
+        found.extend(value for _, value in payload.args if isinstance(value, str) and keys.is_address(value))
+    return list(dict.fromkeys(found))
+
+
+def _index_block(batch: WriteBatch, block: Block) -> None:
+    """Put the explorer index entries of `block` into `batch`."""
+    batch.put(BLOCK_BY_HASH + bytes.fromhex(block.hash), block.height.to_bytes(8, "big"))
+    for index, tx in enumerate(block.txs):
+        entry = bytes.fromhex(tx.hash) + bytes.fromhex(tx.sender) + tx.type.encode("ascii")
+        for address in tx_addresses(tx):
+            batch.put(account_tx_key(address, block.height, index), entry)
 
 
 def _tip_json(tip: ChainTip) -> bytes:
@@ -104,8 +151,12 @@ class Store:
         self.location = backend.location
         self.chain_id = genesis.chain_id
         self.genesis_hash = genesis.hash()
+        # Blocks indexed on open because the database predates the explorer indexes (0: none).
+        self.reindexed_blocks = 0
         try:
             self.tip = self._check_or_init(genesis)
+            if self._get(META_INDEXES) != INDEXES_VERSION:
+                self.reindexed_blocks = self.reindex()
         except BaseException:
             backend.close()
             raise
@@ -154,6 +205,7 @@ class Store:
             batch.put(META_CHAIN_ID, genesis.chain_id.encode())
             batch.put(META_GENESIS_HASH, genesis_hash.encode())
             batch.put(META_TIP, _tip_json(tip))
+            batch.put(META_INDEXES, INDEXES_VERSION)
             batch.put(META_FORMAT, FORMAT_VERSION)
             try:
                 self._backend.write(batch, sync=True)
@@ -201,6 +253,31 @@ class Store:
             raise corrupt(f"a block is stored above the head {tip.height}")
         return tip
 
+    def reindex(self) -> int:
+        """Build the explorer indexes from the stored blocks, for a database written before they
+        existed; returns how many blocks were indexed. Rewriting an entry puts the same bytes, so a
+        build cut short by a crash is simply redone on the next open."""
+        tip = self.tip.height
+        for start in range(1, tip + 1, REINDEX_BATCH_BLOCKS):
+            batch = WriteBatch()
+            for height in range(start, min(start + REINDEX_BATCH_BLOCKS, tip + 1)):
+                block = self.load_block(height)
+                if block is None:
+                    raise StorageError(f"the database at {self.location} is corrupt: block {height} "
+                                       f"is missing below the head {tip}")
+                _index_block(batch, block)
+            self._write_indexes(batch)
+        marker = WriteBatch()
+        marker.put(META_INDEXES, INDEXES_VERSION)
+        self._write_indexes(marker)
+        return tip
+
+    def _write_indexes(self, batch: WriteBatch) -> None:
+        try:
+            self._backend.write(batch, sync=True)
+        except DiskError as exc:
+            raise StorageError(f"cannot write the block indexes to {self.location}: {exc}") from exc
+
     def close(self) -> None:
         if not self._backend.closed:
             self._backend.close()
@@ -235,6 +312,7 @@ class Store:
         for index, (tx, receipt) in enumerate(zip(block.txs, receipts, strict=True)):
             location = height_bytes + index.to_bytes(4, "big")
             batch.put(tx_index_key(tx.hash), location + receipt)
+        _index_block(batch, block)
         for key, value in execution.writes.items():
             batch.put(STATE + key, value)
         batch.put(META_TIP, _tip_json(new_tip))
@@ -339,3 +417,49 @@ class Store:
 
     def has_tx(self, tx_hash: str) -> bool:
         return self._get(tx_index_key(tx_hash)) is not None
+
+    # --- explorer indexes -------------------------------------------------------------------
+
+    def height_of_block(self, block_hash: str) -> int | None:
+        """The height of the committed block with this hash, or None."""
+        raw = self._get(BLOCK_BY_HASH + bytes.fromhex(block_hash))
+        return None if raw is None else int.from_bytes(raw, "big")
+
+    def account_txs(self, address: str, after: tuple[int, int] | None, limit: int
+                    ) -> list[tuple[int, int, str, str, str]]:
+        """Up to `limit` (height, index, tx hash, sender, type) of the transactions involving
+        `address`, newest first, starting below the (height, index) `after` when given."""
+        prefix = ACCOUNT_TXS + bytes.fromhex(address)
+        start = prefix if after is None else prefix + _inverted(*after) + b"\x00"
+        out: list[tuple[int, int, str, str, str]] = []
+        if limit < 1:
+            return out
+        scan = self._scan(start, prefix_stop(prefix))
+        try:
+            for key, value in scan:
+                suffix = key[len(prefix):]
+                height = (1 << 64) - 1 - int.from_bytes(suffix[:8], "big")
+                index = (1 << 32) - 1 - int.from_bytes(suffix[8:12], "big")
+                out.append((height, index, value[:32].hex(), value[32:64].hex(), value[64:].decode("ascii")))
+                if len(out) >= limit:
+                    break
+        finally:
+            scan.close()
+        return out
+
+    def owner_records(self, owner: str, after: str | None, limit: int) -> list[tuple[str, bytes]]:
+        """Up to `limit` (key, stored record) of `owner`'s records in key byte order, after `after`."""
+        prefix = STATE + RECORD_STATE + bytes.fromhex(owner)
+        start = prefix if after is None else prefix + after.encode("utf-8") + b"\x00"
+        out: list[tuple[str, bytes]] = []
+        if limit < 1:
+            return out
+        scan = self._scan(start, prefix_stop(prefix))
+        try:
+            for key, value in scan:
+                out.append((key[len(prefix):].decode("utf-8", "replace"), value))
+                if len(out) >= limit:
+                    break
+        finally:
+            scan.close()
+        return out

@@ -343,7 +343,7 @@ class RaftEngine:
             return
         try:
             msg = decode_message(data, self._chain_id, self._limits.max_append_entries,
-                                 self._ctx.config.max_block_bytes)
+                                 self._ctx.config.max_block_bytes, self._ctx.decode_memo)
         except WrongChain:
             self._count("wrong_chain_id")
             return

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from ledger.block import Block, decode_block
 from ledger.errors import Rejected
+from ledger.tx import DecodeMemo
 
 MAGIC = b"RAFT"
 VERSION = 1
@@ -228,12 +229,13 @@ class _Reader:
 
 
 def decode_message(
-    data: bytes, chain_id: str | None, max_items: int, max_block_bytes: int
+    data: bytes, chain_id: str | None, max_items: int, max_block_bytes: int, memo: DecodeMemo | None = None
 ) -> Message:
     """Decode one message for `chain_id`; raises MalformedMessage (or WrongChain) on anything else.
 
     `max_items` bounds entries and certificates per AppendEntries; `max_block_bytes` each block.
-    `chain_id` None accepts any chain: for tools that inspect traffic, never for an engine.
+    `chain_id` None accepts any chain: for tools that inspect traffic, never for an engine. `memo`
+    answers the transactions of entries that were decoded before (met first in gossip).
     """
     r = _Reader(data)
     if r.take(4) != MAGIC:
@@ -258,14 +260,15 @@ def decode_message(
     elif kind == SYNC_HINT:
         msg = SyncHint(sender, term, r.u64(), r.hex32())
     elif kind == APPEND_ENTRIES:
-        msg = _decode_append(r, sender, term, max_items, max_block_bytes)
+        msg = _decode_append(r, sender, term, max_items, max_block_bytes, memo)
     else:
         raise MalformedMessage(f"unknown Raft message kind {kind}")
     r.end()
     return msg
 
 
-def _decode_append(r: _Reader, sender: str, term: int, max_items: int, max_block_bytes: int) -> AppendEntries:
+def _decode_append(r: _Reader, sender: str, term: int, max_items: int, max_block_bytes: int,
+                   memo: DecodeMemo | None) -> AppendEntries:
     prev_index, prev_term, prev_hash, commit = r.u64(), r.term_or_unknown(), r.hex32(), r.u64()
     count = r.u32()
     if count > max_items:
@@ -277,7 +280,7 @@ def _decode_append(r: _Reader, sender: str, term: int, max_items: int, max_block
         if size > max_block_bytes:
             raise MalformedMessage(f"a block larger than {max_block_bytes} bytes")
         try:
-            block = decode_block(r.take(size))
+            block = decode_block(r.take(size), memo=memo)
         except Rejected as exc:
             raise MalformedMessage(f"bad block in entry: {exc.message}") from exc
         entries.append(WireEntry(entry_term, block))

@@ -28,6 +28,7 @@ from ledger.tx import Transaction, decode_canonical_array, decode_canonical_tx
 from node.api.edge import ConnectionGate, Edge, EdgeLimits, EdgeRequestHandler, EdgeSite
 from node.api.errors import INTERNAL_ERROR_MESSAGE, ApiError, dumps, error_response, from_api_error, status_for
 from node.api.events import EventStream
+from node.api.explorer import explorer_routes, index_routes
 from node.api.governance import governance_routes
 from node.api.limits import ApiLimits
 from node.api.openapi import build_openapi
@@ -57,7 +58,7 @@ def limits_from_config(config: NodeConfig) -> ApiLimits:
         header_timeout_s=config.http_header_timeout_s, linger_timeout_s=config.http_linger_timeout_s,
         max_connections=config.http_max_connections,
         max_connections_per_ip=config.http_max_connections_per_ip, max_headers=config.http_max_headers,
-        max_line_bytes=config.http_max_line_bytes,
+        max_line_bytes=config.http_max_line_bytes, explorer=config.explorer_enabled,
     )
 
 
@@ -503,6 +504,8 @@ def make_app(service: NodeService, metrics: NodeMetrics, limits: ApiLimits | Non
         ("/metrics", _get_metrics, "metrics"),
         ("/openapi.json", handlers.get_openapi, "openapi"),
         *governance_routes(service),
+        *index_routes(service),
+        *(explorer_routes() if limits.explorer else ()),
     ]
     for path, handler, name in gets:
         app.router.add_get(path, handler, name=name, expect_handler=expect)

@@ -25,6 +25,7 @@ class ApiLimits:
     max_connections_per_ip: int = 128  # open connections from one source address
     max_headers: int = 64  # header lines in one request
     max_line_bytes: int = 8190  # the request line (so the URL) and each header line
+    explorer: bool = True  # serve the web explorer at /explorer/ (the REST reads behind it stay on)
 
     def __post_init__(self) -> None:
         for name in ("max_body_bytes", "max_batch_txs", "max_ws_subscribers", "max_connections",

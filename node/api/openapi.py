@@ -14,6 +14,8 @@ from typing import Any
 from ledger.proof import KIND_HEADER, KIND_TRANSACTION, PROOF_FORMAT
 from ledger.tx import ASSET_RE, CHAIN_ID_RE, MAX_RECORD_KEY_BYTES, MAX_RECORD_VALUE_BYTES, MAX_SAFE_INT
 from node.api.errors import STATUS_BY_CODE
+from node.api.explorer.rest import openapi_paths as index_paths
+from node.api.explorer.rest import openapi_schemas as index_schemas
 from node.api.governance import openapi_paths, openapi_schemas
 from node.api.limits import ApiLimits
 
@@ -493,7 +495,7 @@ def _document(limits: ApiLimits) -> dict[str, Any]:
                 "their HTTP status. Unknown routes answer 404 not_found."
             ),
         },
-        "paths": {**paths, **openapi_paths()},
-        "components": {"schemas": {**_schemas(), **openapi_schemas()}},
+        "paths": {**paths, **openapi_paths(), **index_paths()},
+        "components": {"schemas": {**_schemas(), **openapi_schemas(), **index_schemas()}},
         "x-error-codes": dict(sorted(STATUS_BY_CODE.items(), key=lambda item: (item[1], item[0]))),
     }

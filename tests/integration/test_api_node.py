@@ -264,7 +264,8 @@ async def test_bad_reads_are_json_4xx(c: Cluster) -> None:
         ("/v1/accounts/0x12", "/v1/accounts/{address}", 400, "invalid_address"),
         (f"/v1/records/{c.accounts[0].address}/none", "/v1/records/{owner}/{key}", 404, "record_not_found"),
         ("/v1/nothing", None, 404, "not_found"),
-        ("/", None, 404, "not_found"),
+        ("/nothing", None, 404, "not_found"),  # "/" itself redirects to the explorer
+        ("/explorer/nothing", None, 404, "not_found"),
     ]
     for path, template, status, code in cases:
         got, body = await call(c, "GET", path, template)

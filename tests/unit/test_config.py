@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from node.api.app import limits_from_config
 from node.config import ConfigError, NodeConfig, load_config, render_config, save_config
 
 PEER = "ab" * 32
@@ -84,3 +85,11 @@ def test_every_setting_is_written_with_a_description(tmp_path: Path) -> None:
         if name not in ("home", "peers", "consensus"):
             assert f"\n{name} = " in text
     assert text.count("# ") > 20
+
+
+def test_the_explorer_setting_reaches_the_api_limits(tmp_path: Path) -> None:
+    assert load_config(tmp_path, environ={}).explorer_enabled is True
+    off = load_config(tmp_path, environ={"LEDGERD_EXPLORER_ENABLED": "false"})
+    assert off.explorer_enabled is False and limits_from_config(off).explorer is False
+    (tmp_path / "config.toml").write_text("explorer_enabled = false\n")
+    assert load_config(tmp_path, environ={}).explorer_enabled is False

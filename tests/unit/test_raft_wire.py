@@ -39,6 +39,7 @@ from consensus.raft.messages import (
 )
 from ledger import keys
 from ledger.block import Block, make_block
+from ledger.tx import DecodeMemo, Record, decode_canonical_tx, sign_tx
 
 CHAIN = "raft-wire"
 LEADER = keys.PrivateKey.from_seed(b"L" * 32)
@@ -92,6 +93,21 @@ def test_a_block_travels_as_its_own_cached_bytes() -> None:
     data = encode_append_entries(CHAIN, LEADER.address, 1, 0, 0, GENESIS.block_hash, 0,
                                  [(1, block.encode())], [])
     assert block.encode() in data
+
+
+def test_entries_reuse_the_transactions_the_node_already_decoded() -> None:
+    """A follower met most of a block's transactions in gossip: with the node's memo, the entry's
+    transactions are those objects, not a second decode of the same bytes."""
+    tx = sign_tx(OTHER, CHAIN, 0, Record("k", "v"))
+    block = make_block(CHAIN, 1, GENESIS.block_hash, GENESIS.timestamp + 1, LEADER.address, (tx,), "ee" * 32)
+    data = encode_append_entries(CHAIN, LEADER.address, 1, 0, 0, GENESIS.block_hash, 0,
+                                 [(1, block.encode())], [])
+    memo = DecodeMemo()
+    gossiped = decode_canonical_tx(tx.encode(), memo)
+    with_memo = decode_message(data, CHAIN, max_items=8, max_block_bytes=1 << 20, memo=memo)
+    assert isinstance(with_memo, AppendEntries) and with_memo.entries[0].block.txs[0] is gossiped
+    without = decode(data)
+    assert isinstance(without, AppendEntries) and without.entries[0].block.txs[0] is not gossiped
 
 
 @pytest.mark.parametrize("mutate", [

@@ -1,0 +1,175 @@
+"""The explorer's indexes (an account's transactions by height, blocks by hash) against a full scan
+of the chain, their pagination, and a database written before they existed being indexed on open."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from ledger.genesis import Genesis
+from ledger.state import account_key, decode_account
+from ledger.tx import Record, Transaction, Transfer, sign_tx
+from storage import MemoryBackend, MemoryDisk, PlyvelBackend, Store, WriteBatch
+from storage.store import ACCOUNT_TXS, BLOCK_BY_HASH, META_INDEXES
+from tests.helpers.chain import CHAIN, certificate_for, key, make_genesis, next_block
+
+V0 = key(0, b"node")
+ACCOUNTS = [key(i) for i in range(1, 6)]
+OUTSIDER = key(99)  # never funded: only ever a recipient
+
+
+def genesis() -> Genesis:
+    return make_genesis([V0], ACCOUNTS)
+
+
+def build_chain(store: Store, blocks: int, seed: int) -> None:
+    """Blocks of transfers (some failing for lack of funds), records and self-transfers."""
+    rng = random.Random(seed)
+    nonces = {a.address: decode_account(store.state.get(account_key(a.address))).nonce for a in ACCOUNTS}
+    for _ in range(blocks):
+        txs: list[Transaction] = []
+        for _ in range(rng.randrange(0, 6)):
+            sender = rng.choice(ACCOUNTS)
+            nonce = nonces[sender.address]
+            nonces[sender.address] += 1
+            roll = rng.random()
+            if roll < 0.6:
+                to = rng.choice([*ACCOUNTS, OUTSIDER])
+                amount = rng.choice([1, 5, 10_000_000])  # the last always fails: insufficient_funds
+                txs.append(sign_tx(sender, CHAIN, nonce, Transfer(to.address, "LDG", amount)))
+            else:
+                txs.append(sign_tx(sender, CHAIN, nonce, Record(f"k{rng.randrange(3)}", "v")))
+        block, execution = next_block(store, txs, V0.address)
+        store.save_block(block, certificate_for(block), execution)
+
+
+def full_scan(store: Store) -> tuple[dict[str, list[tuple[int, int, str]]], dict[str, int]]:
+    """What the indexes must say, from reading every stored block: per address its (height, index,
+    tx hash), newest first, and every block's height by hash."""
+    by_account: dict[str, list[tuple[int, int, str]]] = {}
+    by_hash: dict[str, int] = {}
+    for height in range(1, store.tip.height + 1):
+        block = store.load_block(height)
+        assert block is not None
+        by_hash[block.hash] = height
+        for index, tx in enumerate(block.txs):
+            involved = {tx.sender}
+            if isinstance(tx.payload, Transfer):
+                involved.add(tx.payload.to)
+            for address in involved:
+                by_account.setdefault(address, []).append((height, index, tx.hash))
+    for entries in by_account.values():
+        entries.sort(reverse=True)
+    return by_account, by_hash
+
+
+def indexed(store: Store, address: str, page: int) -> list[tuple[int, int, str]]:
+    """Every entry of the account index for `address`, read page by page through the cursor."""
+    out: list[tuple[int, int, str]] = []
+    after: tuple[int, int] | None = None
+    for _ in range(10_000):
+        found = store.account_txs(address, after, page)
+        out.extend((h, i, tx_hash) for h, i, tx_hash, _sender, _type in found)
+        if len(found) < page:
+            return out
+        after = (found[-1][0], found[-1][1])
+    raise AssertionError("the cursor never reached the end of the index")
+
+
+def assert_indexes_match(store: Store) -> None:
+    by_account, by_hash = full_scan(store)
+    assert OUTSIDER.address in by_account, "the chain should pay the outsider at least once"
+    for account in [*ACCOUNTS, OUTSIDER]:
+        want = by_account.get(account.address, [])
+        assert indexed(store, account.address, 1000) == want
+        assert indexed(store, account.address, 3) == want  # pages join up with no gap or repeat
+    assert indexed(store, key(123).address, 5) == []
+    for block_hash, height in by_hash.items():
+        assert store.height_of_block(block_hash) == height
+    assert store.height_of_block("00" * 32) is None
+
+
+def test_account_index_and_block_hashes_match_a_full_scan() -> None:
+    store = Store(MemoryBackend(MemoryDisk()), genesis())
+    try:
+        assert store.reindexed_blocks == 0
+        build_chain(store, blocks=40, seed=7)
+        assert_indexes_match(store)
+        # Entries carry the sender and type, so a listing needs no block reads.
+        address = ACCOUNTS[0].address
+        for height, index, tx_hash, sender, tx_type in store.account_txs(address, None, 1000):
+            tx = store.load_block(height).txs[index]  # type: ignore[union-attr]
+            assert (tx.hash, tx.sender, tx.type) == (tx_hash, sender, tx_type)
+    finally:
+        store.close()
+
+
+def _strip_indexes(raw: MemoryBackend | PlyvelBackend) -> int:
+    """Make the database look as it did before the indexes existed; returns how many keys went."""
+    batch = WriteBatch()
+    removed = 0
+    for prefix in (ACCOUNT_TXS, BLOCK_BY_HASH):
+        for k, _ in raw.scan(prefix, bytes([prefix[0] + 1])):
+            batch.delete(k)
+            removed += 1
+    batch.delete(META_INDEXES)
+    raw.write(batch, sync=True)
+    return removed
+
+
+@pytest.mark.parametrize("backend", ["memory", "plyvel"])
+def test_a_database_from_before_the_indexes_is_indexed_on_open(backend: str, tmp_path: Path) -> None:
+    disk = MemoryDisk()
+    path = tmp_path / "db"
+
+    def open_store() -> Store:
+        return Store(MemoryBackend(disk), genesis()) if backend == "memory" else Store.open(path, genesis())
+
+    def raw() -> MemoryBackend | PlyvelBackend:
+        return MemoryBackend(disk) if backend == "memory" else PlyvelBackend.open(path)
+
+    store = open_store()
+    build_chain(store, blocks=25, seed=3)
+    store.close()
+    handle = raw()
+    assert _strip_indexes(handle) > 25
+    handle.close()
+
+    store = open_store()
+    try:
+        assert store.reindexed_blocks == 25
+        assert_indexes_match(store)
+        # New blocks keep being indexed on top of the rebuilt ones.
+        build_chain(store, blocks=5, seed=4)
+        assert_indexes_match(store)
+    finally:
+        store.close()
+    store = open_store()  # built once: the next open does not index again
+    try:
+        assert store.reindexed_blocks == 0
+        assert_indexes_match(store)
+    finally:
+        store.close()
+
+
+def test_reindex_is_batched_and_marks_completion(monkeypatch: pytest.MonkeyPatch) -> None:
+    disk = MemoryDisk()
+    store = Store(MemoryBackend(disk), genesis())
+    build_chain(store, blocks=12, seed=11)
+    store.close()
+    handle = MemoryBackend(disk)
+    _strip_indexes(handle)
+    handle.close()
+    monkeypatch.setattr("storage.store.REINDEX_BATCH_BLOCKS", 5)
+    store = Store(MemoryBackend(disk), genesis())
+    try:
+        assert_indexes_match(store)
+        assert store.reindex() == 12  # idempotent: the same entries again
+        assert_indexes_match(store)
+    finally:
+        store.close()
+    handle = MemoryBackend(disk)
+    assert handle.get(META_INDEXES) is not None
+    handle.close()
