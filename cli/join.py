@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from ledger import keys
 from ledger.errors import Rejected
 from ledger.genesis import Genesis
@@ -34,13 +36,14 @@ def parse_peer(text: str) -> tuple[str, str]:
     """ID=URL, as `--peer` takes it; raises ConfigError with what is wrong."""
     node_id, sep, url = text.partition("=")
     if not sep or not keys.is_address(node_id) or not url.startswith(("ws://", "wss://")):
-        raise ConfigError(f"--peer {text[:80]!r} must be NODE_ID=ws://host:port (NODE_ID: 64 lowercase hex)")
+        raise ConfigError(f"--peer {text[:80]!r} must be NODE_ID=wss://host:port (or ws:// with --allow-plaintext; "
+                          "NODE_ID: 64 lowercase hex)")
     return node_id, url
 
 
 def write_observer_home(out: Path, genesis: Genesis, peers: dict[str, str], *, rest_host: str = "127.0.0.1",
                         rest_port: int = DEFAULT_REST_PORT, p2p_host: str = "127.0.0.1",
-                        p2p_port: int = DEFAULT_P2P_PORT) -> JoinedHome:
+                        p2p_port: int = DEFAULT_P2P_PORT, allow_plaintext: bool = False) -> JoinedHome:
     """Write an observer's home into `out` (new or empty); ConfigError for bad input."""
     if not peers:
         raise ConfigError("an observer needs at least one --peer to follow the chain")
@@ -50,26 +53,37 @@ def write_observer_home(out: Path, genesis: Genesis, peers: dict[str, str], *, r
                           f"{strangers[0][:16]}…); block sync needs at least one")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"{out} already exists and is not empty; refusing to overwrite it")
+    values = {
+        "home": out, "consensus": genesis.consensus, "node_key_file": NODE_KEY_FILE,
+        "genesis_file": GENESIS_FILE, "data_dir": "data", "rest_host": rest_host, "rest_port": rest_port,
+        "p2p_host": p2p_host, "p2p_port": p2p_port, "peers": dict(peers),
+    }
+    if allow_plaintext:
+        values["p2p_allow_plaintext"] = True
+    try:
+        config = NodeConfig.model_validate(values)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "config"
+        raise ConfigError(f"invalid settings: {where}: {first['msg']}") from None
     key = keys.PrivateKey.generate()
     try:
         out.mkdir(parents=True, exist_ok=True)
         key.save(out / NODE_KEY_FILE)
         genesis.save(out / GENESIS_FILE)
-        config = NodeConfig.model_validate({
-            "home": out, "consensus": genesis.consensus, "node_key_file": NODE_KEY_FILE,
-            "genesis_file": GENESIS_FILE, "data_dir": "data", "rest_host": rest_host, "rest_port": rest_port,
-            "p2p_host": p2p_host, "p2p_port": p2p_port, "peers": dict(peers),
-        })
-        save_config(config, out)
+        save_config(config.model_copy(update={"home": out}), out)
     except OSError as exc:
         raise ConfigError(f"cannot write the observer home {out}: {exc.strerror or exc}") from exc
-    return JoinedHome(out, key.address, f"http://{rest_host}:{rest_port}", f"ws://{p2p_host}:{p2p_port}")
+    scheme = "ws" if allow_plaintext else "wss"
+    return JoinedHome(out, key.address, f"http://{rest_host}:{rest_port}", f"{scheme}://{p2p_host}:{p2p_port}")
 
 
-def join(genesis_file: Path, peer_args: list[str], out: Path, rest_port: int, p2p_port: int) -> JoinedHome:
+def join(genesis_file: Path, peer_args: list[str], out: Path, rest_port: int, p2p_port: int,
+         allow_plaintext: bool = False) -> JoinedHome:
     try:
         genesis = Genesis.load(genesis_file)
     except Rejected as exc:
         raise ConfigError(exc.message) from None
     peers = dict(parse_peer(p) for p in peer_args)
-    return write_observer_home(out, genesis, peers, rest_port=rest_port, p2p_port=p2p_port)
+    return write_observer_home(out, genesis, peers, rest_port=rest_port, p2p_port=p2p_port,
+                               allow_plaintext=allow_plaintext)

@@ -135,7 +135,8 @@ def cmd_testnet(args: argparse.Namespace) -> int:
 def cmd_join(args: argparse.Namespace) -> int:
     from cli.join import join
 
-    joined = join(Path(args.genesis), args.peer, Path(args.out), args.rest_port, args.p2p_port)
+    joined = join(Path(args.genesis), args.peer, Path(args.out), args.rest_port, args.p2p_port,
+                  allow_plaintext=args.allow_plaintext)
     print(f"wrote an observer home in {joined.home}")
     print(f"  node id  {joined.node_id}")
     print(f"  REST     {joined.rest_url}")
@@ -194,7 +195,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     try:
         return run_bench(args.nodes, None if args.max else args.rate, args.duration, args.accounts,
-                         Path(args.keys), args.pids, args.presign, args.window)
+                         Path(args.keys), args.pids, args.presign, args.window, args.down)
     except BenchError as exc:
         raise CliError(str(exc)) from None
 
@@ -299,6 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="REST port (default 8101)")
     p.add_argument("--p2p-port", type=int_in(0, 65535, "--p2p-port"), default=9101, metavar="P",
                    help="p2p port (default 9101)")
+    p.add_argument("--allow-plaintext", action="store_true",
+                   help="allow ws:// peers and serve ws:// (p2p_allow_plaintext; loopback tests only)")
     p.set_defaults(func=cmd_join)
 
     p = sub.add_parser("start", help="run one node in the foreground (Ctrl-C stops it)",
@@ -425,6 +428,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--window", type=int_in(1, 1_000_000, "--window"), default=4000, metavar="W",
                    help="closed-loop: most transactions sent but not yet committed (default 4000); "
                         "keeps --max measuring throughput, not how deep the mempools can fill")
+    p.add_argument("--down", type=int_in(0, 1024, "--down"), default=0, metavar="K",
+                   help="stop the last K of --nodes (SIGTERM to their --pids) once the load is signed, "
+                        "just before the clock starts, and send the load to the others: the cluster "
+                        "measured with K validators down (default 0)")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("status", help="show a node's status: node, chain, height, peers, consensus")
@@ -435,6 +442,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_gov_parser(sub)
     from cli.proof import add_proof_parsers
     add_proof_parsers(sub)
+    from cli.genesis import add_genesis_parser
+    add_genesis_parser(sub)
     return parser
 
 
@@ -444,8 +453,8 @@ def _missing_command(args: argparse.Namespace) -> None:
         sys.exit(2)
 
     if args.command is None:
-        usage_error(PROG, "choose a command: testnet, join, start, localnet, keys, tx, gov, proof, verify, status or "
-                          "bench")
+        usage_error(PROG, "choose a command: testnet, join, start, localnet, genesis, keys, tx, gov, proof, "
+                          "verify, status or bench")
     if args.command == "keys" and args.keys_command is None:
         usage_error(f"{PROG} keys", "choose a keys command: new or show")
     if args.command == "tx" and args.tx_type is None:

@@ -17,6 +17,7 @@ import asyncio
 import errno
 import logging
 import signal
+import ssl
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,9 +26,22 @@ from typing import Any
 from cli.errors import CliError
 from node import logs
 from node.api.app import ApiServer, limits_from_config, make_app
-from node.config import load_config
+from node.config import NodeConfig, load_config
 
 log = logging.getLogger("ledgerd.cli")
+
+
+def _rest_tls(config: NodeConfig) -> ssl.SSLContext | None:
+    """The operator's certificate for HTTPS on the REST port, or None for plain HTTP."""
+    if config.rest_tls_cert_file is None:
+        return None
+    cert, key = config.path("rest_tls_cert_file"), config.path("rest_tls_key_file")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise CliError(f"cannot use the REST certificate {cert} with key {key}: {exc}") from None
+    return context
 
 
 async def run_node(home: Path, overrides: Mapping[str, Any]) -> int:
@@ -53,7 +67,8 @@ async def run_node(home: Path, overrides: Mapping[str, Any]) -> int:
         await node.start()
         limits = limits_from_config(node.config)
         server = ApiServer(make_app(node.service, node.metrics, limits, logging.getLogger("ledgerd.api")),
-                           node.config.rest_host, node.config.rest_port, limits.shutdown_timeout_s)
+                           node.config.rest_host, node.config.rest_port, limits.shutdown_timeout_s,
+                           ssl_context=_rest_tls(node.config))
         try:
             await server.start()
         except OSError as exc:

@@ -60,8 +60,9 @@ class Testnet:
 
 
 def peer_url(host: str, port: int) -> str:
-    # No path: the p2p layer adds its own (p2p.P2P_PATH) to a bare ws://host:port.
-    return f"ws://{host}:{port}"
+    # No path: the p2p layer adds its own (p2p.P2P_PATH) to a bare wss://host:port. TLS with a
+    # certificate bound to the node key by the handshake needs no CA, so testnets are encrypted too.
+    return f"wss://{host}:{port}"
 
 
 def make_testnet(

@@ -10,7 +10,10 @@ thing that does I/O; engines just turn events into actions.
 The contract (see `consensus.api` for the types):
 
 - `engine.step(event) -> list[Action]`. Events: `Tick`, `Received(sender, data)`, `TxsAvailable`,
-  `ProposalBuilt(height, round, block)`, `ChainAdvanced(tip)`.
+  `ProposalBuilt(height, round, block)`, `ChainAdvanced(tip, proposers)`.
+- An engine is built from an `EngineContext`, which includes the proposers of the last committed
+  blocks (as many as `factory.history_blocks` says): the BFT engine's round-0 proposer schedule
+  reads them, and must read on every node what the committed chain says, not what a node saw.
 - Actions are executed by the caller strictly in list order. `Persist` must be durable
   (fsync) before any later action in the same list is executed: that is how a validator avoids
   signing two different things for one (height, round, kind) across a crash.

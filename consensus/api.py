@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -53,9 +53,16 @@ class ProposalBuilt:
 
 @dataclass(frozen=True, slots=True)
 class ChainAdvanced:
-    """The caller committed blocks it fetched by block sync; `tip` is the new last block."""
+    """The caller committed blocks it fetched by block sync; `tip` is the new last block.
+
+    `proposers`: the `header.proposer` of the blocks committed since the engine's last height,
+    oldest first, ending with `tip`'s (more, reaching further back, is fine). An engine whose
+    proposer schedule reads the chain (BFT) needs them to keep computing the schedule every other
+    node computes; without them it falls back to what it can still tell, at a cost in liveness only.
+    """
 
     tip: ChainTip
+    proposers: tuple[str, ...] = ()
 
 
 Event = Tick | Received | TxsAvailable | ProposalBuilt | ChainAdvanced
@@ -131,6 +138,9 @@ class EngineConfig:
     """Timing in ticks (the runtime's tick is `tick_ms`, 50 ms by default) and limits."""
 
     round_timeout_ticks: int = 40  # BFT: round 0 timeout; doubles each round up to the max
+    # BFT: round 0's timeout, until a valid proposal arrives, when its proposer is being retried after
+    # missed turns (a crashed validator's retries then cost this, not a full round timeout)
+    retry_round_timeout_ticks: int = 10
     max_round_timeout_ticks: int = 640
     election_timeout_min_ticks: int = 6  # Raft: randomized in [min, max)
     election_timeout_max_ticks: int = 12
@@ -172,6 +182,12 @@ class EngineContext:
     config: EngineConfig = field(default_factory=EngineConfig)
     # The node's memo of decoded transactions: a proposal's transactions were mostly met in gossip.
     decode_memo: DecodeMemo | None = None
+    # `header.proposer` of the last committed blocks, oldest first, ending with `tip`'s: as many as
+    # `consensus.factory.history_blocks` says the engine reads (fewer only near genesis).
+    recent_proposers: Sequence[str] = ()
+    # The validator set in force at a height, for heights up to the tip's + 2, on a chain whose set
+    # changes by governance (`ledger.valset`); None: `validators` at every height.
+    validators_at: Callable[[int], Sequence[str]] | None = None
 
 
 class Engine(Protocol):

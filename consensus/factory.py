@@ -11,6 +11,7 @@ from typing import Any, NamedTuple
 
 from consensus import bft, raft
 from consensus.api import Engine, EngineContext, Verifier
+from consensus.bft.rounds import ProposerSchedule
 from ledger.block import Block
 
 
@@ -21,11 +22,15 @@ class EngineKind(NamedTuple):
     # itself. Crash-only (True): validators are trusted not to lie, so a transaction a peer
     # gossips was verified by the validator that took it from the client, and is not checked again.
     trusts_validators: bool
+    # How many of the last committed blocks' proposers the engine reads (`EngineContext.recent_proposers`),
+    # for n validators.
+    history_blocks: Callable[[int], int] = lambda n: 0
 
 
 # Read-only: one registry for every node in the process.
 ENGINES: Mapping[str, EngineKind] = MappingProxyType({
-    "pbft": EngineKind(bft.BftEngine, bft.verify_certificate, trusts_validators=False),
+    "pbft": EngineKind(bft.BftEngine, bft.verify_certificate, trusts_validators=False,
+                       history_blocks=ProposerSchedule().window_blocks),
     "raft": EngineKind(raft.RaftEngine, raft.verify_certificate, trusts_validators=True),
 })
 
@@ -45,6 +50,11 @@ def make_engine(kind: str, ctx: EngineContext) -> Engine:
 def trusts_validators(kind: str) -> bool:
     """True when engine `kind` assumes crash faults only, so validators' word is taken (see `EngineKind`)."""
     return _kind(kind).trusts_validators
+
+
+def history_blocks(kind: str, n: int) -> int:
+    """How many recent proposers engine `kind` with `n` validators wants in `EngineContext.recent_proposers`."""
+    return _kind(kind).history_blocks(n)
 
 
 def verify_certificate(kind: str, block: Block, certificate: Any, validators: Sequence[str],

@@ -3,6 +3,8 @@
     entrypoint.py init         create the testnet in /data once; later runs skip
     entrypoint.py node NAME    wait until init has finished, then run `ledgerd start --home /data/NAME`
     entrypoint.py healthcheck  exit 0 when this container's node answers GET /healthz
+    entrypoint.py ready        exit 0 when the node on LEDGERD_REST_PORT (8001) is running and not
+                               behind the peers it sees (the Swarm/Kubernetes health: "caught up")
     entrypoint.py CMD ...      anything else runs as given (e.g. `ledgerd --help`)
 
 Compose v1 (1.29) cannot make a service wait for another one to *complete*, so the handshake lives
@@ -284,6 +286,35 @@ def cmd_healthcheck() -> int:
     return 0 if ok else 1
 
 
+# A node this many blocks behind its best peer still counts as caught up (blocks commit while we ask).
+READY_MAX_BLOCKS_BEHIND = 2
+
+
+def cmd_ready() -> int:
+    """Serving and caught up: what an orchestrator should wait for before taking the next validator down.
+
+    Not "linked to a peer": Swarm and Kubernetes publish a task's name only once it is healthy, so
+    a health that waited for peers would keep every validator from ever finding another.
+    """
+    port = _env_int("LEDGERD_REST_PORT", 8001)
+    url = f"http://127.0.0.1:{port}/v1/status"
+    try:
+        with urllib.request.urlopen(url, timeout=HEALTHCHECK_TIMEOUT_S) as response:
+            status = json.loads(response.read())
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        print(f"{url}: {exc}", file=sys.stderr)
+        return 1
+    problems = []
+    if status.get("state") != "running":
+        problems.append(f"state is {status.get('state')!r}")
+    if status.get("syncing") or (status.get("blocks_behind") or 0) > READY_MAX_BLOCKS_BEHIND:
+        problems.append(f"catching up ({status.get('blocks_behind')} blocks behind)")
+    if problems:
+        print("not ready: " + "; ".join(problems), file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str]) -> int:
     if not argv:
         argv = ["ledgerd", "--help"]
@@ -294,8 +325,10 @@ def main(argv: list[str]) -> int:
             return cmd_node(argv[1])
         if argv[0] == "healthcheck" and len(argv) == 1:
             return cmd_healthcheck()
-        if argv[0] in ("init", "node", "healthcheck"):
-            raise EntrypointError("usage: init | node NAME | healthcheck | COMMAND [ARGS...]")
+        if argv[0] == "ready" and len(argv) == 1:
+            return cmd_ready()
+        if argv[0] in ("init", "node", "healthcheck", "ready"):
+            raise EntrypointError("usage: init | node NAME | healthcheck | ready | COMMAND [ARGS...]")
     except EntrypointError as exc:
         _say(f"error: {exc}")
         return 1

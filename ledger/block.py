@@ -199,6 +199,19 @@ def _decode_canonical_block(data: bytes, max_txs: int, memo: DecodeMemo | None
     return header, tuple(txs)
 
 
+def decode_block_header(data: bytes) -> BlockHeader:
+    """Only the header of a block's bytes, without decoding its transactions when the bytes are the
+    block's own canonical encoding (reading a long run of stored blocks for their headers)."""
+    if data.startswith(b'{"header":{'):
+        header_end = data.find(b"}", 10) + 1
+        if header_end > 0 and data[header_end:header_end + len(_TXS_OPEN)] == _TXS_OPEN:
+            try:
+                return decode_header(json.loads(data[10:header_end]))
+            except (ValueError, UnicodeDecodeError, Rejected):
+                pass
+    return decode_block(data).header
+
+
 def decode_block(data: bytes, max_txs: int = 100_000, memo: DecodeMemo | None = None) -> Block:
     """Decode a block's bytes and check its internal consistency (tx_count, tx_root); `memo`
     answers transactions decoded before (a proposal's, met first in gossip)."""

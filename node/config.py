@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ledger import keys
 
@@ -48,9 +48,20 @@ class NodeConfig(BaseModel):
 
     rest_host: str = Field(default="127.0.0.1", description="REST API bind address")
     rest_port: int = Field(default=8001, ge=0, le=65535, description="REST API port (0: any free port)")
+    rest_tls_cert_file: Path | None = Field(
+        default=None, description="serve REST over HTTPS with this certificate chain (PEM; unset: plain HTTP, "
+                                  "e.g. behind a TLS-terminating reverse proxy)")
+    rest_tls_key_file: Path | None = Field(
+        default=None, description="the private key of rest_tls_cert_file (PEM, unencrypted)")
     p2p_host: str = Field(default="127.0.0.1", description="peer-to-peer bind address")
     p2p_port: int = Field(default=9001, ge=0, le=65535, description="peer-to-peer port (0: any free port)")
-    peers: dict[str, str] = Field(default_factory=dict, description="validator node id -> p2p URL")
+    peers: dict[str, str] = Field(
+        default_factory=dict, description="validator node id -> p2p URL (wss://host:port; host names are "
+                                          "resolved again on every connection attempt)")
+    p2p_allow_plaintext: bool = Field(
+        default=False,
+        description="serve plain ws:// instead of wss:// and allow ws:// peer URLs: peer traffic is then "
+                    "neither encrypted nor authenticated after the handshake (loopback tests only)")
     p2p_open_observers: bool = Field(
         default=True, description="let any node of this chain connect as an observer (it gets blocks and "
                                   "forwards transactions, never consensus traffic)")
@@ -58,7 +69,8 @@ class NodeConfig(BaseModel):
         default=8, ge=0, description="most links to observers (non-validators) kept at once")
     p2p_advertise_url: str = Field(
         default="", description="the p2p URL peers use to reach this node, as their [peers] list it "
-                                "(shown as p2p_url in /v1/status); empty: ws://p2p_host:p2p_port")
+                                "(shown as p2p_url in /v1/status); empty: wss://p2p_host:p2p_port "
+                                "(ws:// with p2p_allow_plaintext)")
 
     tick_ms: int = Field(
         default=50, ge=1, le=10_000, description="consensus tick; engine timeouts count ticks")
@@ -177,8 +189,26 @@ class NodeConfig(BaseModel):
             raise ValueError(f"p2p_advertise_url {url[:100]!r} must be ws://host:port or wss://host:port")
         return url
 
-    def path(self, name: Literal["data_dir", "node_key_file", "genesis_file"]) -> Path:
-        value: Path = getattr(self, name)
+    @model_validator(mode="after")
+    def _rest_tls_pair(self) -> NodeConfig:
+        if (self.rest_tls_cert_file is None) != (self.rest_tls_key_file is None):
+            raise ValueError("rest_tls_cert_file and rest_tls_key_file go together: set both or neither")
+        return self
+
+    @model_validator(mode="after")
+    def _plaintext_is_explicit(self) -> NodeConfig:
+        if not self.p2p_allow_plaintext:
+            for node_id, url in self.peers.items():
+                if url.startswith("ws://"):
+                    raise ValueError(f"peer {node_id[:16]}: URL {url[:100]!r} is plain ws://; use wss:// (or set "
+                                     "p2p_allow_plaintext = true, for loopback tests only)")
+        return self
+
+    def path(self, name: Literal["data_dir", "node_key_file", "genesis_file", "rest_tls_cert_file",
+                                 "rest_tls_key_file"]) -> Path:
+        value: Path | None = getattr(self, name)
+        if value is None:
+            raise ValueError(f"{name} is not set")
         return value if value.is_absolute() else self.home / value
 
 

@@ -38,10 +38,10 @@ from pathlib import Path
 from typing import Any
 
 from consensus.api import Ed25519Signer, Ed25519Verifier, Engine, EngineConfig, EngineContext
-from consensus.factory import make_engine, trusts_validators, verify_certificate
+from consensus.factory import history_blocks, make_engine, trusts_validators, verify_certificate
 from consensus.observer import ObserverEngine
 from ledger import governance, keys, valset
-from ledger.block import Block
+from ledger.block import Block, decode_block_header
 from ledger.errors import Rejected
 from ledger.genesis import Genesis
 from ledger.state import ParseMemo
@@ -67,6 +67,19 @@ STARTUP_ERRORS = (ConfigError, StorageError)
 ROUND_TIMEOUT_COUNTERS = ("round_timeouts", "election_timeouts")
 # A bind address that means every interface: peers cannot dial it, so status names this host instead.
 WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::"})
+
+
+def recent_proposers(store: Store, count: int) -> list[str]:
+    """`header.proposer` of the last `count` committed blocks, oldest first: what the engine's
+    proposer schedule reads, so that a restarted node computes the schedule every other node does."""
+    tip = store.tip.height
+    proposers = []
+    for height, raw in store.load_blocks(tip - count + 1, tip + 1):
+        try:
+            proposers.append(decode_block_header(raw).proposer)
+        except Rejected as exc:
+            raise StorageError(f"the database at {store.location} is corrupt: block {height}: {exc.message}") from exc
+    return proposers
 
 
 class Node:
@@ -107,7 +120,9 @@ class Node:
             chain_id=genesis.chain_id, validators=genesis.validator_ids, signer=Ed25519Signer(key),
             verifier=Ed25519Verifier(), checker=self.executor, tip=store.tip,
             rng=random.Random(int.from_bytes(os.urandom(16), "big")), restored=store.load_engine(),
-            config=EngineConfig(), decode_memo=self.decode_memo,
+            config=EngineConfig(), decode_memo=self.decode_memo, validators_at=self.valsets.at,
+            recent_proposers=recent_proposers(store, history_blocks(
+                genesis.consensus, len(self.valsets.at(store.tip.height + 1)))),
         )
         # Raft has no passive seat: an observer there runs an engine that does nothing at all.
         self.engine = ObserverEngine(context) if observer and genesis.consensus == "raft" \
@@ -485,22 +500,25 @@ class Node:
 
     def _p2p_addresses(self) -> dict[str, str | None]:
         """`p2p_url`: the URL peers dial to reach this node, written as their [peers] list it (the
-        configured p2p_advertise_url, else ws://host:port); `p2p_bind`: where it listens."""
+        configured p2p_advertise_url, else wss://host:port, or ws:// with p2p_allow_plaintext);
+        `p2p_bind`: where it listens."""
         network = self.network
         if network is None or network.url is None:
             return {"p2p_url": None, "p2p_bind": None}
         host, port = self.config.p2p_host, network.p2p.port
-        return {"p2p_url": advertised_p2p_url(self.config.p2p_advertise_url, host, port, socket.gethostname),
+        scheme = "ws" if self.config.p2p_allow_plaintext else "wss"
+        return {"p2p_url": advertised_p2p_url(self.config.p2p_advertise_url, host, port, socket.gethostname, scheme),
                 "p2p_bind": f"{_bracketed(host)}:{port}"}
 
 
-def advertised_p2p_url(advertise: str, host: str, port: int, hostname: Callable[[], str]) -> str:
+def advertised_p2p_url(advertise: str, host: str, port: int, hostname: Callable[[], str],
+                       scheme: str = "wss") -> str:
     """The URL peers dial to reach a node listening on host:port, written as a [peers] table writes it
-    (no path): `advertise` when configured; else ws://host:port, with this machine's name for a
+    (no path): `advertise` when configured; else scheme://host:port, with this machine's name for a
     wildcard bind address (which no peer can dial)."""
     if advertise:
         return advertise
-    return f"ws://{_bracketed(hostname() if host in WILDCARD_HOSTS else host)}:{port}"
+    return f"{scheme}://{_bracketed(hostname() if host in WILDCARD_HOSTS else host)}:{port}"
 
 
 def _bracketed(host: str) -> str:

@@ -8,14 +8,15 @@ transport's counters and per-peer status.
 
 Must not import: `node` (the daemon plugs this in, never the reverse), `storage`, or the consensus
 engines. Of our packages only `ledger` (keys, chain id rule, canonical JSON); otherwise aiohttp,
-pydantic and the standard library. It knows nothing about what the bytes mean: topics are opaque
-labels, payloads opaque bytes. Many P2PNodes can run in one process (no module-level state).
+pydantic, cryptography (the TLS certificate) and the standard library. It knows nothing about what
+the bytes mean: topics are opaque labels, payloads opaque bytes. Many P2PNodes can run in one
+process (no module-level state).
 
 API (all of it; see the docstrings for details):
 
     P2PConfig(...)                               pydantic, extra="forbid": every limit and timeout
     node = P2PNode(config, key, chain_id, validators, peers, on_message, rng=None, observers=())
-        peers: {node_id: "ws://host:port"} to dial (ourselves is skipped); validators and
+        peers: {node_id: "wss://host:port"} to dial (ourselves is skipped); validators and
         observers are the node ids allowed to connect; on_message(peer_id, topic, payload) is
         called on the event loop for every gossip message and must return quickly.
     await node.start()      bind (port 0 allowed: read node.port / node.url) and start dialing
@@ -62,8 +63,21 @@ Guarantees and non-guarantees: messages are delivered at most once and in order 
 a full queue, a disconnect or an oversize frame loses them (consensus and tx gossip tolerate
 loss; requests fail with a typed error instead). `send`/`broadcast` never block. Exactly one
 connection per peer pair survives a simultaneous dial: the one dialed by the lower node id.
-Frames after the handshake are authenticated by the connection, not individually signed or
-encrypted (see `p2p.handshake`).
+
+Link security (`P2PConfig.tls`, on by default): links are wss://, TLS 1.3 with a throwaway
+self-signed certificate per start, bound to both node keys by the handshake, which signs the
+certificate's fingerprint as each side saw it (`p2p.tls`, `p2p.handshake`). Every frame after the
+handshake is then encrypted and authenticated by TLS; a record changed, replayed, reordered or
+injected on the path fails TLS's authentication, the link is dropped and counted
+(`links_dropped_tampered`), and the dialer reconnects. Why TLS rather than our own key exchange
+plus per-frame AEAD: both are built from the same primitives in OpenSSL, but TLS is the standard,
+reviewed record protocol (sequence numbers, key schedule, close handling) that we would otherwise
+re-create, wss:// is what operators, proxies and packet captures already understand, and the only
+custom piece left is the binding of a certificate to a node key, which is the few lines above.
+With `tls=False` the listener serves plain ws:// and frames after the handshake are neither
+encrypted nor authenticated: for loopback tests only, and only when the operator says so.
+The TLS handshake of an inbound connection is part of its pre-auth time, and a connection that
+never starts one counts against `max_idle_connections` like one that never sends its upgrade.
 """
 
 from p2p.config import P2PConfig

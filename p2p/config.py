@@ -14,6 +14,10 @@ class P2PConfig(BaseModel):
 
     listen_host: str = "127.0.0.1"
     listen_port: int = Field(default=9001, ge=0, le=65535)  # 0: let the OS pick; read P2PNode.port
+    # True: the listener serves wss:// only and plain ws:// peer URLs are refused (see p2p.tls).
+    # False: the listener serves plain ws:// (frames neither encrypted nor authenticated after the
+    # handshake), for loopback tests; wss:// peers are still dialed over TLS.
+    tls: bool = True
 
     # A frame above max_frame_bytes is read, dropped and counted as a bad frame. One above
     # hard_max_frame_bytes cannot even be buffered: the WebSocket reader closes the connection (1009).

@@ -70,6 +70,7 @@ class PeerConnection:
         deliver: Deliver,
         handlers: Mapping[str, Handler],
         on_offender: Callable[[PeerConnection, str], None],
+        tls_error: Callable[[], BaseException | None] | None = None,
     ) -> None:
         self.ws = ws
         self.peer_id = peer_id
@@ -81,6 +82,8 @@ class PeerConnection:
         self._deliver = deliver
         self._handlers = handlers
         self._on_offender = on_offender
+        # Why the TLS layer ended the connection, if it did (a record failed authentication).
+        self._tls_error = tls_error or (lambda: None)
         self._queue: deque[bytes] = deque()
         self.queued_bytes = 0
         self._wake = asyncio.Event()
@@ -199,14 +202,26 @@ class PeerConnection:
                     self._counters.add("frames_dropped_oversize")
                     self.stats["bad_frames"] += 1
                     self._on_offender(self, "frame above hard_max_frame_bytes")
-                else:
+                elif not self._check_tls():
                     log.info("p2p peer %s: WebSocket error %s", self.peer_id[:16], msg.data)
                 return
             elif msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED):
                 if msg.type is aiohttp.WSMsgType.CLOSE and not self._closing:
                     self.close_reason = f"peer closed ({msg.data}, {msg.extra or 'no reason'})"
+                self._check_tls()
                 return
             # PING/PONG are answered by aiohttp itself (autoping).
+
+    def _check_tls(self) -> bool:
+        """Count and log a link the TLS layer ended because a record failed authentication."""
+        exc = self._tls_error()
+        if exc is None:
+            return False
+        self._counters.add("links_dropped_tampered")
+        self.close_reason = f"TLS record refused ({exc}): tampered with on the path?"
+        log.warning("p2p link to %s dropped: a TLS record failed authentication (%s); someone on the "
+                    "path may be changing, replaying or injecting data", self.peer_id[:16], exc)
+        return True
 
     def _strike(self, reason: str, detail: str) -> None:
         self._counters.add(f"frames_dropped_{reason}")

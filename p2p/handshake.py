@@ -17,9 +17,11 @@ Before the first frame, the dialer names itself in its upgrade request (`NODE_ID
 only chooses which admission slots the attempt uses (see the `p2p` package docstring); the
 listener refuses a hello whose node id differs from the claim, and the signatures prove the rest.
 
-What it does not do: encrypt or MAC the frames after the handshake. A party that can sit on the
-network path can still relay or tamper with the stream (run the p2p port on a private network or
-behind TLS); everything consensus relies on is signed end to end by the validators anyway.
+On wss:// links (the default) the transcript also carries the fingerprint of the listener's TLS
+certificate as each side saw it, which ties the TLS session, and so every frame after the
+handshake, to both node keys (`p2p.tls`). On a plaintext ws:// link (only where the operator set
+it explicitly, for loopback tests) frames after the handshake are neither encrypted nor
+authenticated: anyone on the path could read, inject or change them.
 """
 
 from __future__ import annotations
@@ -93,12 +95,19 @@ class Auth(_Frame):
 
 
 def transcript(role: str, chain_id: str, dialer: str, listener: str, dialer_challenge: str,
-               listener_challenge: str) -> bytes:
-    """The bytes each side signs; `role` is the signer's role, "dialer" or "listener"."""
-    return _DOMAIN + canonical_json({
+               listener_challenge: str, channel: str = "") -> bytes:
+    """The bytes each side signs; `role` is the signer's role, "dialer" or "listener".
+
+    `channel` is the SHA-256 of the listener's TLS certificate as the signer sees it ("" on a
+    plaintext link): signing it binds the TLS session to both node keys (see `p2p.tls`).
+    """
+    fields = {
         "chain_id": chain_id, "role": role, "dialer": dialer, "listener": listener,
         "dialer_challenge": dialer_challenge, "listener_challenge": listener_challenge,
-    })
+    }
+    if channel:
+        fields["channel"] = channel
+    return _DOMAIN + canonical_json(fields)
 
 
 def new_challenge() -> str:
@@ -159,8 +168,11 @@ def _check_chain(ident: Identity, chain_id: str) -> None:
                              CLOSE_WRONG_CHAIN)
 
 
-async def dial(ws: WebSocketLike, ident: Identity, expected_peer: str) -> str:
-    """Run the dialer's side on an open WebSocket; returns the authenticated peer id."""
+async def dial(ws: WebSocketLike, ident: Identity, expected_peer: str, channel: str = "") -> str:
+    """Run the dialer's side on an open WebSocket; returns the authenticated peer id.
+
+    `channel`: the fingerprint of the certificate the listener showed (wss://), "" for ws://.
+    """
     my_challenge = new_challenge()
     await ws.send_str(Hello(type="hello", version=HANDSHAKE_VERSION, chain_id=ident.chain_id,
                             node_id=ident.node_id, peer_id=expected_peer,
@@ -171,7 +183,7 @@ async def dial(ws: WebSocketLike, ident: Identity, expected_peer: str) -> str:
     if challenge.node_id != expected_peer:
         raise HandshakeError("wrong_peer", f"expected node {expected_peer[:16]}…, reached "
                              f"{challenge.node_id[:16]}…", CLOSE_WRONG_PEER)
-    args = (ident.chain_id, ident.node_id, expected_peer, my_challenge, challenge.challenge)
+    args = (ident.chain_id, ident.node_id, expected_peer, my_challenge, challenge.challenge, channel)
     signature = ident.key.sign(transcript("dialer", *args))
     await ws.send_str(Auth(type="auth", signature=signature.hex()).model_dump_json())
     auth = await _receive(ws, Auth)
@@ -181,9 +193,11 @@ async def dial(ws: WebSocketLike, ident: Identity, expected_peer: str) -> str:
     return expected_peer
 
 
-async def accept(ws: WebSocketLike, ident: Identity, admit: Callable[[str], HandshakeError | None]) -> str:
+async def accept(ws: WebSocketLike, ident: Identity, admit: Callable[[str], HandshakeError | None],
+                 channel: str = "") -> str:
     """Run the listener's side on an open WebSocket; returns the authenticated peer id.
 
+    `channel`: the fingerprint of our own TLS certificate on a wss:// listener, "" on ws://.
     `admit(peer_id)` may refuse a peer that is otherwise allowed (e.g. one serving a penalty).
     """
     hello = await _receive(ws, Hello)
@@ -202,7 +216,7 @@ async def accept(ws: WebSocketLike, ident: Identity, admit: Callable[[str], Hand
     await ws.send_str(ChallengeFrame(type="challenge", version=HANDSHAKE_VERSION, chain_id=ident.chain_id,
                                      node_id=ident.node_id, challenge=my_challenge).model_dump_json())
     auth = await _receive(ws, Auth)
-    args = (ident.chain_id, hello.node_id, ident.node_id, hello.challenge, my_challenge)
+    args = (ident.chain_id, hello.node_id, ident.node_id, hello.challenge, my_challenge, channel)
     if not keys.verify(hello.node_id, bytes.fromhex(auth.signature), transcript("dialer", *args)):
         raise HandshakeError("bad_signature", "the dialer's handshake signature is invalid",
                              CLOSE_BAD_SIGNATURE)

@@ -9,6 +9,7 @@ import itertools
 import logging
 import random
 import socket
+import ssl
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
@@ -18,10 +19,11 @@ from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
+from aiohttp.abc import AbstractResolver
 
 from ledger import keys
 from ledger.tx import CHAIN_ID_RE
-from p2p import frames, handshake, limits
+from p2p import frames, handshake, limits, tls
 from p2p.config import P2PConfig
 from p2p.connection import Counters, Handler, PeerConnection, WebSocket, close_websocket
 from p2p.errors import HandshakeError, PeerUnavailable, RequestTimeout
@@ -50,6 +52,7 @@ COUNTER_NAMES: tuple[str, ...] = (
     "handshake_failed_evicted",
     "handshake_failed_wrong_claim",
     "dial_failed",
+    "dial_failed_dns",  # the peer's host name did not resolve (also counted in dial_failed)
     "connections_opened",
     "connections_closed",
     "connections_replaced",
@@ -57,6 +60,8 @@ COUNTER_NAMES: tuple[str, ...] = (
     "connections_refused_observer_limit",
     "connections_evicted_idle",  # closed for a newer one: too many had not sent their upgrade request
     "peers_disconnected_bad_frames",
+    # a TLS record that failed authentication (changed, replayed, reordered or injected on the path)
+    "links_dropped_tampered",
     "frames_in",
     "frames_out",
     "bytes_in",
@@ -120,9 +125,10 @@ class _DialState:
     attempts: int = 0
     next_attempt_at: float = 0.0  # loop time
     last_error: str = ""
+    unresolved: bool = False  # the last attempt could not resolve the host name (logged once per streak)
 
 
-def _peer_url(node_id: str, url: str) -> str:
+def _peer_url(node_id: str, url: str, allow_plaintext: bool) -> str:
     """`url` checked, with the p2p path added when it has none."""
     bad = ValueError(f"peer {node_id[:16]}…: url {url!r} is not ws://host:port or wss://host:port")
     try:
@@ -132,6 +138,9 @@ def _peer_url(node_id: str, url: str) -> str:
         raise bad from exc
     if parsed.scheme not in ("ws", "wss") or not parsed.hostname or port is None or parsed.query:
         raise bad
+    if parsed.scheme == "ws" and not allow_plaintext:
+        raise ValueError(f"peer {node_id[:16]}…: url {url!r} is plain ws://, which this node does not speak "
+                         "(use wss://, or turn TLS off for loopback tests)")
     return parsed._replace(path=P2P_PATH).geturl() if parsed.path in ("", "/") else url
 
 
@@ -156,6 +165,7 @@ class P2PNode:
         on_message: OnMessage,
         rng: random.Random | None = None,
         observers: Iterable[str] = (),
+        resolver: AbstractResolver | None = None,
     ) -> None:
         if not CHAIN_ID_RE.fullmatch(chain_id):
             raise ValueError(f"bad chain_id {chain_id!r}")
@@ -195,6 +205,16 @@ class P2PNode:
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
         self._port: int | None = None
+        self._server_tls: ssl.SSLContext | None = None
+        self._channel = ""  # our TLS certificate's fingerprint, bound by every inbound handshake
+        # Inbound connections in _accept, and why TLS failed on one of them (see tls.TlsAcceptor).
+        self._serving_handlers: set[web.RequestHandler] = set()
+        self._tls_errors: dict[web.RequestHandler, ssl.SSLError] = {}
+        # The TLS side of each idle inbound connection, and the tasks running TLS handshakes.
+        self._acceptors: dict[web.RequestHandler, tls.TlsAcceptor] = {}
+        self._tls_starts: set[asyncio.Task[None]] = set()
+        self._client_tls = tls.client_context()
+        self._resolver = resolver  # None: the system's (getaddrinfo); tests plug in their own names
         for node_id, url in peers.items():
             self.add_peer(node_id, url)  # ourselves is skipped: one cluster-wide peer list is convenient
 
@@ -219,7 +239,8 @@ class P2PNode:
     @property
     def url(self) -> str:
         """The URL peers dial to reach this node (with the listen host as configured)."""
-        return f"ws://{self.config.listen_host}:{self.port}{P2P_PATH}"
+        scheme = "wss" if self.config.tls else "ws"
+        return f"{scheme}://{self.config.listen_host}:{self.port}{P2P_PATH}"
 
     async def start(self) -> None:
         """Bind the listener and start dialing every configured peer."""
@@ -234,18 +255,24 @@ class P2PNode:
                                shutdown_timeout=self.config.close_timeout_s)
         await runner.setup()
         self._runner = runner
+        if self.config.tls:
+            self._server_tls, self._channel = tls.server_context(self.node_id)
         try:
             family = socket.AF_INET6 if ":" in self.config.listen_host else socket.AF_INET
             sock = socket.create_server((self.config.listen_host, self.config.listen_port), family=family)
             # Our own listener rather than a web site: every accepted connection passes through
             # _new_protocol, which bounds the connections that have not asked for anything yet.
+            # TLS, when on, is started per connection by tls.TlsAcceptor (see _new_protocol).
             self._listener = await asyncio.get_running_loop().create_server(self._new_protocol, sock=sock)
         except BaseException:
             self._runner = None
             await runner.cleanup()
             raise
         self._port = sock.getsockname()[1]
+        # No DNS cache: a peer's host name is resolved again on every attempt, so a validator whose
+        # address changed (a rescheduled container or pod) is found at its new one.
         self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(use_dns_cache=False, resolver=self._resolver),
             timeout=aiohttp.ClientTimeout(total=None, connect=self.config.handshake_timeout_s))
         self._state = "running"
         for node_id in self._peer_urls:
@@ -267,7 +294,7 @@ class P2PNode:
                 await asyncio.gather(*(conn.closed.wait() for conn in conns))
         except TimeoutError:
             log.warning("p2p %s: connections did not close in time; cancelling them", self.node_id[:16])
-        owned = [*self._tasks, *self._inbound]
+        owned = [*self._tasks, *self._inbound, *self._tls_starts]
         for task in owned:
             task.cancel()
         await asyncio.gather(*owned, return_exceptions=True)
@@ -278,6 +305,7 @@ class P2PNode:
             async with asyncio.timeout(self.config.close_timeout_s):
                 await self._listener.wait_closed()
         self._idle.clear()
+        self._acceptors.clear()
         await self._session.close()
         self._conns.clear()
         self._state = "stopped"
@@ -295,18 +323,44 @@ class P2PNode:
         now = asyncio.get_running_loop().time()
         if len(self._idle) >= self.config.max_idle_connections:
             for old, accepted_at in list(self._idle.items()):
-                # No transport: closed since, unless accepted a moment ago and not yet connected.
-                gone = old.transport.is_closing() if old.transport is not None else now - accepted_at > 0.1
+                acceptor = self._acceptors.get(old)
+                if acceptor is not None and not acceptor.ready:
+                    gone = acceptor.is_closing()  # still in its TLS handshake
+                else:
+                    # No transport: closed since, unless accepted a moment ago and not yet connected.
+                    gone = old.transport.is_closing() if old.transport is not None else now - accepted_at > 0.1
                 if gone:
-                    del self._idle[old]
+                    self._forget_idle(old)
         if len(self._idle) >= self.config.max_idle_connections:
             oldest = next(iter(self._idle))
-            del self._idle[oldest]
-            oldest.force_close()
+            acceptor = self._acceptors.get(oldest)
+            self._forget_idle(oldest)
+            if acceptor is not None and not acceptor.ready:
+                acceptor.close()
+            else:
+                oldest.force_close()
             self._counters.add("connections_evicted_idle")
         handler = self._runner.server()
         self._idle[handler] = now
-        return handler
+        if self._server_tls is None:
+            return handler
+        acceptor = tls.TlsAcceptor(handler, self._server_tls, self._preauth_timeout_s, self._on_tls_error,
+                                   self._spawn_tls_start)
+        self._acceptors[handler] = acceptor
+        return acceptor
+
+    def _forget_idle(self, handler: web.RequestHandler) -> None:
+        self._idle.pop(handler, None)
+        self._acceptors.pop(handler, None)
+
+    def _spawn_tls_start(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro, name="p2p-tls-accept")
+        self._tls_starts.add(task)
+        task.add_done_callback(self._tls_starts.discard)
+
+    def _on_tls_error(self, handler: asyncio.Protocol, exc: ssl.SSLError) -> None:
+        if isinstance(handler, web.RequestHandler) and handler in self._serving_handlers:
+            self._tls_errors[handler] = exc
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.create_task(coro, name=name)
@@ -331,7 +385,7 @@ class P2PNode:
             return
         if peer_id not in self._ident.allowed:
             raise ValueError(f"peer {peer_id[:16]}… is neither a validator nor an observer")
-        self._peer_urls[peer_id] = _peer_url(peer_id, url)
+        self._peer_urls[peer_id] = _peer_url(peer_id, url, allow_plaintext=not self.config.tls)
         if peer_id not in self._dial_states:
             self._dial_states[peer_id] = _DialState()
             if self._state == "running":
@@ -482,10 +536,11 @@ class P2PNode:
                  "outbound" if conn.outbound else "inbound")
         return True
 
-    def _new_connection(self, ws: WebSocket, peer_id: str, outbound: bool) -> PeerConnection:
+    def _new_connection(self, ws: WebSocket, peer_id: str, outbound: bool,
+                        tls_error: Callable[[], BaseException | None] | None = None) -> PeerConnection:
         dialer, listener = (self.node_id, peer_id) if outbound else (peer_id, self.node_id)
         return PeerConnection(ws, peer_id, outbound, self._preferred(dialer, listener), self.config,
-                              self._counters, self._deliver, self._handlers, self._offender)
+                              self._counters, self._deliver, self._handlers, self._offender, tls_error)
 
     async def _run_connection(self, conn: PeerConnection) -> None:
         try:
@@ -552,7 +607,7 @@ class P2PNode:
     async def _accept(self, request: web.Request) -> web.StreamResponse:
         if self._state != "running":
             return web.Response(status=503, text="shutting down")
-        self._idle.pop(request.protocol, None)
+        self._forget_idle(request.protocol)
         source = request.remote or "unknown"
         claimed = request.headers.get(handshake.NODE_ID_HEADER)
         if claimed is not None and not self._ident.admits(claimed):
@@ -572,6 +627,8 @@ class P2PNode:
         task = asyncio.current_task()
         assert task is not None
         self._inbound.add(task)
+        handler = request.protocol
+        self._serving_handlers.add(handler)
         try:
             ws = web.WebSocketResponse(heartbeat=self.config.ping_interval_s, compress=False,
                                        max_msg_size=self.config.hard_max_frame_bytes,
@@ -593,7 +650,7 @@ class P2PNode:
                 async with deadline:
                     self._deadlines[ticket] = deadline
                     await ws.prepare(request)
-                    peer_id = await handshake.accept(ws, self._ident, admit)
+                    peer_id = await handshake.accept(ws, self._ident, admit, self._channel)
             except HandshakeError as exc:
                 self._handshake_failed(exc, source)
                 await close_websocket(ws, exc.close_code, exc.code, self.config.close_timeout_s)
@@ -614,7 +671,7 @@ class P2PNode:
                 self._deadlines.pop(ticket, None)
                 self._admission.release(ticket)
             self._counters.add("handshake_ok")
-            conn = self._new_connection(ws, peer_id, outbound=False)
+            conn = self._new_connection(ws, peer_id, outbound=False, tls_error=lambda: self._tls_errors.get(handler))
             if not self._register(conn):
                 await close_websocket(ws, handshake.CLOSE_DUPLICATE, "duplicate", self.config.close_timeout_s)
                 return ws
@@ -622,6 +679,8 @@ class P2PNode:
             return ws
         finally:
             self._inbound.discard(task)
+            self._serving_handlers.discard(handler)
+            self._tls_errors.pop(handler, None)
 
     # --- outbound -------------------------------------------------------------------------------
 
@@ -653,14 +712,23 @@ class P2PNode:
     async def _dial_once(self, peer_id: str, state: _DialState) -> PeerConnection | None:
         assert self._session is not None
         ws: aiohttp.ClientWebSocketResponse | None = None
+        url = self._peer_urls[peer_id]
+        secure = url.startswith("wss:")
         try:
             async with asyncio.timeout(self.config.handshake_timeout_s):
                 ws = await self._session.ws_connect(
-                    self._peer_urls[peer_id], heartbeat=self.config.ping_interval_s, compress=0,
+                    url, heartbeat=self.config.ping_interval_s, compress=0,
                     headers={handshake.NODE_ID_HEADER: self.node_id},
-                    max_msg_size=self.config.hard_max_frame_bytes,
+                    max_msg_size=self.config.hard_max_frame_bytes, ssl=self._client_tls if secure else False,
                     timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=self.config.close_timeout_s))
-                await handshake.dial(ws, self._ident, peer_id)
+                channel = ""
+                if secure:
+                    try:
+                        channel = tls.peer_fingerprint(ws.get_extra_info("ssl_object"))
+                    except ValueError as exc:
+                        raise HandshakeError("malformed", f"no usable TLS session: {exc}",
+                                             handshake.CLOSE_MALFORMED) from None
+                await handshake.dial(ws, self._ident, peer_id, channel)
         except HandshakeError as exc:
             state.last_error = str(exc)
             self._handshake_failed(exc, peer_id[:16])
@@ -677,6 +745,14 @@ class P2PNode:
         except (OSError, aiohttp.ClientError) as exc:
             state.last_error = f"{type(exc).__name__}: {exc}"
             self._counters.add("dial_failed")
+            if isinstance(exc, aiohttp.ClientConnectorDNSError):
+                # A name that does not resolve yet (a container or pod not scheduled yet) is normal
+                # at start-up: one line per streak, then retries with backoff, never a crash.
+                self._counters.add("dial_failed_dns")
+                if not state.unresolved:
+                    log.warning("p2p %s cannot resolve the host of peer %s (%s); retrying with backoff",
+                                self.node_id[:16], peer_id[:16], url)
+                state.unresolved = True
             log.debug("p2p %s cannot dial %s: %s", self.node_id[:16], peer_id[:16], state.last_error)
             if ws is not None:
                 await close_websocket(ws, handshake.CLOSE_GOING_AWAY, "error", self.config.close_timeout_s)
@@ -687,7 +763,13 @@ class P2PNode:
             raise
         self._counters.add("handshake_ok")
         state.last_error = ""
-        conn = self._new_connection(ws, peer_id, outbound=True)
+        if state.unresolved:
+            state.unresolved = False
+            log.info("p2p %s resolved the host of peer %s again", self.node_id[:16], peer_id[:16])
+        failures: list[ssl.SSLError] = []
+        if secure:
+            tls.watch_client(ws, failures.append)
+        conn = self._new_connection(ws, peer_id, outbound=True, tls_error=lambda: failures[0] if failures else None)
         if not self._register(conn):
             await close_websocket(ws, handshake.CLOSE_DUPLICATE, "duplicate", self.config.close_timeout_s)
             return None

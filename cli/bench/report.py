@@ -11,7 +11,7 @@ from cli.bench.stats import percentile
 
 def figures(c: Counters, *, consensus: str, validators: int, tx_bytes: int, offered_tps: float | None,
             duration_s: float, elapsed_s: float, cpu_cores: int, nodes: list[dict[str, Any]],
-            mode: str) -> dict[str, Any]:
+            mode: str, validators_down: int = 0) -> dict[str, Any]:
     lat = sorted(c.latencies_s)
 
     def ms(fraction: float) -> float | None:
@@ -28,7 +28,8 @@ def figures(c: Counters, *, consensus: str, validators: int, tx_bytes: int, offe
     cpu_ms_per_tx = (round(1000 * sum(cpu_known) / c.committed, 3)
                      if cpu and len(cpu_known) == len(cpu) and c.committed else None)
     return {
-        "mode": mode, "consensus": consensus, "validators": validators, "tx_bytes": tx_bytes,
+        "mode": mode, "consensus": consensus, "validators": validators, "validators_down": validators_down,
+        "tx_bytes": tx_bytes,
         "offered_tps": None if offered_tps is None else round(offered_tps, 1),
         "sent": c.sent, "accepted": c.accepted, "committed": c.committed, "failed": c.failed,
         "dropped": c.dropped, "retried": c.retried, "http_errors": c.http_errors,
@@ -46,7 +47,8 @@ def table(f: dict[str, Any]) -> str:
         return "-" if value is None else str(value)
 
     rows = [
-        ("consensus / validators", f"{f['consensus']} / {f['validators']}"),
+        ("consensus / validators", f"{f['consensus']} / {f['validators']}"
+         + (f" ({f['validators_down']} stopped)" if f.get("validators_down") else "")),
         ("mode", f["mode"]),
         ("offered tx/s", show(f["offered_tps"])),
         ("committed tx/s", show(f["committed_tps"])),

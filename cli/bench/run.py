@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -17,12 +18,40 @@ from cli.client import LedgerClient
 
 MAX_MODE_PRESIGN_TPS = 8000  # closed-loop pre-signs duration * this many (or --presign)
 DRAIN_S = 15.0  # after sending stops, how long to wait for accepted transactions to commit
+STOP_WAIT_S = 15.0  # --down: how long a stopped node may take to exit
+
+
+def _running(pid: int) -> bool:
+    """Whether `pid` is a process that has not exited (a zombie waiting for its parent has)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rpartition(b")")[2].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in (b"Z", b"X")
+
+
+def stop_nodes(pids: list[int]) -> None:
+    """SIGTERM each node and wait until it has exited, so that the clock starts with them gone."""
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            continue
+    deadline = time.monotonic() + STOP_WAIT_S
+    while any(_running(p) for p in pids):
+        if time.monotonic() > deadline:
+            raise BenchError(f"--down: node(s) {', '.join(str(p) for p in pids if _running(p))} did not exit "
+                             f"within {STOP_WAIT_S:g}s of SIGTERM")
+        time.sleep(0.1)
 
 
 def run_bench(nodes: list[str], rate: float | None, duration_s: float, accounts: int, keys_dir: Path,
-              pids: list[int] | None, presign_count: int | None, window: int = 4000) -> int:
+              pids: list[int] | None, presign_count: int | None, window: int = 4000, down: int = 0) -> int:
     if pids is not None and len(pids) != len(nodes):
         raise BenchError(f"--pids lists {len(pids)} PIDs for {len(nodes)} nodes; give one per node")
+    if down and (pids is None or down >= len(nodes)):
+        raise BenchError(f"--down {down} needs --pids and leaves at least one of the {len(nodes)} nodes running")
     client = LedgerClient(nodes[0])
     status = client.status()
     chain_id = str(status["chain_id"])
@@ -36,6 +65,12 @@ def run_bench(nodes: list[str], rate: float | None, duration_s: float, accounts:
     print(f"signing {total} transactions ...", file=sys.stderr, flush=True)
     started = time.monotonic()
     txs = presign(fresh, chain_id, total)
+    if down:
+        assert pids is not None
+        print(f"stopping {', '.join(nodes[-down:])} (pid {', '.join(str(p) for p in pids[-down:])}) ...",
+              file=sys.stderr, flush=True)
+        stop_nodes(pids[-down:])
+        nodes, pids = nodes[:-down], pids[:-down]
     how = f"at {rate:g} tx/s" if rate is not None else "as fast as the cluster takes them"
     print(f"signed in {time.monotonic() - started:.1f}s; sending "
           f"{how} "
@@ -59,7 +94,8 @@ def run_bench(nodes: list[str], rate: float | None, duration_s: float, accounts:
                      tx_bytes=round(sum(len(t.body) for t in txs) / len(txs)),
                      offered_tps=rate if rate is not None else bench.c.sent / duration_s,
                      duration_s=duration_s, elapsed_s=end - t0, cpu_cores=os.cpu_count() or 0,
-                     nodes=node_stats, mode="open-loop" if rate is not None else "closed-loop")
+                     nodes=node_stats, mode="open-loop" if rate is not None else "closed-loop",
+                     validators_down=down)
     if bench.ran_out_s is not None:
         print(f"warning: all {len(txs)} pre-signed transactions were sent after {bench.ran_out_s:.1f}s of "
               f"{duration_s:g}s; the figures cover a shorter run (pass --presign N for more)",

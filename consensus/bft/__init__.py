@@ -3,7 +3,9 @@
 Owns: the BFT state machine (`engine`), its wire messages and signing bytes (`messages`), the
 round-change justification rules (`justification`), the commit certificate stored with every
 block and its verification (`certificate`), the crash-safe hard state (`hardstate`), and the
-validator-set arithmetic (`rounds`).
+validator-set arithmetic with the proposer schedule (`rounds`: round 0 skips validators the
+committed headers show absent; `EngineContext.recent_proposers` and `ChainAdvanced.proposers`
+feed it).
 
 Must not import: asyncio, aiohttp, plyvel, sockets, threads, the clock or global `random`; of our
 packages only `ledger` and `consensus.api`. Peers' bytes are untrusted: whatever is malformed,

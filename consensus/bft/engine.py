@@ -1,6 +1,7 @@
 """The QBFT-style state machine: one height at a time, rounds within a height.
 
-Per height, in round r (proposer: `rounds.proposer_index(height, r, n)`):
+Per height, in round r (proposer: for r = 0 `rounds.ProposerSchedule` over the last committed
+headers, which skips validators the chain shows absent; for r > 0 `rounds.proposer_index(height, r, n)`):
 
 - PRE-PREPARE. The proposer broadcasts a PROPOSAL with a block. In round 0 it needs no
   justification; in a later round it carries a quorum of ROUND-CHANGE claims for r and, when any of
@@ -15,12 +16,14 @@ Per height, in round r (proposer: `rounds.proposer_index(height, r, n)`):
 - DECIDE. A quorum of COMMITs for one (round, hash), in any round, commits the block: the engine
   emits `Commit(block, certificate)` and starts the next height.
 - ROUND-CHANGE. When the round timer expires (`round_timeout_ticks` doubling each round up to
-  `max_round_timeout_ticks`) the replica moves to r + 1 and broadcasts ROUND-CHANGE(r + 1)
-  reporting its prepared round, block and certificate. Seeing f + 1 validators in rounds above
-  its own, it joins the lowest of them (f + 1 includes an honest one, so a single validator
-  announcing inflated rounds cannot drag anyone along). The proposer of r, holding a quorum of
-  ROUND-CHANGEs for r, proposes. The round timer restarts when that quorum arrives and when a
-  valid proposal for the round does (as in IBFT 2.0), which keeps the validators' timers in step.
+  `max_round_timeout_ticks`; round 0 of a proposer the schedule is retrying after missed turns
+  gets `retry_round_timeout_ticks` until its valid proposal arrives) the replica moves to r + 1
+  and broadcasts ROUND-CHANGE(r + 1) reporting its prepared round, block and certificate. Seeing
+  f + 1 validators in rounds above its own, it joins the lowest of them (f + 1 includes an honest
+  one, so a single validator announcing inflated rounds cannot drag anyone along). The proposer of
+  r, holding a quorum of ROUND-CHANGEs for r, proposes. The round timer restarts when that quorum
+  arrives and when a valid proposal for the round does (as in IBFT 2.0), which keeps the
+  validators' timers in step.
 - Round synchronisation. A replica leaves round r on timeout only once r has *started*: r is 0,
   or it saw a valid proposal or prepared certificate for r or later, or a quorum of validators
   have announced rounds >= r. Otherwise it stays and re-broadcasts its ROUND-CHANGE(r) (the same
@@ -53,7 +56,7 @@ without waiting for block sync.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,6 +84,7 @@ from consensus.bft.messages import ZERO_DIGEST, Claim, DecodeError, Kind, Messag
 from consensus.bft.rounds import (
     MAX_ROUND,
     MAX_VALIDATORS,
+    ProposerSchedule,
     max_faulty,
     proposer_index,
     quorum_size,
@@ -105,6 +109,8 @@ class _Height:
         self.parent = parent
         self.height = parent.height + 1
         self.round = 0
+        self.round0_proposer: int | None = None  # computed once per height, from the chain
+        self.round0_retry = False  # ... and whether that proposer is being retried after missed turns
         self.active = False  # the height has shown activity: the round timer runs
         self.timer: int | None = None  # ticks left in this round
         self.txs_available = False
@@ -136,23 +142,19 @@ class BftEngine:
 
     kind = "pbft"
 
-    def __init__(self, ctx: EngineContext, limits: BftLimits | None = None) -> None:
-        validators = tuple(ctx.validators)
-        if not 0 < len(validators) <= MAX_VALIDATORS:
-            raise ValueError(f"a BFT engine needs 1 to {MAX_VALIDATORS} validators")
-        if len(set(validators)) != len(validators):
-            raise ValueError("validator ids must be distinct")
+    def __init__(self, ctx: EngineContext, limits: BftLimits | None = None,
+                 schedule: ProposerSchedule | None = None) -> None:
         self.counters: dict[str, int] = {}
         self._ctx = ctx
         self._cfg = ctx.config
         self._limits = limits or BftLimits()
         self._chain_id = ctx.chain_id
-        self._validators = validators
-        self._n = len(validators)
-        self._f = max_faulty(self._n)
-        self._quorum = self.quorum(self._n)
-        me = ctx.signer.node_id
-        self._me: int | None = validators.index(me) if me in validators else None
+        self._use_validators(self._validators_for(ctx.tip.height + 1))
+        self._schedule = schedule or ProposerSchedule()
+        # Proposer indices of the last committed blocks, the last one being the tip's: the input of
+        # the round-0 schedule, rebuilt from the chain on every start, extended on every commit.
+        self._recent: deque[int] = deque(maxlen=self._schedule.window_blocks(self._n))
+        self._recent.extend(self._indices(ctx.recent_proposers, ctx.tip.height))
         self._max_message_bytes = self._cfg.max_block_bytes + self._limits.max_attachment_bytes
         self._out: list[Action] = []
         # Verified (or own) messages still to handle, each with whether it came from its author.
@@ -167,20 +169,70 @@ class BftEngine:
         # The one signed content buffered per (kind, height, round, author): an honest validator
         # signs one message per slot, so a second, different one is equivocation.
         self._buffered_slots: dict[tuple[int, int, int, int], tuple[int, int, int, int, str, int]] = {}
-        self._buffered_per_author = [0] * self._n
-        self._buffered_bytes_per_author = [0] * self._n
         self._buffered_bytes = 0
-        self._buffer_cap_per_author = max(1, self._cfg.max_buffered_messages // self._n)
-        # Shares that add up to at most max_buffered_bytes: that bounds the total, and no group of
-        # authors can take space the others are owed.
-        self._buffer_bytes_cap_per_author = min(self._cfg.max_buffered_bytes_per_author,
-                                                self._cfg.max_buffered_bytes // self._n)
+        self._reset_buffer_shares()
         self._last_decided: tuple[Block, int, tuple[Vote, ...]] | None = None
         self._decided_msg: bytes | None = None
         self._decided_replied: set[str] = set()
         self._disk_block: str | None = None  # hash of the block under BLOCK_KEY on disk
         self._hs = _Height(ctx.tip)
         self._restore(ctx.restored)
+
+    # --- the validator set of the current height ------------------------------------------------
+
+    def _validators_for(self, height: int) -> tuple[str, ...]:
+        validators = tuple(self._ctx.validators if self._ctx.validators_at is None
+                           else self._ctx.validators_at(height))
+        if not 0 < len(validators) <= MAX_VALIDATORS:
+            raise ValueError(f"a BFT engine needs 1 to {MAX_VALIDATORS} validators")
+        if len(set(validators)) != len(validators):
+            raise ValueError("validator ids must be distinct")
+        return validators
+
+    def _use_validators(self, validators: tuple[str, ...]) -> None:
+        """The set, n, f, quorum and this node's index (None: not a validator) of the height."""
+        self._validators = validators
+        self._n = len(validators)
+        self._f = max_faulty(self._n)
+        self._quorum = self.quorum(self._n)
+        me = self._ctx.signer.node_id
+        self._me: int | None = validators.index(me) if me in validators else None
+        self._index = {v: i for i, v in enumerate(validators)}
+
+    def _reset_buffer_shares(self) -> None:
+        self._buffered_per_author = [0] * self._n
+        self._buffered_bytes_per_author = [0] * self._n
+        self._buffer_cap_per_author = max(1, self._cfg.max_buffered_messages // self._n)
+        # Shares that add up to at most max_buffered_bytes: that bounds the total, and no group of
+        # authors can take space the others are owed.
+        self._buffer_bytes_cap_per_author = min(self._cfg.max_buffered_bytes_per_author,
+                                                self._cfg.max_buffered_bytes // self._n)
+
+    def _change_validators(self, height: int) -> None:
+        """Entering `height`: take up its set (from `EngineContext.validators_at`).
+
+        When it differs from the last one, messages held for future heights are dropped: they were
+        checked against the old set, and an author index names another validator in the new one
+        (their senders repeat them on a round change). The proposer history is re-indexed by id in
+        the new set, so the round-0 schedule stays what every other node computes."""
+        validators = self._validators_for(height)
+        if validators == self._validators:
+            return
+        dropped = sum(len(held) for held in self._buffer.values())
+        self._buffer.clear()
+        self._buffered_ids.clear()
+        self._buffered_slots.clear()
+        self._buffered_bytes = 0
+        if dropped:
+            name = "dropped_validator_set_change"
+            self.counters[name] = self.counters.get(name, 0) + dropped
+        old = self._validators
+        recent_ids = [old[i] if 0 <= i < len(old) else "" for i in self._recent]
+        self._use_validators(validators)
+        self._reset_buffer_shares()
+        self._recent = deque((self._index.get(v, -1) for v in recent_ids),
+                             maxlen=self._schedule.window_blocks(self._n))
+        self._count("validator_set_changes")
 
     # --- hooks a test may override to break the protocol on purpose ------------------------------
 
@@ -233,9 +285,13 @@ class BftEngine:
         elif isinstance(event, ProposalBuilt):
             self._on_proposal_built(event)
         elif isinstance(event, ChainAdvanced):
-            self._on_chain_advanced(event.tip)
+            self._on_chain_advanced(event.tip, event.proposers)
         else:
             raise TypeError(f"not an engine event: {event!r}")
+
+    def proposer_of(self, round: int) -> str:
+        """The validator whose proposal counts in `round` of the height being decided."""
+        return self._validators[self._proposer(round)]
 
     def status(self) -> dict[str, Any]:
         hs = self._hs
@@ -243,7 +299,7 @@ class BftEngine:
             "engine": self.kind,
             "height": hs.height,
             "round": hs.round,
-            "proposer": self._validators[proposer_index(hs.height, hs.round, self._n)],
+            "proposer": self.proposer_of(hs.round),
             "validators": self._n,
             "max_faulty": self._f,
             "quorum": self._quorum,
@@ -305,10 +361,23 @@ class BftEngine:
         else:
             self._propose(block, claims, ())
 
-    def _on_chain_advanced(self, tip: ChainTip) -> None:
+    def _on_chain_advanced(self, tip: ChainTip, proposers: Sequence[str]) -> None:
         if tip.height < self._hs.height:
             self._count("stale_chain_advanced")
             return
+        gained = tip.height - self._hs.parent.height
+        known = self._indices(proposers, tip.height)
+        if len(known) < gained:
+            # A hole in what this node knows of the chain: keep only what follows it. The schedule
+            # may then differ from other nodes' for a while, which costs at most a round 0.
+            self._count("proposer_history_gaps")
+            self._recent.clear()
+            self._recent.extend(known)
+        elif len(known) > len(self._recent) + gained:
+            self._recent.clear()
+            self._recent.extend(known)
+        else:
+            self._recent.extend(known[len(known) - gained:])
         self._last_decided = None
         self._decided_msg = None
         self._start_height(tip)
@@ -356,7 +425,7 @@ class BftEngine:
         """`direct`: the proposer itself sent these bytes, so an invalid proposal is its own fault."""
         hs = self._hs
         r = msg.round
-        if msg.author != proposer_index(hs.height, r, self._n):
+        if msg.author != self._proposer(r):
             return self._drop("not_proposer")
         seen = hs.proposals.get(r)
         if seen is not None:
@@ -518,6 +587,7 @@ class BftEngine:
         self._last_decided = (block, round, seals)
         self._decided_msg = None
         self._decided_replied = set()
+        self._recent.append(self._index.get(block.header.proposer, -1))
         self._start_height(ChainTip(block.height, block.hash, block.header.timestamp, block.header.app_hash))
 
     def _enter_round(self, round: int, send_round_change: bool) -> None:
@@ -589,7 +659,7 @@ class BftEngine:
     def _check_round_change_quorum(self) -> None:
         hs = self._hs
         r = hs.round
-        if r == 0 or self._me != proposer_index(hs.height, r, self._n) or hs.proposed is not None \
+        if r == 0 or self._me != self._proposer(r) or hs.proposed is not None \
                 or hs.build_round == r:
             return
         justified = self._round_change_justification(r)
@@ -619,7 +689,7 @@ class BftEngine:
     def _maybe_build_first_proposal(self) -> None:
         hs = self._hs
         if hs.round == 0 and hs.txs_available and hs.proposed is None and hs.build_round is None \
-                and self._me is not None and self._me == proposer_index(hs.height, 0, self._n):
+                and self._me is not None and self._me == self._proposer(0):
             hs.build_round = 0
             self._out.append(BuildProposal(hs.height, 0, hs.parent))
 
@@ -628,6 +698,7 @@ class BftEngine:
     def _start_height(self, tip: ChainTip) -> None:
         self._hs = _Height(tip)
         height = self._hs.height
+        self._change_validators(height)
         for h in sorted(self._buffer):
             if h > height:
                 break
@@ -695,6 +766,22 @@ class BftEngine:
 
     # --- helpers -----------------------------------------------------------------------------------
 
+    def _proposer(self, round: int) -> int:
+        """The validator whose proposal counts in `round` of the current height."""
+        hs = self._hs
+        if round > 0:
+            return proposer_index(hs.height, round, self._n)
+        if hs.round0_proposer is None:
+            if len(self._recent) > hs.parent.height:
+                raise AssertionError("the proposer history reaches below genesis")
+            hs.round0_proposer, hs.round0_retry = self._schedule.round0(hs.height, self._n, self._recent)
+        return hs.round0_proposer
+
+    def _indices(self, proposers: Iterable[str], tip_height: int) -> list[int]:
+        """Validator indices of the proposers of the blocks up to `tip_height`, oldest first."""
+        indices = [self._index.get(p, -1) for p in proposers]
+        return indices[len(indices) - min(len(indices), tip_height, self._schedule.window_blocks(self._n)):]
+
     def _activate(self) -> None:
         hs = self._hs
         if not hs.active:
@@ -702,7 +789,15 @@ class BftEngine:
             hs.timer = self._timeout(hs.round)
 
     def _timeout(self, round: int) -> int:
-        return round_timeout_ticks(round, self._cfg.round_timeout_ticks, self._cfg.max_round_timeout_ticks)
+        ticks = round_timeout_ticks(round, self._cfg.round_timeout_ticks, self._cfg.max_round_timeout_ticks)
+        if round == 0 and 0 not in self._hs.proposals:
+            # A proposer on a retry has most likely not come back: waiting a full timeout for it is
+            # what made a crashed validator expensive. Once its proposal arrives, the timer restarts
+            # with the full timeout, so a validator that is back is not cut short.
+            self._proposer(0)
+            if self._hs.round0_retry:
+                return min(ticks, self._cfg.retry_round_timeout_ticks)
+        return ticks
 
     def _block_for(self, digest: str, block_bytes: bytes) -> Block | None:
         """The block with hash `digest` for this height, decoded from `block_bytes` unless known."""

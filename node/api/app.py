@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import re
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
@@ -522,8 +523,10 @@ class ApiServer:
     in-flight requests.
     """
 
-    def __init__(self, app: web.Application, host: str, port: int, shutdown_timeout_s: float = 5.0) -> None:
+    def __init__(self, app: web.Application, host: str, port: int, shutdown_timeout_s: float = 5.0,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self.app = app
+        self._ssl_context = ssl_context  # None: plain HTTP (e.g. behind a TLS-terminating proxy)
         self.host = host
         self.requested_port = port
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False,
@@ -539,7 +542,8 @@ class ApiServer:
 
     async def start(self) -> None:
         await self._runner.setup()
-        site = EdgeSite(self._runner, self.host, self.requested_port, self.edge, access_log=None)
+        site = EdgeSite(self._runner, self.host, self.requested_port, self.edge, ssl_context=self._ssl_context,
+                        access_log=None)
         try:
             await site.start()
         except OSError:
@@ -552,7 +556,7 @@ class ApiServer:
         if self.port is None:
             raise RuntimeError("the API server is not started")
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"{'https' if self._ssl_context else 'http'}://{host}:{self.port}"
 
     async def stop(self) -> None:
         await self._runner.cleanup()

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -210,8 +211,9 @@ class EdgeRequestHandler(web.RequestHandler):
 class EdgeSite(web.BaseSite):
     """A TCP listener whose connections are `EdgeRequestHandler`s of the runner's server."""
 
-    def __init__(self, runner: web.BaseRunner, host: str, port: int, edge: Edge, **handler_kwargs: Any) -> None:
-        super().__init__(runner)
+    def __init__(self, runner: web.BaseRunner, host: str, port: int, edge: Edge,
+                 ssl_context: ssl.SSLContext | None = None, **handler_kwargs: Any) -> None:
+        super().__init__(runner, ssl_context=ssl_context)
         self.host = host
         self.port = port
         self.edge = edge
@@ -220,7 +222,7 @@ class EdgeSite(web.BaseSite):
     @property
     def name(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"{'https' if self._ssl_context else 'http'}://{host}:{self.port}"
 
     def _make_protocol(self) -> EdgeRequestHandler:
         server = self._runner.server
@@ -231,5 +233,8 @@ class EdgeSite(web.BaseSite):
     async def start(self) -> None:
         await super().start()
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(self._make_protocol, self.host, self.port,
-                                                backlog=self._backlog, reuse_address=True)
+        # A TLS handshake has the request head's deadline: a client that stalls in it holds a slot.
+        self._server = await loop.create_server(
+            self._make_protocol, self.host, self.port, backlog=self._backlog, reuse_address=True,
+            ssl=self._ssl_context,
+            ssl_handshake_timeout=self.edge.limits.header_timeout_s if self._ssl_context else None)

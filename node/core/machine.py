@@ -14,8 +14,8 @@ is fed to the engine and the actions it returns are executed strictly in order:
 
 Block sync goes through the same inbox: each fetched block (certificate and signatures already
 checked by the caller) is re-executed on the committed head like a proposal, stored like a Commit,
-and immediately followed by `ChainAdvanced(tip)`, so the engine never works on a height the store
-has already passed. One block per `run_once()`.
+and immediately followed by `ChainAdvanced(tip)` (with the block's proposer, which the BFT proposer
+schedule reads), so the engine never works on a height the store has already passed. One block per `run_once()`.
 
 Block pacing: a proposal is built no sooner than `block_interval_s` after the last commit, unless a
 full block (`full_block_txs`) is already waiting. Under load this trades a few milliseconds of
@@ -398,7 +398,7 @@ class NodeCore:
                 more = self._commit(block, certificate, synced=True)
                 item.applied += 1
                 # At once, in the same turn: the engine must not finish a height the store has passed.
-                self._step(ChainAdvanced(self.store.tip))
+                self._step(ChainAdvanced(self.store.tip, (block.header.proposer,)))
                 if more:
                     self._signal_txs()
         if error is not None:

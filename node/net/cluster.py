@@ -70,6 +70,7 @@ class PeerNetwork:
         self._receive_txs = receive_txs
         self._spawn = spawn or (lambda coro, name: asyncio.create_task(coro, name=f"{name}-{key.address[:8]}"))
         settings = p2p_config or P2PConfig(listen_host=config.p2p_host, listen_port=config.p2p_port,
+                                           tls=not config.p2p_allow_plaintext,
                                            open_observers=config.p2p_open_observers,
                                            max_observer_links=config.p2p_max_observer_links)
         try:

@@ -146,7 +146,7 @@ def test_killing_two_of_four_validators_shows_lost_quorum_in_the_cli_and_status(
     if consensus == "pbft":
         assert status["engine"]["working_height"] == status["height"] + 1
     listed = {p["node_id"]: p["url"] for p in cluster.status(1)["peers"]}
-    assert status["p2p_url"] == listed[cluster.node_ids[0]] == f"ws://127.0.0.1:{cluster.base + 1000}"
+    assert status["p2p_url"] == listed[cluster.node_ids[0]] == f"wss://127.0.0.1:{cluster.base + 1000}"
     assert status["p2p_bind"] == f"127.0.0.1:{cluster.base + 1000}"
 
     # Two of four down: more than f = 1, so no quorum of 3.

@@ -252,8 +252,9 @@ async def test_a_restarted_peer_is_redialed_with_backoff_on_the_same_port() -> N
 
 
 async def test_a_stalled_peer_fills_only_its_own_queue() -> None:
+    # Plain ws://: the stalled peer below is a hand-driven handshake.
     config = fast_config(send_queue_max=8, max_frame_bytes=1 << 20, send_queue_max_bytes=8 << 20,
-                         send_timeout_s=60, ping_interval_s=60)
+                         send_timeout_s=60, ping_interval_s=60, tls=False)
     stalled_key = PrivateKey.generate()
     async with AsyncExitStack() as stack:
         keys = [PrivateKey.generate(), PrivateKey.generate()]

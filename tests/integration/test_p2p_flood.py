@@ -56,7 +56,7 @@ async def _hold_silent(session: aiohttp.ClientSession, url: str, stats: FloodSta
     """One attacking slot: upgrade, say nothing, and reconnect the moment the listener lets go."""
     while True:
         try:
-            ws = await session.ws_connect(url, autoping=True)
+            ws = await session.ws_connect(url, autoping=True, ssl=False)
         except aiohttp.ClientConnectorError:
             await asyncio.sleep(0.02)  # the node is down: be the first one in when it comes back
             continue
@@ -196,7 +196,8 @@ async def listener(**overrides: Any) -> AsyncIterator[tuple[P2PNode, list[Privat
 
 
 async def start_peer(stack: AsyncExitStack, key: PrivateKey, a: P2PNode, validators: list[str]) -> P2PNode:
-    peer = P2PNode(P2PConfig(listen_port=0, reconnect_backoff_min_s=0.05, reconnect_backoff_max_s=0.3),
+    peer = P2PNode(P2PConfig(listen_port=0, reconnect_backoff_min_s=0.05, reconnect_backoff_max_s=0.3,
+                             tls=a.config.tls),
                    key, CHAIN, validators, {a.node_id: a.url}, lambda p, t, d: None, rng=random.Random(1))
     await peer.start()
     stack.push_async_callback(peer.stop)
@@ -212,7 +213,7 @@ async def closed(ws: aiohttp.ClientWebSocketResponse, within_s: float) -> int | 
 
 async def test_the_hello_must_come_within_the_short_pre_auth_deadline() -> None:
     async with listener(hello_timeout_s=0.3, handshake_timeout_s=30) as (a, node_keys, session):
-        silent = await session.ws_connect(a.url, headers={handshake.NODE_ID_HEADER: node_keys[1].address})
+        silent = await session.ws_connect(a.url, headers={handshake.NODE_ID_HEADER: node_keys[1].address}, ssl=False)
         assert await closed(silent, within_s=5) == handshake.CLOSE_MALFORMED  # not after 30 s
         assert a.counters["handshake_failed_timeout"] == 1
 
@@ -220,11 +221,12 @@ async def test_the_hello_must_come_within_the_short_pre_auth_deadline() -> None:
 async def test_a_claimed_node_id_must_be_known_and_match_the_hello() -> None:
     async with listener() as (a, node_keys, session):
         with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
-            await session.ws_connect(a.url, headers={handshake.NODE_ID_HEADER: PrivateKey.generate().address})
+            await session.ws_connect(a.url, headers={handshake.NODE_ID_HEADER: PrivateKey.generate().address},
+                                     ssl=False)
         assert refused.value.status == 403 and a.counters["handshake_failed_not_allowed"] == 1
 
         # Claims one validator, then says hello (and proves the key) as another: refused.
-        ws = await session.ws_connect(a.url, headers={handshake.NODE_ID_HEADER: node_keys[1].address})
+        ws = await session.ws_connect(a.url, headers={handshake.NODE_ID_HEADER: node_keys[1].address}, ssl=False)
         ident = handshake.Identity(node_keys[2], CHAIN, frozenset(k.address for k in node_keys))
         with pytest.raises(HandshakeError):
             await handshake.dial(ws, ident, a.node_id)
@@ -236,7 +238,7 @@ async def test_squatters_on_a_validators_id_are_evicted_by_the_validator() -> No
     """Silent connections claiming b's id hold b's slots only until b itself dials."""
     async with listener(hello_timeout_s=30, handshake_timeout_s=30) as (a, node_keys, session):
         claim = {handshake.NODE_ID_HEADER: node_keys[1].address}
-        squatters = [await session.ws_connect(a.url, headers=claim) for _ in range(2)]
+        squatters = [await session.ws_connect(a.url, headers=claim, ssl=False) for _ in range(2)]
         async with AsyncExitStack() as stack:
             b = await start_peer(stack, node_keys[1], a, [k.address for k in node_keys])
             await eventually(lambda: a.connected_peers() == [b.node_id], "b to get in", REJOIN_WITHIN_S)
@@ -244,12 +246,15 @@ async def test_squatters_on_a_validators_id_are_evicted_by_the_validator() -> No
             assert await closed(squatters[0], within_s=5) == handshake.CLOSE_DUPLICATE
 
 
-async def test_idle_tcp_connections_beyond_the_limit_are_closed_oldest_first() -> None:
+@pytest.mark.parametrize("tls", [True, False], ids=["wss", "ws"])
+async def test_idle_tcp_connections_beyond_the_limit_are_closed_oldest_first(tls: bool) -> None:
     """Raw TCP connections that never send their upgrade request, far more than the idle limit, held
     open (the pre-auth deadline is long here, so only the limit can close them): the node keeps at
     most the limit of them, not one file descriptor per attacker socket, and a validator gets in."""
     held = 400  # well above the limit, and within a default file-descriptor limit of 1024
-    async with listener(hello_timeout_s=60, handshake_timeout_s=60, max_idle_connections=32) as (a, node_keys, _):
+    # On a wss:// listener these connections never even start their TLS handshake.
+    async with listener(hello_timeout_s=60, handshake_timeout_s=60, max_idle_connections=32,
+                        tls=tls) as (a, node_keys, _):
         conns: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
         try:
             for _ in range(held):

@@ -29,8 +29,9 @@ pytestmark = pytest.mark.timeout(60)
 
 
 def fast_config(**overrides: Any) -> P2PConfig:
+    # Plain ws://: these tests write handshake frames by hand; TLS links are in test_p2p_mitm.
     settings: dict[str, Any] = {
-        "listen_port": 0, "reconnect_backoff_min_s": 0.05, "reconnect_backoff_max_s": 0.3,
+        "tls": False, "listen_port": 0, "reconnect_backoff_min_s": 0.05, "reconnect_backoff_max_s": 0.3,
         "close_timeout_s": 0.5, "handshake_timeout_s": 2.0,
     }
     settings.update(overrides)

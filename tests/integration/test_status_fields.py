@@ -17,11 +17,12 @@ def test_advertised_p2p_url_is_what_peers_dial() -> None:
     def name() -> str:
         return "ledger-host"
 
-    assert advertised_p2p_url("", "127.0.0.1", 9001, name) == "ws://127.0.0.1:9001"
-    assert advertised_p2p_url("", "node0", 9001, name) == "ws://node0:9001"
-    assert advertised_p2p_url("", "0.0.0.0", 9001, name) == "ws://ledger-host:9001"
-    assert advertised_p2p_url("", "::", 9001, name) == "ws://ledger-host:9001"
-    assert advertised_p2p_url("", "::1", 9001, name) == "ws://[::1]:9001"
+    assert advertised_p2p_url("", "127.0.0.1", 9001, name) == "wss://127.0.0.1:9001"
+    assert advertised_p2p_url("", "127.0.0.1", 9001, name, "ws") == "ws://127.0.0.1:9001"
+    assert advertised_p2p_url("", "node0", 9001, name) == "wss://node0:9001"
+    assert advertised_p2p_url("", "0.0.0.0", 9001, name) == "wss://ledger-host:9001"
+    assert advertised_p2p_url("", "::", 9001, name) == "wss://ledger-host:9001"
+    assert advertised_p2p_url("", "::1", 9001, name) == "wss://[::1]:9001"
     assert advertised_p2p_url("wss://a.example:443", "0.0.0.0", 9001, name) == "wss://a.example:443"
 
 
@@ -29,7 +30,7 @@ async def test_p2p_url_and_bind_of_a_validator_whose_peer_is_down(tmp_path: Path
     base = ports.free_base_port(2)
     net = make_testnet(tmp_path / "net", validators=2, base_port=base)
     p2p_port = base + 1000
-    for advertise, want in (("", f"ws://127.0.0.1:{p2p_port}"), ("ws://ledger-a.example:9001",
+    for advertise, want in (("", f"wss://127.0.0.1:{p2p_port}"), ("ws://ledger-a.example:9001",
                                                                   "ws://ledger-a.example:9001")):
         node = Node.open(net.node_homes[0], {"tick_ms": 10, "p2p_advertise_url": advertise}, environ={})
         await node.start()

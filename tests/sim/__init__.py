@@ -12,6 +12,7 @@ consensus (counted apart from block sync) within a bound.
     ./scripts/simulate --engine pbft --nodes 4 --seeds 0-999      # a range, one summary line
     ./scripts/simulate --engine pbft --nodes 4 --seed 17 --trace  # replay one seed, readable
     ./scripts/simulate --engine pbft --nodes 7 --harsh --seeds 0-99 --counters --jobs 2
+    ./scripts/simulate --engine pbft --nodes 4 --scenario one-down --seeds 0-9  # see world's doc
 
 Modules: `world` (the cluster, faults and checkers), `node` (one validator's real parts and the
 hooks the simulator keeps on its disk handle and transport), `runner` (seeds, CLI, the crash

@@ -13,14 +13,14 @@ that shrugs off a failed durable write and goes on instead of halting.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from consensus.api import Action, Broadcast, ChainAdvanced, EngineContext, Event, Send, Tick, Verifier
 from consensus.bft.certificate import check_certificate
 from consensus.bft.engine import BftEngine, _coalesce_persists
 from consensus.bft.messages import Claim, Message
-from consensus.bft.rounds import max_faulty
+from consensus.bft.rounds import ProposerSchedule, max_faulty, proposer_index
 from ledger.block import Block
 from node.core.machine import NodeCore
 from storage import KeyValueStore, StorageError, WriteBatch
@@ -148,3 +148,33 @@ class ShrugsOffFailedWrites(NodeCore):
             super()._execute(action)
         except StorageError:
             pass
+
+
+class _PlainRotation(ProposerSchedule):
+    def round0(self, height: int, n: int, recent: Sequence[int]) -> tuple[int, bool]:
+        return proposer_index(height, 0, n), False
+
+
+class NeverSkipsAProposer(BftEngine):
+    """The plain rotation at round 0 too (the engine before the proposer schedule): safe, but every
+    turn of a crashed validator waits out a round timeout."""
+
+    def __init__(self, ctx: EngineContext) -> None:
+        super().__init__(ctx, schedule=_PlainRotation())
+
+
+class SchedulesFromItsOwnSeals(BftEngine):
+    """Picks the proposer of every round among the validators whose commit seals are in the last
+    certificate it holds. That is node-local input: each node keeps the quorum of seals it happened
+    to collect, so nodes disagree about who proposes, in every round."""
+
+    def __init__(self, ctx: EngineContext) -> None:
+        self._sealed = list(range(len(ctx.validators)))
+        super().__init__(ctx)
+
+    def _decide(self, block: Block, round: int, votes: Mapping[int, bytes]) -> None:
+        self._sealed = sorted(votes)
+        super()._decide(block, round, votes)
+
+    def _proposer(self, round: int) -> int:
+        return self._sealed[(self._hs.height + round) % len(self._sealed)]

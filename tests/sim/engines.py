@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from consensus.api import Engine, EngineContext, Verifier
 from consensus.bft import BftEngine, verify_certificate
 from consensus.bft.messages import DecodeError, Kind, decode
-from consensus.bft.rounds import max_faulty
+from consensus.bft.rounds import ProposerSchedule, max_faulty
 from consensus.raft import RaftEngine
 from consensus.raft import messages as raft_messages
 from consensus.raft import verify_certificate as raft_verify_certificate
@@ -31,6 +31,8 @@ from tests.sim.broken import (
     IgnoresPreparedCertificate,
     NeverAsksItsChecker,
     NeverChangesRound,
+    NeverSkipsAProposer,
+    SchedulesFromItsOwnSeals,
     SendsBeforePersist,
     ShrugsOffFailedWrites,
     UnsyncedBlockBatches,
@@ -72,6 +74,9 @@ class EngineSpec:
     core: type[NodeCore] = NodeCore  # the node core driving the engine (a broken one in bite tests)
     # Wraps the disk handle the node's Store writes through (a broken one in bite tests).
     store_backend: Callable[[KeyValueStore], KeyValueStore] | None = None
+    # The BFT round-0 proposer schedule the engine runs, None for engines without one: an engine
+    # is started with the proposers of as many recent blocks as it reads (as node/node.py does).
+    schedule: ProposerSchedule | None = None
 
 
 def describe_bft(data: bytes, validators: Sequence[str]) -> MessageInfo | None:
@@ -122,12 +127,25 @@ def describe_raft(data: bytes, validators: Sequence[str]) -> MessageInfo | None:
 
 
 def _bft(name: str, make: Callable[[EngineContext], Engine],
-         verify: Callable[[Block, Any, Sequence[str], Verifier], bool]) -> EngineSpec:
-    return EngineSpec(name, make, verify, max_faulty, describe_bft, BftAdversary, BEHAVIOURS)
+         verify: Callable[[Block, Any, Sequence[str], Verifier], bool],
+         schedule: ProposerSchedule | None = None) -> EngineSpec:
+    return EngineSpec(name, make, verify, max_faulty, describe_bft, BftAdversary, BEHAVIOURS,
+                      schedule=schedule or ProposerSchedule())
+
+
+# The proposer schedule with backoffs short enough that a simulated run sees many retries and a
+# window short enough that absent validators fall out of it (the production values are exercised
+# by "pbft" itself).
+FAST_RETRY = ProposerSchedule(window_turns=6, first_retry_turns=2, max_retry_turns=8)
+
+
+def _fast_retry(ctx: EngineContext) -> Engine:
+    return BftEngine(ctx, schedule=FAST_RETRY)
 
 
 ENGINES: dict[str, EngineSpec] = {
     "pbft": _bft("pbft", BftEngine, verify_certificate),
+    "pbft-fast-retry": _bft("pbft-fast-retry", _fast_retry, verify_certificate, FAST_RETRY),
     # Deliberately broken variants: tests/sim/test_checkers_bite.py proves the simulator catches them.
     "pbft-commit-2f": _bft("pbft-commit-2f", CommitsOnTwoF, verify_two_f_certificate),
     "pbft-ignore-prepared": _bft("pbft-ignore-prepared", IgnoresPreparedCertificate, verify_certificate),
@@ -135,6 +153,8 @@ ENGINES: dict[str, EngineSpec] = {
     "pbft-no-round-change": _bft("pbft-no-round-change", NeverChangesRound, verify_certificate),
     "pbft-no-checker": _bft("pbft-no-checker", NeverAsksItsChecker, verify_certificate),
     "pbft-checks-ahead": _bft("pbft-checks-ahead", ChecksBeforeTheCommitIsStored, verify_certificate),
+    "pbft-never-skips": _bft("pbft-never-skips", NeverSkipsAProposer, verify_certificate),
+    "pbft-own-seals-schedule": _bft("pbft-own-seals-schedule", SchedulesFromItsOwnSeals, verify_certificate),
     "raft": EngineSpec("raft", RaftEngine, raft_verify_certificate, max_faulty=lambda n: (n - 1) // 2,
                        describe=describe_raft, empty_block_after_round_0=False, consensus="raft"),
 }

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from tests.sim.engines import ENGINES, EngineSpec
-from tests.sim.world import Crash, Violation, World
+from tests.sim.world import CALM_SCENARIOS, CALM_TICKS, SCENARIOS, Crash, Violation, World
 
 CHAOS_TICKS = 400
 LIVENESS_HEIGHTS = 3
@@ -44,18 +44,21 @@ class SeedResult:
     ticks: int
     liveness_ticks: int | None
     counters: dict[str, int]
+    scenario: str = "mixed"
 
     def replay_command(self) -> str:
         harsh = " --harsh" if self.harsh else ""
-        return (f"./scripts/simulate --engine {self.engine} --nodes {self.nodes}{harsh} --seed {self.seed} "
-                "--trace")
+        scenario = f" --scenario {self.scenario}" if self.scenario != "mixed" else ""
+        return (f"./scripts/simulate --engine {self.engine} --nodes {self.nodes}{harsh}{scenario} "
+                f"--seed {self.seed} --trace")
 
 
 def run_seed(engine: str, nodes: int, seed: int, trace: Callable[[str], None] | None = None,
-             chaos_ticks: int = CHAOS_TICKS, harsh: bool = False) -> SeedResult:
+             chaos_ticks: int = CHAOS_TICKS, harsh: bool = False, scenario: str = "mixed") -> SeedResult:
     spec = ENGINES[engine]
     world = World(spec, nodes, seed, chaos_ticks, LIVENESS_HEIGHTS, LIVENESS_BOUND_MAX_TIMEOUTS,
-                  MAX_STEPS_PER_NODE * nodes, trace, harsh)
+                  MAX_STEPS_PER_NODE * nodes * max(1, world_ticks(scenario, chaos_ticks) // chaos_ticks), trace,
+                  harsh, scenario)
     violation, kind = "", ""
     try:
         world.run()
@@ -70,7 +73,12 @@ def run_seed(engine: str, nodes: int, seed: int, trace: Callable[[str], None] | 
     return SeedResult(engine, nodes, seed, harsh, not violation, violation, kind,
                       min(n.height for n in honest), world.stats.commits, world.stats.consensus_commits,
                       world.stats.synced_commits, world.stats.halts, world.stats.deliveries,
-                      world.now, world.stats.liveness_ticks, world.stats.counters)
+                      world.now, world.stats.liveness_ticks, world.stats.counters, scenario)
+
+
+def world_ticks(scenario: str, chaos_ticks: int) -> int:
+    """How long the fault phase of `scenario` runs (the calm ones run longer)."""
+    return max(chaos_ticks, CALM_TICKS) if scenario in CALM_SCENARIOS else chaos_ticks
 
 
 class CrashStorm(World):
@@ -98,14 +106,14 @@ def storm(spec: EngineSpec, n: int, seed: int,
     return None
 
 
-def _run_one(args: tuple[str, int, int, int, bool]) -> SeedResult:
-    engine, nodes, seed, chaos_ticks, harsh = args
-    return run_seed(engine, nodes, seed, chaos_ticks=chaos_ticks, harsh=harsh)
+def _run_one(args: tuple[str, int, int, int, bool, str]) -> SeedResult:
+    engine, nodes, seed, chaos_ticks, harsh, scenario = args
+    return run_seed(engine, nodes, seed, chaos_ticks=chaos_ticks, harsh=harsh, scenario=scenario)
 
 
 def run_seeds(engine: str, nodes: int, seeds: range, jobs: int = 1, chaos_ticks: int = CHAOS_TICKS,
-              harsh: bool = False) -> Iterator[SeedResult]:
-    work = [(engine, nodes, s, chaos_ticks, harsh) for s in seeds]
+              harsh: bool = False, scenario: str = "mixed") -> Iterator[SeedResult]:
+    work = [(engine, nodes, s, chaos_ticks, harsh, scenario) for s in seeds]
     if jobs <= 1:
         yield from map(_run_one, work)
         return
@@ -143,6 +151,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="also print the honest engines' counters (drops by reason, round changes, ...)")
     parser.add_argument("--harsh", action="store_true",
                         help="every seed gets every kind of fault (the default mix keeps some calm seeds)")
+    parser.add_argument("--scenario", default="mixed", choices=SCENARIOS,
+                        help="mixed: the random fault mix; down / down-restart: plus one validator crashed "
+                             "for good / for long; one-down / one-back: calm, one validator down from the "
+                             "start (for good / restarting), checking round changes / that it rejoins")
     args = parser.parse_args(argv)
     if args.nodes < 1:
         parser.error("--nodes must be at least 1")
@@ -150,9 +162,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--trace needs --seed N")
     if args.seed is not None:
         trace = print if args.trace else None
-        result = run_seed(args.engine, args.nodes, args.seed, trace, args.chaos_ticks, args.harsh)
+        result = run_seed(args.engine, args.nodes, args.seed, trace, args.chaos_ticks, args.harsh, args.scenario)
         status = "ok" if result.ok else f"FAIL {result.violation}"
-        print(f"{args.engine} n={args.nodes} seed {args.seed} ({RUNS}): {status}; heights {result.heights}, "
+        scenario = f" {args.scenario}" if args.scenario != "mixed" else ""
+        print(f"{args.engine} n={args.nodes}{scenario} seed {args.seed} ({RUNS}): {status}; "
+              f"heights {result.heights}, "
               f"{result.consensus_commits} consensus + {result.synced_commits} synced commits, "
               f"{result.halts} disk halts, {result.deliveries} deliveries, {result.ticks} ticks, "
               f"liveness in {result.liveness_ticks} ticks")
@@ -164,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     heights = deliveries = count = consensus = synced = halts = 0
     worst_liveness = 0
     counters: dict[str, int] = {}
-    for result in run_seeds(args.engine, args.nodes, args.seeds, args.jobs, args.chaos_ticks, args.harsh):
+    for result in run_seeds(args.engine, args.nodes, args.seeds, args.jobs, args.chaos_ticks, args.harsh,
+                            args.scenario):
         count += 1
         heights += result.heights
         deliveries += result.deliveries
@@ -179,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"FAIL seed {result.seed}: {result.violation}\n  replay: {result.replay_command()}",
                   file=sys.stderr)
     elapsed = time.monotonic() - started
-    profile = " harsh" if args.harsh else ""
+    profile = (" harsh" if args.harsh else "") + (f" {args.scenario}" if args.scenario != "mixed" else "")
     print(f"{args.engine} n={args.nodes}{profile} seeds {args.seeds.start}-{args.seeds.stop - 1} ({RUNS}): "
           f"{count - len(failures)} passed, {len(failures)} failed; {heights} honest blocks, "
           f"{consensus} consensus + {synced} synced commits, {halts} disk halts, "

@@ -117,3 +117,17 @@ def test_an_engine_that_never_asks_its_checker_is_caught_committing_a_poisoned_b
     execute proposals, and the honest node's core cannot execute the block it committed."""
     found = first_failure("pbft-no-checker", range(20))
     assert found.kind == "validity", found.violation
+
+
+def test_a_crashed_proposer_costing_every_turn_is_caught_by_the_round_change_checker() -> None:
+    """The engine before the proposer schedule: every turn of the crashed validator needs a round change."""
+    result = run_seed("pbft-never-skips", 4, 0, scenario="one-down")
+    assert result.kind == "round_changes", result.violation
+
+
+def test_a_schedule_nodes_disagree_on_is_caught_as_lost_liveness_never_as_a_fork() -> None:
+    """Proposers chosen from each node's own commit seals (which differ between nodes): nodes then
+    disagree about who proposes in every round. Proposer identity plays no part in safety, so what
+    the simulator sees is lost liveness."""
+    kinds = [r.kind for r in (run_seed("pbft-own-seals-schedule", 4, s) for s in range(60)) if not r.ok]
+    assert kinds and set(kinds) == {"liveness"}, kinds

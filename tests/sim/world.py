@@ -48,6 +48,18 @@ plus: an engine never raises on any input, calls the BlockChecker at most once p
 (when the engine promises that), the run stays within its step budget, and at the end the app
 state agrees (the stored state of honest nodes at one height is byte for byte the same).
 
+Scenarios (`scenario`, default "mixed", the random mix above). "down" and "down-restart" add to
+that mix one honest validator that crashes early for good, or for a long time and then restarts
+(the Byzantine, crash and disk-fault budgets shrink to keep at most f faulty). The calm ones have
+no faults but message delays and one validator down from the start, and run `CALM_TICKS`:
+"one-down" checks
+    round_changes  at most `MAX_ROUND_CHANGE_SHARE` of the heights needed a round change (with a
+                   plain rotation a crashed validator of n costs one height in n)
+and "one-back", whose validator restarts at `CALM_RESTART_AT`, checks
+    rejoin         the restarted validator proposes a committed block again.
+A (re)started engine gets the proposers of the last blocks in its store, as the daemon's does, and
+block sync's `ChainAdvanced` (sent by the core) carries the synced blocks' proposers.
+
 Then the liveness phase: partitions heal, drops stop, crashed nodes restart (except those down
 for good, so that at most f nodes remain faulty counting the Byzantine ones), and within
 `liveness_bound_timeouts` times the seed's largest round timeout every live honest node must
@@ -78,6 +90,7 @@ from node.core.executor import BlockExecutor, BuildLimits
 from node.core.machine import Box, CommittedBlock, CoreSettings
 from node.core.mempool import Mempool, MempoolLimits
 from node.metrics import NodeMetrics
+from node.node import recent_proposers
 from storage import DiskFaults, KeyValueStore, MemoryBackend, MemoryDisk, StorageError, Store
 from storage.backend import prefix_stop
 from storage.store import STATE
@@ -100,8 +113,13 @@ RESUBMIT_PER_SENDER = 3
 PARTITION_KINDS = ("isolate_proposer", "isolate_decider", "isolate_one", "split", "flapping", "minority")
 DISK_FAULT_KINDS = ("write", "sync", "read")
 # Where a failing read lands: state (execution, admission), engine records and meta (a restart),
-# blocks (a restart's durability check, serving block sync).
+# blocks (a restart's durability check and proposer history, serving block sync).
 READ_FAULT_PREFIXES = (b"s", b"e", b"m", b"b")
+SCENARIOS = ("mixed", "down", "down-restart", "one-down", "one-back")
+CALM_SCENARIOS = ("one-down", "one-back")
+CALM_TICKS = 4000
+CALM_RESTART_AT = 600
+MAX_ROUND_CHANGE_SHARE = 0.1
 
 
 @dataclass(frozen=True)
@@ -158,32 +176,51 @@ class FaultPlan:
 
 def make_plan(
     rng: random.Random, n: int, spec: EngineSpec, chaos_ticks: int, harsh: bool = False,
+    scenario: str = "mixed",
 ) -> FaultPlan:
     """A random mix of faults: each seed draws its own network, partitions, crashes and traitors.
 
     `harsh` makes partitions, crashes and late messages certain rather than likely: it is the profile
-    that finds bugs fastest, while the default mix also keeps calm seeds in the sample.
+    that finds bugs fastest, while the default mix also keeps calm seeds in the sample. `scenario`:
+    see the module doc (the "mixed" draws are the same whatever the other scenarios add).
     """
 
     def likely(p: float) -> bool:
         return harsh or rng.random() < p
 
+    if scenario not in SCENARIOS:
+        raise ValueError(f"unknown scenario {scenario!r}; known: {', '.join(SCENARIOS)}")
     f = spec.max_faulty(n)
+    one_down = 0 if scenario == "mixed" else 1
+    if f < one_down:
+        raise ValueError(f"scenario {scenario!r} needs a validator that may fail: n={n} tolerates none")
+    if scenario in CALM_SCENARIOS:
+        # A round timeout well above the three message delays of a round: a calm network has no round
+        # changes but for the missing validator.
+        base = rng.choice((12, 16))
+        victim = rng.randrange(n)
+        down = None if scenario == "one-down" else CALM_RESTART_AT
+        return FaultPlan(EngineConfig(round_timeout_ticks=base, max_round_timeout_ticks=base * 8,
+                                      retry_round_timeout_ticks=base // 2),
+                         delay_max=rng.choice((1, 2)), drop_p=0.0, dup_p=0.0, long_delay_p=0.0, tx_p=0.5,
+                         partitions=(), crashes=(Crash(victim, 0, down, False),), byzantine=())
     base = rng.choice((4, 8, 12))
     config = EngineConfig(round_timeout_ticks=base, max_round_timeout_ticks=base * 8,
+                          retry_round_timeout_ticks=max(2, base // 2),
                           max_future_heights=rng.choice((2, 10)),
                           max_buffered_messages=rng.choice((64, 4096)))
     byzantine: list[tuple[int, frozenset[str]]] = []
     if spec.adversary is not None and f > 0 and rng.random() < 0.5:
         for i in sorted(rng.sample(range(n), rng.randint(1, f))):
             byzantine.append((i, frozenset(rng.sample(spec.behaviours, rng.randint(1, 4)))))
+    del byzantine[f - one_down:]
     honest = [i for i in range(n) if i not in dict(byzantine)]
     crashes: list[Crash] = []
     if likely(0.5):
         for _ in range(rng.randint(1, 4)):
             crashes.append(Crash(rng.choice(honest), rng.randrange(chaos_ticks), rng.randint(1, 12 * base),
                                  rng.random() < 0.5))
-    budget = f - len(byzantine)
+    budget = f - len(byzantine) - one_down
     if budget > 0 and rng.random() < 0.3:
         for i in rng.sample(honest, rng.randint(1, budget)):
             crashes.append(Crash(i, rng.randrange(chaos_ticks), None, rng.random() < 0.5))
@@ -216,6 +253,15 @@ def make_plan(
             kind = rng.choice(DISK_FAULT_KINDS)
             prefix = rng.choice(READ_FAULT_PREFIXES) if kind == "read" else b""
             disk_faults.append(DiskFault(i, rng.randrange(chaos_ticks), kind, prefix))
+    if one_down:
+        # The scenario's validator, among those no other fault takes down for good (the budgets above
+        # left room for it); its passing crashes give way to the scenario's own.
+        faulty = set(down_for_good) | {d.node for d in disk_faults}
+        victim = rng.choice([i for i in honest if i not in faulty])
+        crashes = [c for c in crashes if c.node != victim]
+        at = rng.randrange(max(1, chaos_ticks // 4))
+        down = None if scenario == "down" else rng.randint(chaos_ticks // 4, chaos_ticks // 2)
+        crashes.append(Crash(victim, at, down, rng.random() < 0.5))
     return FaultPlan(
         config=config,
         delay_max=delay_max,
@@ -272,15 +318,18 @@ class Stats:
 class World:
     def __init__(self, spec: EngineSpec, n: int, seed: int, chaos_ticks: int, liveness_heights: int,
                  liveness_bound_timeouts: int, max_steps: int, trace: Callable[[str], None] | None = None,
-                 harsh: bool = False) -> None:
+                 harsh: bool = False, scenario: str = "mixed") -> None:
         master = random.Random(seed)
+        self.scenario = scenario
+        if scenario in CALM_SCENARIOS:
+            chaos_ticks = max(chaos_ticks, CALM_TICKS)
         self.spec = spec
         self.n = n
         self.chaos_ticks = chaos_ticks
         self.liveness_heights = liveness_heights
         self.max_steps = max_steps
         self._trace = trace
-        self.plan = make_plan(random.Random(master.getrandbits(64)), n, spec, chaos_ticks, harsh)
+        self.plan = make_plan(random.Random(master.getrandbits(64)), n, spec, chaos_ticks, harsh, scenario)
         self.liveness_bound_ticks = liveness_bound_timeouts * self.plan.config.max_round_timeout_ticks
         self.rng = random.Random(master.getrandbits(64))
         self.now = 0
@@ -316,6 +365,7 @@ class World:
         self.heal_height = 0
         self.stalled = [-1] * SENDERS  # per sender: next_nonce at the last resubmission check
         self._sync_source = ""
+        self.restart_heights: dict[int, int] = {}  # node -> its acknowledged height when it last restarted
 
     # --- running -----------------------------------------------------------------------------------
 
@@ -356,6 +406,7 @@ class World:
             self._tick()
         self.stats.liveness_ticks = self.now - start
         self._check_chains()
+        self._check_scenario()
         return self.stats
 
     def _tick(self) -> None:
@@ -522,7 +573,9 @@ class World:
 
     def _offer(self, tx: Transaction) -> None:
         for node in self.nodes:
-            due = self.now + self.rng.randint(0, self.plan.delay_max)
+            # This tick's arrivals were delivered already: a draw of 0 arrives on the next tick
+            # (filed under this tick it would never arrive, stalling its sender's later nonces).
+            due = max(self.now + 1, self.now + self.rng.randint(0, self.plan.delay_max))
             self.tx_arrivals.setdefault(due, []).append((node.index, tx))
 
     def _resubmit(self) -> None:
@@ -663,6 +716,9 @@ class World:
             store = self._open_store(node)
             self._check_acknowledged(node, store)
             restored = store.load_engine()
+            # What the daemon hands its engine: the proposers of the last blocks in the store.
+            schedule = self.spec.schedule
+            recent = recent_proposers(store, schedule.window_blocks(self.n) if schedule is not None else 0)
         except StorageError as exc:
             if node.disk_error is None:
                 raise Violation("durability", f"{node.name} cannot reopen its store: {exc}") from exc
@@ -676,7 +732,7 @@ class World:
                                              self.spec.empty_block_after_round_0), self._clock_ms)
         checker = CountingChecker(executor, store, node.name)
         ctx = EngineContext(CHAIN_ID, self.validators, node.signer, self.verifier, checker, store.tip,
-                            node.rng, restored, self.plan.config)
+                            node.rng, restored, self.plan.config, recent_proposers=recent)
         try:
             engine = self.spec.make(ctx)
         except Exception as exc:
@@ -750,6 +806,7 @@ class World:
             return
         self._start(node)
         if node.core is not None:
+            self.restart_heights[node.index] = node.height
             self.trace(f"RESTART {node.name} at height {node.height}")
 
     def _storage_failed(self, node: SimNode, exc: StorageError) -> None:
@@ -833,6 +890,24 @@ class World:
             if first[0] != digest:
                 raise Violation("app_hash", f"at height {node.height} {first[1]} and {node.name} hold "
                                 f"different states")
+
+    def _check_scenario(self) -> None:
+        if self.scenario not in CALM_SCENARIOS:
+            return
+        (crash,) = self.plan.crashes
+        victim = self.nodes[crash.node]
+        best = max((n for n in self.nodes if n.honest and n is not victim), key=lambda n: n.height)
+        chain, height = best.chain, best.height
+        if self.scenario == "one-down":
+            changed = [b.height for b, cert in chain if cert.get("round") != 0]
+            if len(changed) > MAX_ROUND_CHANGE_SHARE * height:
+                raise Violation("round_changes", f"with {victim.name} down, {len(changed)} of {height} "
+                                f"heights needed a round change (at most {MAX_ROUND_CHANGE_SHARE:.0%} allowed)")
+            return
+        back = self.restart_heights.get(victim.index, height)
+        if not any(b.header.proposer == victim.id for b, _ in chain[back:]):
+            raise Violation("rejoin", f"{victim.name}, restarted at height {back}, proposed none of the "
+                            f"{height - back} blocks committed since")
 
     def _collect_counters(self, node: SimNode) -> None:
         if node.core is not None and node.honest:

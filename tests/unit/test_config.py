@@ -23,10 +23,10 @@ def test_defaults_when_the_home_has_no_config_file(tmp_path: Path) -> None:
 
 def test_file_then_environment_then_flags(tmp_path: Path) -> None:
     (tmp_path / "config.toml").write_text('rest_port = 8100\ntick_ms = 20\nlog_format = "json"\n'
-                                          f'[peers]\n"{PEER}" = "ws://10.0.0.1:9001/p2p"\n')
+                                          f'[peers]\n"{PEER}" = "wss://10.0.0.1:9001/p2p"\n')
     config = load_config(tmp_path, environ={})
     assert (config.rest_port, config.tick_ms, config.log_format) == (8100, 20, "json")
-    assert config.peers == {PEER: "ws://10.0.0.1:9001/p2p"}
+    assert config.peers == {PEER: "wss://10.0.0.1:9001/p2p"}
     config = load_config(tmp_path, environ={"LEDGERD_REST_PORT": "8200", "LEDGERD_MEMPOOL_MAX_TXS": "7",
                                             "LEDGERD_EXTRAS": "test"})
     assert (config.rest_port, config.mempool_max_txs, config.tick_ms) == (8200, 7, 20)
@@ -49,6 +49,7 @@ def test_absolute_paths_stay_absolute(tmp_path: Path) -> None:
     ("tick_ms = 0\n", {}, {}, r"tick_ms"),
     ('[peers]\nnode1 = "ws://x:1"\n', {}, {}, r"is not a node id"),
     (f'[peers]\n"{PEER}" = "tcp://x:1"\n', {}, {}, r"must be ws://host:port"),
+    (f'[peers]\n"{PEER}" = "ws://x:1"\n', {}, {}, r"plain ws://; use wss:// \(or set p2p_allow_plaintext"),
     ("rest_port = \n", {}, {}, r"not valid TOML"),
     ('home = "/tmp"\n', {}, {}, r"'home' is not a setting"),
     ("", {"LEDGERD_PEERS": "not json"}, {}, r"LEDGERD_PEERS must be a JSON object"),
@@ -61,6 +62,12 @@ def test_bad_settings_are_one_clear_error(tmp_path: Path, text: str, env: dict[s
     assert "\n" not in str(info.value)
 
 
+def test_plain_ws_peers_need_the_explicit_setting(tmp_path: Path) -> None:
+    (tmp_path / "config.toml").write_text(f'[peers]\n"{PEER}" = "ws://x:1"\n')
+    assert load_config(tmp_path, environ={"LEDGERD_P2P_ALLOW_PLAINTEXT": "true"}).peers == {PEER: "ws://x:1"}
+    assert not load_config(tmp_path / ".." / tmp_path.name, {"peers": {}}, environ={}).p2p_allow_plaintext
+
+
 def test_a_missing_home_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "nope", environ={})
@@ -68,7 +75,7 @@ def test_a_missing_home_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_rendered_config_is_toml_that_loads_back_identically(tmp_path: Path) -> None:
     config = NodeConfig.model_validate({
-        "home": tmp_path, "consensus": "raft", "rest_host": 'we"ird\\host', "peers": {PEER: "ws://h:1/p2p"},
+        "home": tmp_path, "consensus": "raft", "rest_host": 'we"ird\\host', "peers": {PEER: "wss://h:1/p2p"},
         "mempool_tx_ttl_s": 12.5,
     })
     text = render_config(config)
@@ -81,9 +88,11 @@ def test_rendered_config_is_toml_that_loads_back_identically(tmp_path: Path) -> 
 
 def test_every_setting_is_written_with_a_description(tmp_path: Path) -> None:
     text = render_config(NodeConfig(home=tmp_path))
-    for name in NodeConfig.model_fields:
-        if name not in ("home", "peers", "consensus"):
-            assert f"\n{name} = " in text
+    for name, field in NodeConfig.model_fields.items():
+        if name in ("home", "peers"):
+            continue
+        # A setting unset by default is written commented out, ready to fill in.
+        assert (f"\n# {name} =" if field.default is None else f"\n{name} = ") in text
     assert text.count("# ") > 20
 
 

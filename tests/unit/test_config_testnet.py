@@ -28,7 +28,7 @@ def test_testnet_writes_homes_genesis_accounts_and_ports(tmp_path: Path) -> None
         assert config.consensus == "raft"
         assert keys.PrivateKey.load(config.path("node_key_file")).address == net.node_ids[k]
         assert set(config.peers) == set(net.node_ids) - {net.node_ids[k]}
-        assert config.peers[net.node_ids[(k + 1) % 3]] == f"ws://127.0.0.1:{8001 + (k + 1) % 3}"
+        assert config.peers[net.node_ids[(k + 1) % 3]] == f"wss://127.0.0.1:{8001 + (k + 1) % 3}"
         assert (config.path("node_key_file").stat().st_mode & 0o777) == 0o600
     index = json.loads((out / "accounts" / "index.json").read_text())
     assert len(index) == 5
@@ -44,7 +44,7 @@ def test_hosts_name_each_node_for_binding_and_for_its_peers(tmp_path: Path) -> N
     net = make_testnet(tmp_path / "net", validators=2, hosts=["node0", "node1"], accounts=1)
     config = load_config(net.node_homes[1], environ={})
     assert (config.rest_host, config.p2p_host) == ("node1", "node1")
-    assert config.peers == {net.node_ids[0]: "ws://node0:9001"}
+    assert config.peers == {net.node_ids[0]: "wss://node0:9001"}
     assert net.rest_urls == ("http://node0:8001", "http://node1:8002")
 
 

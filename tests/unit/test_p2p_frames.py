@@ -134,8 +134,9 @@ def test_config_forbids_unknown_fields_and_inconsistent_limits() -> None:
 async def test_node_refuses_bad_identities_and_urls() -> None:
     key, other = PrivateKey.generate(), PrivateKey.generate()
 
-    def make(peers: dict[str, str], validators: list[str] | None = None, chain_id: str = "c1") -> P2PNode:
-        return P2PNode(P2PConfig(), key, chain_id, validators or [key.address, other.address], peers,
+    def make(peers: dict[str, str], validators: list[str] | None = None, chain_id: str = "c1",
+             tls: bool = False) -> P2PNode:
+        return P2PNode(P2PConfig(tls=tls), key, chain_id, validators or [key.address, other.address], peers,
                        lambda p, t, d: None)
 
     node = make({key.address: "ws://127.0.0.1:1", other.address: "ws://127.0.0.1:2"})
@@ -153,6 +154,12 @@ async def test_node_refuses_bad_identities_and_urls() -> None:
     for url in ("http://127.0.0.1:1", "ws://127.0.0.1", "127.0.0.1:9001", "ws://127.0.0.1:99999", "ws://:80"):
         with pytest.raises(ValueError):
             make({other.address: url})
+    # With TLS on (the default) plain ws:// is refused; wss:// is what it dials.
+    assert P2PConfig().tls
+    with pytest.raises(ValueError, match="plain ws://"):
+        make({other.address: "ws://127.0.0.1:2"}, tls=True)
+    assert make({other.address: "wss://127.0.0.1:2"}, tls=True).peer_status()[other.address]["url"] == \
+        "wss://127.0.0.1:2/p2p/v1"
 
 
 def test_reconnect_backoff_is_jittered_exponential_and_capped() -> None:

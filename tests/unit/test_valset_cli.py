@@ -37,7 +37,7 @@ def test_testnet_writes_observer_homes_that_dial_every_validator(tmp_path: Path)
 def test_join_writes_an_observer_home_with_a_fresh_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     net = make_testnet(tmp_path / "net", validators=2, accounts=1)
     genesis = net.node_homes[0] / "genesis.json"
-    peers = [f"--peer={i}=ws://127.0.0.1:{9001 + k}" for k, i in enumerate(net.node_ids)]
+    peers = [f"--peer={i}=wss://127.0.0.1:{9001 + k}" for k, i in enumerate(net.node_ids)]
     code, out, err = run(["join", "--genesis", str(genesis), *peers, "--out", str(tmp_path / "obs"),
                           "--rest-port", "8200", "--p2p-port", "9200"], capsys)
     assert code == 0, err
@@ -52,7 +52,15 @@ def test_join_writes_an_observer_home_with_a_fresh_key(tmp_path: Path, capsys: p
                         str(tmp_path / "o2")], capsys)
     assert code == 1 and "no --peer is a validator" in err
     code, _, err = run(["join", "--genesis", str(genesis), "--peer=bad", "--out", str(tmp_path / "o3")], capsys)
-    assert code == 1 and "NODE_ID=ws://host:port" in err
+    assert code == 1 and "NODE_ID=wss://host:port" in err
+    # Plain ws:// only where explicitly allowed (as for every node).
+    plain = [p.replace("wss://", "ws://") for p in peers]
+    code, _, err = run(["join", "--genesis", str(genesis), *plain, "--out", str(tmp_path / "o4")], capsys)
+    assert code == 1 and "plain ws://" in err and not (tmp_path / "o4").exists()
+    code, out, err = run(["join", "--genesis", str(genesis), *plain, "--out", str(tmp_path / "o5"),
+                          "--allow-plaintext"], capsys)
+    assert code == 0 and "ws://127.0.0.1:9101" in out, err
+    assert _config(tmp_path / "o5")["p2p_allow_plaintext"] is True
 
 
 @pytest.fixture
