@@ -31,7 +31,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from ledger import keys
-from ledger.encoding import canonical_json
+from ledger.encoding import canonical_json, sha256_hex
 from ledger.errors import Rejected
 
 VALSET_KEY = b"gv"
@@ -63,6 +63,14 @@ def bft_figures(n: int) -> tuple[int, int]:
     any two of which share f + 1 validators (2f + 1 when n = 3f + 1)."""
     f = (n - 1) // 3
     return f, (n + f) // 2 + 1
+
+
+def change_receipt_message(effective_height: int, validators: list[str] | tuple[str, ...]) -> str:
+    """The message of the receipt of the transaction that decides a change (the vote, or proposal,
+    that passed it). The block's receipts root commits to it, which is how a proof bundle shows that
+    a block made a change (`ledger.proof.change_is_committed`)."""
+    digest = sha256_hex(canonical_json(list(validators)))
+    return f"validator-set change: in force from height {effective_height}; validators sha256 {digest}"
 
 
 def rotation_message(chain_id: str, old_id: str, new_id: str) -> bytes:
@@ -192,6 +200,17 @@ def apply_change(gs: ValsetState, action: str, args: Mapping[str, Any], proposal
     gs.gov_put(VALSET_KEY, {**value, "changes": seq + 1, "pending": {
         "proposal": proposal_id, "action": action, "effective_height": effective_height,
         "validators": after}})
+
+
+def change_count(gs: ValsetState) -> int:
+    value = record(gs)
+    return 0 if value is None else int(value["changes"])
+
+
+def last_change_receipt(gs: ValsetState) -> str:
+    """`change_receipt_message` of the most recent change (one exists)."""
+    last = gs.gov_get(change_key(change_count(gs) - 1))
+    return change_receipt_message(last["effective_height"], last["validators"])
 
 
 def history(gs: ValsetState) -> list[dict[str, Any]]:

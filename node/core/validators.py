@@ -13,9 +13,11 @@ from __future__ import annotations
 from typing import Any
 
 from ledger import valset
-from ledger.block import decode_header
+from ledger.block import decode_header, receipt_leaf
+from ledger.encoding import canonical_json
 from ledger.genesis import Genesis
-from ledger.proof import ValidatorChange
+from ledger.merkle import inclusion_proof
+from ledger.proof import ValidatorChange, change_receipt
 from ledger.state import StateOverlay
 from storage import StorageError, Store
 
@@ -65,10 +67,21 @@ class ValidatorSets:
             decided = change["executed_height"]
             block = self._store.load_block_json(decided)
             certificate = self._store.load_certificate(decided)
-            if block is None or certificate is None:
+            hashes = self._store.load_tx_hashes(decided)
+            receipts = self._store.load_receipts(decided)
+            if block is None or certificate is None or hashes is None or receipts is None:
                 raise StorageError(f"block {decided}, which decided a validator-set change, is missing")
-            header = decode_header(block["header"])
-            out.append(ValidatorChange(change["effective_height"], tuple(change["validators"]), header, certificate))
+            tx_hashes = hashes
+            bare = ValidatorChange(change["effective_height"], tuple(change["validators"]),
+                                   decode_header(block["header"]), certificate)
+            wanted = change_receipt(bare)
+            index = next((i for i, r in enumerate(receipts) if r == wanted), None)
+            if index is None:
+                raise StorageError(f"block {decided} holds no receipt of the validator-set change it decided")
+            leaves = [receipt_leaf(h, canonical_json(r)) for h, r in zip(tx_hashes, receipts, strict=True)]
+            path = tuple(node.hex() for node in inclusion_proof(leaves, index))
+            out.append(ValidatorChange(bare.activation_height, bare.validators, bare.header, certificate,
+                                       tx_hashes[index], index, path))
         return out
 
     def ever(self) -> frozenset[str]:

@@ -4,6 +4,7 @@ its own height (`node.net.sync.verify_batch`), so a chain that skips a change is
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from ledger import keys, valset
 from ledger.block import Block, make_block
 from ledger.genesis import Genesis, Validator
 from ledger.governance import GenesisGovernance, decode_action
+from ledger.proof import change_is_committed
 from ledger.tx import Propose, Vote, sign_tx
 from node.core.validators import ValidatorSets
 from node.net.sync import BadBatch, verify_batch
@@ -61,6 +63,11 @@ def test_the_set_of_every_height_follows_the_committed_changes(tmp_path: Path) -
         assert sets.changes_through(3) == []
         [change] = sets.changes_through(4)
         assert change.header.height == 2 and change.activation_height == 4 and change.validators == new
+        # ... and the deciding vote's receipt, in the block's receipts root, names it.
+        assert change.tx_index == 0 and change_is_committed(change) is None
+        for forged in (dataclasses.replace(change, validators=old), dataclasses.replace(change, activation_height=5),
+                       dataclasses.replace(change, tx_hash=propose.hash)):
+            assert change_is_committed(forged) is not None
     finally:
         store.close()
 
