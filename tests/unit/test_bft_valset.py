@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Callable
 
 import pytest
 
@@ -177,7 +178,8 @@ def test_a_change_activated_at_different_heights_on_different_nodes_is_caught() 
         true_set = net.set_at
         late = {i for i in range(6) if i % 2 == 0}
         for i in range(6):
-            def skewed(height: int, i: int = i) -> list[str]:
+            def skewed(height: int, i: int = i, true_set: Callable[[int], list[str]] = true_set,
+                       late: set[int] = late) -> list[str]:
                 return true_set(height - 1 if i in late else height)
             tip = GENESIS
             ctx = EngineContext(CHAIN, net.ids[:4], HmacSigner(net.ids[i]), net.verifier, net.checkers[i], tip,
