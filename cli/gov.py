@@ -24,7 +24,7 @@ from typing import Any
 from cli.args import int_in, node_url
 from cli.client import LedgerClient, RequestFailed
 from cli.errors import CliError
-from ledger import governance, keys
+from ledger import governance, keys, valset
 from ledger.errors import Rejected
 from ledger.tx import MAX_SAFE_INT, Payload, Propose, Transaction, Vote, sign_tx
 
@@ -42,7 +42,13 @@ _HELP = MappingProxyType({
     "accounts": ("POLICY", "who may transact: " + " | ".join(governance.ACCOUNT_POLICIES)),
     "issue": ("POLICY", "who may issue assets: " + " | ".join(governance.ISSUE_POLICIES)),
     "asset": ("S", "asset symbol"),
+    "node_id": ("ID", "a node id (64 hex: the node's public key; `ledgerd status` shows it)"),
+    "p2p_url": ("URL", "the node's p2p URL as its peers dial it (ws://host:port or wss://host:port)"),
+    "name": ("NAME", "the validator's name (shown in status)"),
 })
+# Arguments the CLI makes itself: a rotation's new id and proof come from the new key's file.
+_ROTATE = "rotate-validator-key"
+_FROM_NEW_KEY = frozenset({"new_node_id", "proof"})
 
 
 def _arg_type(name: str) -> Callable[[str], Any]:
@@ -55,7 +61,7 @@ def _arg_type(name: str) -> Callable[[str], Any]:
                 value = int(text, 10)
             except ValueError:
                 raise argparse.ArgumentTypeError(f"--{name} must be an integer, got {text!r}") from None
-        elif name == "account":
+        elif name in ("account", "node_id"):
             value = text.strip().lower()
         try:
             return kind(value, f"--{name}")
@@ -107,9 +113,14 @@ def add_gov_parser(sub: Any) -> None:
     for action in governance.ACTIONS.values():
         a = actions.add_parser(action.name, help=action.summary, description=action.summary + ".")
         for name in (*action.required, *action.optional):
+            if action.name == _ROTATE and name in _FROM_NEW_KEY:
+                continue
             metavar, text = _HELP.get(name, (name.upper(), name))
-            a.add_argument(f"--{name}", dest=f"arg_{name}", required=name in action.required,
+            a.add_argument(f"--{name.replace('_', '-')}", dest=f"arg_{name}", required=name in action.required,
                            type=_arg_type(name), metavar=metavar, help=text)
+        if action.name == _ROTATE:
+            a.add_argument("--new-key", required=True, metavar="FILE",
+                           help="the new node key (PKCS#8 PEM); it signs the rotation to prove its holder asks")
         _add_signing(a)
         a.set_defaults(func=cmd_propose)
 
@@ -172,8 +183,14 @@ def _print(value: Any) -> None:
 
 def cmd_propose(args: argparse.Namespace) -> int:
     action = governance.ACTIONS[args.action]
-    raw = {name: getattr(args, f"arg_{name}") for name in (*action.required, *action.optional)
-           if getattr(args, f"arg_{name}") is not None}
+    raw = {name: getattr(args, f"arg_{name}", None) for name in (*action.required, *action.optional)
+           if getattr(args, f"arg_{name}", None) is not None}
+    client = LedgerClient(args.node)
+    if action.name == _ROTATE:
+        new_key = _load_key(args.new_key)
+        chain_id = args.chain_id or str(client.status()["chain_id"])
+        raw["new_node_id"] = new_key.address
+        raw["proof"] = new_key.sign(valset.rotation_message(chain_id, str(raw["node_id"]), new_key.address)).hex()
     if not raw and action.optional:
         raise CliError(f"{action.name} needs at least one of "
                        + ", ".join(f"--{name}" for name in action.optional))
@@ -183,7 +200,10 @@ def cmd_propose(args: argparse.Namespace) -> int:
         raise CliError(exc.message) from None
     client, tx = _sign(args, payload)
     if args.dry_run:
-        _print(tx.to_json())
+        if action.name in valset.VALSET_ACTIONS:
+            _print({"validator_set_after": _preview(client, action.name, raw), "tx": tx.to_json()})
+        else:
+            _print(tx.to_json())
         print(f"not submitted (--dry-run); the proposal id would be {tx.hash}", file=sys.stderr)
         return 0
     result = _submit(args, client, tx)
@@ -192,6 +212,22 @@ def cmd_propose(args: argparse.Namespace) -> int:
         return 0
     _print({**_proposal(client, tx.hash), "proposal": tx.hash, "tx": result})
     return 0
+
+
+def _preview(client: LedgerClient, action: str, args: dict[str, Any]) -> dict[str, Any]:
+    """The set after `action`, from the node's next set: n, f and the quorum (as PBFT counts them)."""
+    status = client.status()
+    current = [v["node_id"] for v in status.get("next_validators") or status["validators"]]
+    node_id = str(args["node_id"])
+    if action == "add-validator":
+        after = [*current, node_id] if node_id not in current else current
+    elif action == "remove-validator":
+        after = [v for v in current if v != node_id]
+    else:
+        after = [str(args["new_node_id"]) if v == node_id else v for v in current]
+    figures = valset.figures(len(after))
+    return {**figures, "validators": after,
+            "summary": f"after this change n={figures['n']}, f={figures['f']}, quorum {figures['quorum']}"}
 
 
 def cmd_vote(args: argparse.Namespace) -> int:

@@ -116,7 +116,8 @@ def cmd_testnet(args: argparse.Namespace) -> int:
 
     net = make_testnet(Path(args.out), validators=args.validators, consensus=args.consensus,
                        chain_id=args.chain_id, accounts=args.accounts, base_port=args.base_port,
-                       hosts=args.hosts, committee=args.committee, proposal_lifetime=args.proposal_lifetime)
+                       hosts=args.hosts, committee=args.committee, proposal_lifetime=args.proposal_lifetime,
+                       observers=args.observers)
     genesis = net.genesis
     print(f"wrote a {len(net.node_homes)}-validator {genesis.consensus} testnet, chain {genesis.chain_id}:")
     for home, url in zip(net.node_homes, net.rest_urls, strict=True):
@@ -125,7 +126,22 @@ def cmd_testnet(args: argparse.Namespace) -> int:
     print(f"  {accounts}  {len(net.account_files)} funded account keys (index.json lists them)")
     if net.member_files:
         print(f"  {net.out_dir / 'committee'}  {len(net.member_files)} committee member keys (index.json lists them)")
+    for home in net.observer_homes:
+        print(f"  {home}  observer (follows the chain, does not vote)")
     print(f"start a node with: {PROG} start --home {net.node_homes[0]}")
+    return 0
+
+
+def cmd_join(args: argparse.Namespace) -> int:
+    from cli.join import join
+
+    joined = join(Path(args.genesis), args.peer, Path(args.out), args.rest_port, args.p2p_port,
+                  allow_plaintext=args.allow_plaintext)
+    print(f"wrote an observer home in {joined.home}")
+    print(f"  node id  {joined.node_id}")
+    print(f"  REST     {joined.rest_url}")
+    print(f"  p2p      {joined.p2p_url}  (the URL to give the committee for add-validator, as peers reach it)")
+    print(f"start it with: {PROG} start --home {joined.home}")
     return 0
 
 
@@ -268,7 +284,25 @@ def build_parser() -> argparse.ArgumentParser:
                         "0: no committee, governance disabled)")
     p.add_argument("--proposal-lifetime", type=int_in(1, 1_000_000, "--proposal-lifetime"), default=1000,
                    metavar="B", help="blocks a governance proposal takes votes (default 1000)")
+    p.add_argument("--observers", type=int_in(0, 100, "--observers"), default=0, metavar="K",
+                   help="also write DIR/observer0..K-1: non-voting nodes, REST on P+100+k, p2p on P+1100+k")
     p.set_defaults(func=cmd_testnet)
+
+    p = sub.add_parser("join", help="write the home of an observer of an existing chain (a fresh node key)",
+                       description="Write DIR with a fresh node key, the chain's genesis file and a config "
+                                   "that follows the given peers. `ledgerd start --home DIR` runs it as an "
+                                   "observer until the committee makes it a validator (add-validator).")
+    p.add_argument("--genesis", required=True, metavar="FILE", help="the chain's genesis file")
+    p.add_argument("--peer", action="append", required=True, metavar="ID=URL",
+                   help="a validator to follow: its node id and p2p URL (repeat for each)")
+    p.add_argument("--out", required=True, metavar="DIR", help="directory to create (must be new or empty)")
+    p.add_argument("--rest-port", type=int_in(0, 65535, "--rest-port"), default=8101, metavar="P",
+                   help="REST port (default 8101)")
+    p.add_argument("--p2p-port", type=int_in(0, 65535, "--p2p-port"), default=9101, metavar="P",
+                   help="p2p port (default 9101)")
+    p.add_argument("--allow-plaintext", action="store_true",
+                   help="allow ws:// peers and serve ws:// (p2p_allow_plaintext; loopback tests only)")
+    p.set_defaults(func=cmd_join)
 
     p = sub.add_parser("start", help="run one node in the foreground (Ctrl-C stops it)",
                        description="Run the node whose home is DIR (written by `ledgerd testnet`) until "
@@ -419,8 +453,8 @@ def _missing_command(args: argparse.Namespace) -> None:
         sys.exit(2)
 
     if args.command is None:
-        usage_error(PROG, "choose a command: testnet, start, localnet, genesis, keys, tx, gov, proof, verify, "
-                          "status or bench")
+        usage_error(PROG, "choose a command: testnet, join, start, localnet, genesis, keys, tx, gov, proof, "
+                          "verify, status or bench")
     if args.command == "keys" and args.keys_command is None:
         usage_error(f"{PROG} keys", "choose a keys command: new or show")
     if args.command == "tx" and args.tx_type is None:

@@ -5,6 +5,8 @@ Writes, under `out_dir`:
     node0/ .. node{N-1}/   node_key.pem (the node's Ed25519 key), config.toml, genesis.json
     accounts/              account0.pem .. account{M-1}.pem (funded keys, PKCS#8 PEM) and
                            index.json: [{"name", "address", "key_file", "balance"}]
+    observer0/ ..          with --observers K: observer homes (fresh key, every validator as a
+                           peer), REST on base_port+100+k and p2p on base_port+1100+k
     committee/             member0.pem .. member{K-1}.pem (governance committee keys) and
                            index.json: [{"name", "address", "key_file", "weight"}]; weight 1 each,
                            threshold 2/3 of the total weight (2 of 3 by default). K=0 writes no
@@ -22,6 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from cli.join import write_observer_home
 from ledger import keys
 from ledger.genesis import ENGINES, Genesis, Validator
 from ledger.governance import MAX_LIFETIME, MAX_MEMBERS, GenesisGovernance
@@ -37,6 +40,9 @@ GENESIS_FILE = "genesis.json"
 DEFAULT_COMMITTEE = 3
 DEFAULT_PROPOSAL_LIFETIME = 1000  # blocks; an idle chain makes no blocks, so this is not wall time
 COMMITTEE_THRESHOLD = (2, 3)  # of the total weight
+MAX_OBSERVERS = 100
+OBSERVER_REST_OFFSET = 100  # observer k: REST on base_port+100+k, p2p on base_port+1100+k
+OBSERVER_P2P_OFFSET = 1100
 
 
 @dataclass(frozen=True)
@@ -50,6 +56,7 @@ class Testnet:
     account_files: tuple[Path, ...]
     rest_urls: tuple[str, ...]
     member_files: tuple[Path, ...] = ()
+    observer_homes: tuple[Path, ...] = ()
 
 
 def peer_url(host: str, port: int) -> str:
@@ -62,7 +69,7 @@ def make_testnet(
     out_dir: Path, validators: int = 4, consensus: str = "pbft", chain_id: str = "ledger-local",
     accounts: int = 4, base_port: int = 8001, hosts: list[str] | None = None,
     account_balance: int | None = None, committee: int = DEFAULT_COMMITTEE,
-    proposal_lifetime: int = DEFAULT_PROPOSAL_LIFETIME,
+    proposal_lifetime: int = DEFAULT_PROPOSAL_LIFETIME, observers: int = 0,
 ) -> Testnet:
     """Write a fresh testnet; raises ConfigError for bad arguments or a non-empty `out_dir`."""
     out_dir = Path(out_dir)
@@ -88,6 +95,8 @@ def make_testnet(
         raise ConfigError(f"--committee must be between 0 and {MAX_MEMBERS}")
     if not 1 <= proposal_lifetime <= MAX_LIFETIME:
         raise ConfigError(f"--proposal-lifetime must be between 1 and {MAX_LIFETIME} blocks")
+    if not 0 <= observers <= MAX_OBSERVERS or base_port + OBSERVER_P2P_OFFSET + observers > 65536:
+        raise ConfigError(f"--observers must be between 0 and {MAX_OBSERVERS}, with ports below 65536")
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise ConfigError(f"{out_dir} already exists and is not empty; refusing to overwrite it")
 
@@ -122,6 +131,12 @@ def make_testnet(
             })
             save_config(config, home)
             homes.append(home)
+        all_peers = {k.address: peer_url(hosts[j], base_port + P2P_PORT_OFFSET + j) for j, k in enumerate(node_keys)}
+        observer_homes = tuple(
+            write_observer_home(out_dir / f"observer{k}", genesis, all_peers, rest_host="127.0.0.1",
+                                rest_port=base_port + OBSERVER_REST_OFFSET + k, p2p_host="127.0.0.1",
+                                p2p_port=base_port + OBSERVER_P2P_OFFSET + k).home
+            for k in range(observers))
         accounts_dir = out_dir / "accounts"
         accounts_dir.mkdir()
         files = []
@@ -151,5 +166,5 @@ def make_testnet(
         out_dir=out_dir, genesis=genesis, node_homes=tuple(homes),
         node_ids=tuple(k.address for k in node_keys), account_files=tuple(files),
         rest_urls=tuple(f"http://{hosts[i]}:{base_port + i}" for i in range(validators)),
-        member_files=tuple(member_files),
+        member_files=tuple(member_files), observer_homes=observer_homes,
     )

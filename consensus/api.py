@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -185,6 +185,9 @@ class EngineContext:
     # `header.proposer` of the last committed blocks, oldest first, ending with `tip`'s: as many as
     # `consensus.factory.history_blocks` says the engine reads (fewer only near genesis).
     recent_proposers: Sequence[str] = ()
+    # The validator set in force at a height, for heights up to the tip's + 2, on a chain whose set
+    # changes by governance (`ledger.valset`); None: `validators` at every height.
+    validators_at: Callable[[int], Sequence[str]] | None = None
 
 
 class Engine(Protocol):

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ledger import keys
+from ledger import keys, valset
 from ledger.encoding import canonical_json, sha256_hex
 from ledger.errors import Rejected
 from ledger.governance import GenesisGovernance
@@ -72,6 +72,9 @@ class Genesis:
             overlay.credit_genesis(address, NATIVE_ASSET, amount)
         if self.governance is not None:
             self.governance.write_initial(overlay)
+            # Only a chain with a committee can change its validator set, so only there is the
+            # set state (a chain without one keeps the genesis set, and its state, for ever).
+            valset.write_initial(overlay, self.consensus, tuple((v.node_id, v.name) for v in self.validators))
         return overlay.writes()
 
     def initial_app_hash(self) -> str:

@@ -50,7 +50,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Protocol
 
-from ledger import keys
+from ledger import keys, valset
 from ledger.errors import Rejected
 
 MAX_MEMBERS = 64
@@ -99,6 +99,8 @@ def log_key(height: int) -> bytes:
 class GovState(Protocol):
     """What governance reads and writes: parsed JSON values under state keys (None: absent)."""
 
+    chain_id: str
+
     def gov_get(self, key: bytes) -> Any: ...
 
     def gov_put(self, key: bytes, value: Any) -> None: ...
@@ -143,8 +145,39 @@ def _arg_asset(value: Any, where: str) -> ArgValue:
     return value
 
 
+def _arg_p2p_url(value: Any, where: str) -> ArgValue:
+    if not isinstance(value, str) or not value.startswith(("ws://", "wss://")) \
+            or not 8 <= len(value) <= valset.MAX_URL_CHARS or not value.isascii() or not value.isprintable() \
+            or " " in value:
+        raise _invalid(f"{where} must be a ws:// or wss:// URL of at most {valset.MAX_URL_CHARS} characters")
+    return value
+
+
+def _arg_name(value: Any, where: str) -> ArgValue:
+    if not isinstance(value, str) or len(value) > valset.MAX_NAME_CHARS or not value.isprintable():
+        raise _invalid(f"{where} must be printable text of at most {valset.MAX_NAME_CHARS} characters")
+    return value
+
+
+def _arg_signature(value: Any, where: str) -> ArgValue:
+    if not isinstance(value, str) or not keys.is_hex(value, 128):
+        raise _invalid(f"{where} must be an Ed25519 signature (128 lowercase hex characters)")
+    return value
+
+
+def _arg_node_id(value: Any, where: str) -> ArgValue:
+    if not keys.is_address(value):
+        raise _invalid(f"{where} must be a node id (64 lowercase hex characters: an Ed25519 public key)")
+    return str(value)
+
+
 ARG_KINDS: Mapping[str, Callable[[Any, str], ArgValue]] = MappingProxyType({
     "account": _arg_account,
+    "node_id": _arg_node_id,
+    "new_node_id": _arg_node_id,
+    "p2p_url": _arg_p2p_url,
+    "name": _arg_name,
+    "proof": _arg_signature,
     "weight": _bounded_int(1, MAX_WEIGHT),
     "numerator": _bounded_int(1, MAX_DENOMINATOR),
     "denominator": _bounded_int(1, MAX_DENOMINATOR),
@@ -229,6 +262,10 @@ class Action:
     optional: tuple[str, ...]
     check: Callable[[GovState, Args], None]
     apply: Callable[[GovState, Args], None]
+    # Actions that take effect later than the block executing them (validator-set changes): how
+    # many blocks later, and the effect, given the proposal id and the effective height.
+    delay: int = 0
+    apply_at: Callable[[GovState, Args, str, int], None] | None = None
 
 
 def _members(gs: GovState) -> dict[str, int]:
@@ -424,6 +461,16 @@ def _check_unfreeze_asset(gs: GovState, args: Args) -> None:
         raise _invalid(f"asset {asset} is not frozen")
 
 
+def _apply_valset_change(action: str) -> Callable[[GovState, Args, str, int], None]:
+    def apply_at(gs: GovState, args: Args, proposal_id: str, effective_height: int) -> None:
+        valset.apply_change(gs, action, args, proposal_id, effective_height)
+    return apply_at
+
+
+def _no_immediate_effect(gs: GovState, args: Args) -> None:
+    """The `apply` of an action whose whole effect is its delayed `apply_at`."""
+
+
 def _set_asset_frozen(gs: GovState, args: Args, frozen: bool) -> None:
     gs.gov_put(asset_flags_key(_str(args, "asset")), {"frozen": frozen})
 
@@ -457,6 +504,17 @@ _ACTION_LIST = (
            _check_freeze_asset, lambda gs, a: _set_asset_frozen(gs, a, True)),
     Action("unfreeze-asset", "let an asset be transferred again", ("asset",), (),
            _check_unfreeze_asset, lambda gs, a: _set_asset_frozen(gs, a, False)),
+    *(Action(name, summary, required, optional, check, _no_immediate_effect, valset.ACTIVATION_DELAY,
+             _apply_valset_change(name))
+      for name, summary, required, optional, check in (
+          ("add-validator", "add a validator (its node id, p2p URL and name) from the activation height on",
+           ("node_id", "p2p_url"), ("name",), valset.check_add),
+          ("remove-validator", "retire a validator from the activation height on", ("node_id",), (),
+           valset.check_remove),
+          ("rotate-validator-key", "replace a validator's node key (proof: the new key's signature of the "
+           "rotation) from the activation height on", ("new_node_id", "node_id", "proof"), (),
+           valset.check_rotate),
+      )),
 )
 
 # The action table: a new kind of proposal is one more `Action` (and its argument kinds above).
@@ -530,6 +588,13 @@ def check_propose(gs: GovState, sender: str, action: str, args: Args) -> None:
     if len(open_ids) >= MAX_OPEN_PROPOSALS:
         raise _invalid(f"{MAX_OPEN_PROPOSALS} proposals are open already; vote on them or let them expire")
     ACTIONS[action].check(gs, args)
+    if action in valset.VALSET_ACTIONS:
+        # At most one validator-set change in flight: a second open one could only fail later.
+        for other in open_ids:
+            p = _proposal(gs, other)
+            if p["action"] in valset.VALSET_ACTIONS:
+                raise _invalid(f"proposal {other} ({p['action']}) is open; one validator-set change at a time "
+                               "(vote on it or let it expire first)")
 
 
 def check_vote(gs: GovState, sender: str, proposal_id: str, height: int | None) -> None:
@@ -557,7 +622,8 @@ def apply_propose(gs: GovState, sender: str, proposal_id: str, action: str, args
     gs.gov_put(proposal_key(proposal_id), {
         "id": proposal_id, "seq": count, "proposer": sender, "action": action, "args": dict(args),
         "height": height, "expires_at": height + c["lifetime"], "votes": {sender: True},
-        "status": "open", "executed_height": None, "closed_height": None, "reason": "",
+        "status": "open", "executed_height": None, "effective_height": None, "closed_height": None,
+        "reason": "",
     })
     _settle(gs, proposal_id, height)
 
@@ -592,7 +658,10 @@ def _settle(gs: GovState, proposal_id: str, height: int) -> None:
             _close(gs, p, "rejected", height, f"it passed, but no longer applies: {exc.message}")
             return
         action.apply(gs, p["args"])
-        p["executed_height"] = height
+        p["executed_height"] = p["effective_height"] = height
+        if action.apply_at is not None:
+            p["effective_height"] = height + action.delay
+            action.apply_at(gs, p["args"], proposal_id, height + action.delay)
         _close(gs, p, "executed", height, "")
     elif (total - reject) * den < num * total:
         _close(gs, p, "rejected", height, "the approving weight can no longer reach the threshold")
@@ -610,6 +679,8 @@ def _close(gs: GovState, p: dict[str, Any], status: str, height: int, reason: st
 
 def begin_block(gs: GovState, height: int) -> None:
     """Expire the open proposals whose lifetime ended before `height`; runs first in every block."""
+    if policy(gs) is not None:  # read per block anyway; a chain without it has no set to change
+        valset.begin_block(gs, height)
     open_ids = gs.gov_get(OPEN_KEY)
     if not open_ids:
         return
@@ -731,6 +802,7 @@ def proposal_view(gs: GovState, proposal_id: str, next_height: int) -> dict[str,
     if p is None:
         return None
     view = dict(p)
+    view.setdefault("effective_height", p["executed_height"])
     view["votes"] = [{"member": m, "approve": v} for m, v in sorted(p["votes"].items())]
     if view["status"] == "open" and next_height > p["expires_at"]:
         view["status"] = "expired"

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
 
-from ledger import keys
+from ledger import keys, valset
 from ledger.block import BlockHeader, decode_header, receipt_leaf
 from ledger.encoding import canonical_json
 from ledger.errors import Rejected
@@ -40,7 +40,7 @@ BUNDLE_FIELDS = MappingProxyType({
     KIND_HEADER: tuple(sorted(_COMMON_FIELDS)),
     KIND_TRANSACTION: tuple(sorted((*_COMMON_FIELDS, "receipt", "receipt_path", "tx", "tx_index", "tx_path"))),
 })
-CHANGE_FIELDS = ("activation_height", "certificate", "header", "validators")
+CHANGE_FIELDS = ("activation_height", "certificate", "header", "receipt_path", "tx_hash", "tx_index", "validators")
 
 # What a valid certificate of each engine proves (the summary's `finality`).
 FINALITY = MappingProxyType({
@@ -71,16 +71,23 @@ class ProofError(Exception):
 @dataclass(frozen=True)
 class ValidatorChange:
     """A change of the validator set, made by the block at `header.height`, in force from
-    `activation_height` on, proven by that block's certificate under the set in force before it."""
+    `activation_height` on, proven by that block's certificate under the set in force before it.
+
+    `tx_hash`, `tx_index` and `receipt_path` locate the receipt of the transaction that decided the
+    change in the block's receipts tree; that receipt names the change (`change_is_committed`)."""
 
     activation_height: int
     validators: tuple[str, ...]
     header: BlockHeader
     certificate: Any
+    tx_hash: str = ""
+    tx_index: int = 0
+    receipt_path: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {"activation_height": self.activation_height, "validators": list(self.validators),
-                "header": self.header.to_json(), "certificate": self.certificate}
+                "header": self.header.to_json(), "certificate": self.certificate, "tx_hash": self.tx_hash,
+                "tx_index": self.tx_index, "receipt_path": list(self.receipt_path)}
 
 
 def validator_set_at(genesis_validators: tuple[str, ...], changes: Sequence[ValidatorChange],
@@ -94,14 +101,29 @@ def validator_set_at(genesis_validators: tuple[str, ...], changes: Sequence[Vali
     return current
 
 
+def change_receipt(change: ValidatorChange) -> dict[str, str]:
+    """The receipt the transaction that decided `change` got (`ledger.valset.change_receipt_message`)."""
+    return {"code": "ok", "message": valset.change_receipt_message(change.activation_height, change.validators)}
+
+
 def change_is_committed(change: ValidatorChange) -> str | None:
     """None when `change.header` commits to the change it claims; otherwise why not.
 
-    No header version defined so far records a validator-set change, so no change can be proven
-    and a bundle listing one is refused. The rule that binds a change to its block (a header field,
-    or the audit path of the transaction that made it) belongs here once the chain can change its
-    validator set."""
-    return f"header version {change.header.version} records no validator-set change"
+    The transaction that decides a change gets a receipt naming it (its activation height and the
+    SHA-256 of the new set's canonical JSON list); the block's receipts root commits to that
+    receipt, bound to the transaction's hash, and `receipt_path` proves it is in the tree at
+    `tx_index`. A version-1 header commits to no receipts, so it can prove no change."""
+    header = change.header
+    if header.version < 2:
+        return f"header version {header.version} commits to no receipts, so to no validator-set change"
+    if not 0 <= change.tx_index < header.tx_count:
+        return f"tx_index {change.tx_index} is not a transaction of block {header.height}"
+    leaf = receipt_leaf(change.tx_hash, canonical_json(change_receipt(change)))
+    path = [bytes.fromhex(node) for node in change.receipt_path]
+    if not verify_inclusion(leaf, change.tx_index, header.tx_count, path, bytes.fromhex(header.receipts_root)):
+        return (f"block {header.height}'s receipts root does not hold, at transaction {change.tx_index}, the receipt "
+                f"of a change to these {len(change.validators)} validators from height {change.activation_height}")
+    return None
 
 
 # --- building -------------------------------------------------------------------------------------
@@ -237,7 +259,12 @@ def _changes(value: Any, genesis: Genesis, check_certificate: CertificateCheck,
         if not header.height < activation <= height:
             raise ProofError(check, f"{where} activates at {activation}, not after its block {header.height} "
                                     f"and at most at the proven height {height}")
-        change = ValidatorChange(activation, tuple(validators), header, obj["certificate"])
+        tx_hash = _hex32(obj["tx_hash"], check, f"{where} tx_hash").hex()
+        tx_index = obj["tx_index"]
+        if type(tx_index) is not int or tx_index < 0:
+            raise ProofError(check, f"{where} tx_index must be a non-negative integer")
+        path = tuple(node.hex() for node in _path(obj["receipt_path"], check))
+        change = ValidatorChange(activation, tuple(validators), header, obj["certificate"], tx_hash, tx_index, path)
         if check_certificate(genesis.consensus, header, change.certificate,
                              validator_set_at(genesis.validator_ids, changes, header.height)) is None:
             raise ProofError(check, f"{where}: the certificate of block {header.height} is not valid under the "

@@ -29,7 +29,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ledger import governance
+from ledger import governance, valset
 from ledger.encoding import canonical_json_trusted, sha256, sha256_hex
 from ledger.errors import Rejected
 from ledger.tx import Issue, Propose, Record, Transaction, Transfer, Vote
@@ -250,10 +250,16 @@ class StateOverlay:
             sender.balances[payload.asset] = payload.supply
         elif isinstance(payload, Record):
             self._records[(tx.sender, payload.key)] = {"value": payload.value, "height": height, "tx": tx.hash}
-        elif isinstance(payload, Propose):
-            governance.apply_propose(self, tx.sender, tx.hash, payload.action, dict(payload.args), height)
-        elif isinstance(payload, Vote):
-            governance.apply_vote(self, tx.sender, payload.proposal, payload.approve, height)
+        elif isinstance(payload, (Propose, Vote)):
+            changes = valset.change_count(self)
+            if isinstance(payload, Propose):
+                governance.apply_propose(self, tx.sender, tx.hash, payload.action, dict(payload.args), height)
+            else:
+                governance.apply_vote(self, tx.sender, payload.proposal, payload.approve, height)
+            if valset.change_count(self) != changes:
+                # This transaction decided a validator-set change: its receipt says which, so that the
+                # block's receipts root commits to it (proofs walk the changes by these receipts).
+                return Receipt("ok", valset.last_change_receipt(self))
         return receipt
 
     def credit_genesis(self, address: str, asset: str, amount: int) -> None:

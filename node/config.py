@@ -62,6 +62,11 @@ class NodeConfig(BaseModel):
         default=False,
         description="serve plain ws:// instead of wss:// and allow ws:// peer URLs: peer traffic is then "
                     "neither encrypted nor authenticated after the handshake (loopback tests only)")
+    p2p_open_observers: bool = Field(
+        default=True, description="let any node of this chain connect as an observer (it gets blocks and "
+                                  "forwards transactions, never consensus traffic)")
+    p2p_max_observer_links: int = Field(
+        default=8, ge=0, description="most links to observers (non-validators) kept at once")
     p2p_advertise_url: str = Field(
         default="", description="the p2p URL peers use to reach this node, as their [peers] list it "
                                 "(shown as p2p_url in /v1/status); empty: wss://p2p_host:p2p_port "

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ledger import governance, keys
+from ledger import governance, keys, valset
 from ledger.errors import Rejected
 from ledger.state import StateOverlay
 from storage import Store
@@ -23,6 +23,19 @@ class GovernanceReads:
     def _committed_governance(self) -> StateOverlay:
         # A fresh overlay per request: it caches what it read, and committed state moves on.
         return StateOverlay(self.store.state, self.store.chain_id)
+
+    def committed_state(self) -> StateOverlay:
+        """Committed state, read-only by convention (rules that check a proposal against it)."""
+        return self._committed_governance()
+
+    def pending_validator_change(self) -> dict[str, Any] | None:
+        """The validator-set change waiting for its activation height, if any."""
+        pending = valset.pending_change(self._committed_governance())
+        if pending is None:
+            return None
+        return {"proposal": pending["proposal"], "action": pending["action"],
+                "effective_height": pending["effective_height"],
+                "validators": [v["node_id"] for v in pending["validators"]]}
 
     def _next_height(self) -> int:
         return self.store.tip.height + 1

@@ -39,8 +39,9 @@ class TxIntake:
     def __init__(self, config: NodeConfig, mempool: Mempool, runtime: Runtime, checks: SignatureChecks,
                  metrics: NodeMetrics, logger: logging.Logger, *, trust_peers: bool,
                  refusal: Callable[[], str | None], decode_memo: DecodeMemo | None = None) -> None:
-        """`trust_peers`: the engine assumes crash faults only, so peers' gossip is not verified
-        again. `refusal()`: None while the node runs, else why nothing is admitted."""
+        """`trust_peers`: the engine assumes crash faults only, so validators' gossip is not verified
+        again (an observer's always is: set `is_validator`). `refusal()`: None while the node runs,
+        else why nothing is admitted."""
         self._config = config
         self._mempool = mempool
         self._runtime = runtime
@@ -48,6 +49,10 @@ class TxIntake:
         self._metrics = metrics
         self._log = logger
         self._trust_peers = trust_peers
+        self.is_validator: Callable[[str], bool] = lambda peer: True
+        # A check of the node's own on a client's transaction before admission (None: fine), for
+        # rules that depend on what this node sees, not on the chain's state.
+        self.precheck: Callable[[Transaction], Rejected | None] = lambda tx: None
         self._refusal = refusal
         self._decode_memo = decode_memo
         self.tx_out: TxBatcher | None = None  # where accepted submissions are gossiped
@@ -76,6 +81,10 @@ class TxIntake:
                 except Rejected as exc:
                     outcomes[i] = SubmitOutcome(None, exc.code, exc.message)
                     continue
+            refused = self.precheck(tx)
+            if refused is not None:
+                outcomes[i] = SubmitOutcome(tx.hash, refused.code, refused.message)
+                continue
             decoded.append(tx)
             positions.append(i)
         if decoded:
@@ -123,12 +132,16 @@ class TxIntake:
             while not self._gossip_in.empty() and len(batches) < GOSSIP_BATCHES_PER_ROUND:
                 batches.append(self._gossip_in.get_nowait())
             decoded: list[Transaction] = []
+            unverified: list[Transaction] = []  # from observers: never trusted, whatever the engine
             for peer, data in batches:
-                decoded.extend(await self._read_gossip(peer, data))
-            if not decoded:
+                (decoded if self.is_validator(peer) else unverified).extend(await self._read_gossip(peer, data))
+            if not decoded and not unverified:
                 continue
             try:
-                await self._admit(decoded, trusted=self._trust_peers)
+                if decoded:
+                    await self._admit(decoded, trusted=self._trust_peers)
+                if unverified:
+                    await self._admit(unverified)
             except Exception as exc:
                 self._metrics.dropped.labels(GOSSIP_FAILED).inc(len(batches))
                 self._log.error("dropped %d gossiped transactions: admitting them failed: %s: %.200s",

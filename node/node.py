@@ -38,16 +38,18 @@ from pathlib import Path
 from typing import Any
 
 from consensus.api import Ed25519Signer, Ed25519Verifier, Engine, EngineConfig, EngineContext
-from consensus.factory import history_blocks, make_engine, trusts_validators
-from ledger import keys
+from consensus.factory import history_blocks, make_engine, trusts_validators, verify_certificate
+from consensus.observer import ObserverEngine
+from ledger import governance, keys, valset
 from ledger.block import Block, decode_block_header
 from ledger.errors import Rejected
 from ledger.genesis import Genesis
 from ledger.state import ParseMemo
-from ledger.tx import DecodeMemo
+from ledger.tx import DecodeMemo, Propose, Transaction
 from node.config import ConfigError, NodeConfig, load_config
 from node.core.executor import BlockExecutor, BuildLimits
 from node.core.mempool import Mempool, MempoolLimits
+from node.core.validators import ValidatorSets
 from node.feed import CommitFeed
 from node.intake import TxGossip, TxIntake
 from node.liveness import Liveness, quorum_of
@@ -95,6 +97,10 @@ class Node:
         self.log = logger
         self.fatal_error: str | None = None
         self._state = "new"
+        self.valsets = ValidatorSets(store, genesis)
+        # A node whose key is not in the set in force is an observer: it follows the chain by block
+        # sync, never votes, and forwards what clients send it to the validators.
+        observer = not self.is_validator
         # Parsed accounts and assets by their stored bytes, shared by admission and execution; and
         # decoded transactions, shared by gossip intake and the engine (which decodes proposals).
         self.parse_memo = ParseMemo()
@@ -108,21 +114,24 @@ class Node:
             store, self.mempool, key.address, genesis.validator_ids,
             BuildLimits(config.max_block_txs, config.max_block_bytes, config.max_block_time_drift_ms,
                         empty_block_after_round_0=genesis.consensus == "pbft"),
-            lambda: int(time.time() * 1000), self.parse_memo,
+            lambda: int(time.time() * 1000), self.parse_memo, validators_at=self.valsets.at,
         )
         context = EngineContext(
             chain_id=genesis.chain_id, validators=genesis.validator_ids, signer=Ed25519Signer(key),
             verifier=Ed25519Verifier(), checker=self.executor, tip=store.tip,
             rng=random.Random(int.from_bytes(os.urandom(16), "big")), restored=store.load_engine(),
-            config=EngineConfig(), decode_memo=self.decode_memo,
-            recent_proposers=recent_proposers(store, history_blocks(genesis.consensus, len(genesis.validator_ids))),
+            config=EngineConfig(), decode_memo=self.decode_memo, validators_at=self.valsets.at,
+            recent_proposers=recent_proposers(store, history_blocks(
+                genesis.consensus, len(self.valsets.at(store.tip.height + 1)))),
         )
-        self.engine = engine_factory(genesis.consensus, context)
+        # Raft has no passive seat: an observer there runs an engine that does nothing at all.
+        self.engine = ObserverEngine(context) if observer and genesis.consensus == "raft" \
+            else engine_factory(genesis.consensus, context)
         metrics.watch_engine(lambda: dict(self.engine.counters))
         # Round or election timeouts counted up to the last commit (or the start): the baseline of
         # `rounds_without_commit` in /v1/status.
         self._timeouts_at_commit = self._round_timeouts()
-        self.reads = ChainReads(store, self.mempool, self.parse_memo)
+        self.reads = ChainReads(store, self.mempool, self.parse_memo, validator_history=self.valsets)
         self.feed = CommitFeed(store, self.reads, buffer_blocks=config.ws_buffer_blocks,
                                accepting=lambda: self._state in ("new", "running"))
         self.runtime = Runtime(
@@ -138,6 +147,7 @@ class Node:
         self.intake = TxIntake(config, self.mempool, self.runtime, self.checks, metrics, logger,
                                trust_peers=trusts_validators(genesis.consensus), refusal=self._refusal,
                                decode_memo=self.decode_memo)
+        self.intake.precheck = self._precheck
         self.service = NodeServiceImpl(self)
         self._connected_peers: Callable[[], Sequence[str]] | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -145,12 +155,16 @@ class Node:
         self._stopped = asyncio.Event()
         self._stop_lock = asyncio.Lock()
         self.network: PeerNetwork | None = None
-        if len(genesis.validator_ids) > 1:
+        if len(genesis.validator_ids) > 1 or observer:
             self.network = PeerNetwork(
                 config=config, key=key, genesis=genesis, store=store, metrics=metrics, logger=logger,
+                validators=self.valsets.at(store.tip.height + 1), known_validators=self.valsets.ever(),
+                validators_at=self.valsets.at, known_through=self.valsets.known_through,
                 deliver=self.deliver, receive_txs=self.intake.receive_txs, apply_synced=self._apply_synced,
                 run_blocking=self.checks.run_blocking, sync_hint=self._sync_hint, spawn=self._spawn,
             )
+            self.intake.is_validator = self.network.is_validator
+            self.runtime.core.synced_check = self._synced_check
         metrics.height.set(store.tip.height)
         metrics.watch_liveness(lambda: self.liveness().gauges())
 
@@ -176,9 +190,10 @@ class Node:
             key = keys.PrivateKey.load(config.path("node_key_file"))
         except Rejected as exc:
             raise ConfigError(exc.message) from None
-        if key.address not in genesis.validator_ids:
+        if key.address not in genesis.validator_ids and not config.peers:
             raise ConfigError(f"this node's key ({key.address[:16]}…, {config.path('node_key_file')}) is "
-                              "not a validator in the genesis file")
+                              "not a validator in the genesis file, and an observer needs [peers] to follow "
+                              "(ledgerd join writes them)")
         store = Store.open(config.path("data_dir"), genesis)
         logger = logging.getLogger("ledgerd.node")
         if store.reindexed_blocks:
@@ -197,6 +212,45 @@ class Node:
     @property
     def height(self) -> int:
         return self.store.tip.height
+
+    @property
+    def is_validator(self) -> bool:
+        """True when this node's key is in the set deciding the next block."""
+        return self.node_id in self.valsets.at(self.store.tip.height + 1)
+
+    def _synced_check(self, block: Block, certificate: dict[str, Any]) -> str | None:
+        """A synced block checked under a set that turned out not to be its height's (a change
+        activated inside the batch) is checked again, under the set in force at its height."""
+        assert self.network is not None
+        expected = self.valsets.at(block.height)
+        if self.network.sync.verified_under(block.hash) in (None, expected):
+            return None
+        if verify_certificate(self.genesis.consensus, block, certificate, expected, Ed25519Verifier()):
+            return None
+        return (f"its certificate is not valid under the {len(expected)} validators in force at height "
+                f"{block.height} (a chain that skips a validator-set change)")
+
+    def _precheck(self, tx: Transaction) -> Rejected | None:
+        """Refuse a validator-set change that the validators this node is in touch with could not
+        survive: after it, fewer of the remaining validators are connected than its quorum needs.
+        (A node-local view, so it is checked at submission only, never in the chain's rules.)"""
+        payload = tx.payload
+        if not isinstance(payload, Propose) or payload.action not in valset.VALSET_ACTIONS:
+            return None
+        state = self.reads.governance.committed_state()
+        try:
+            governance.ACTIONS[payload.action].check(state, dict(payload.args))
+        except Rejected as exc:
+            return exc
+        after = valset.preview(state, payload.action, dict(payload.args))
+        connected = set(self._connected_peers()) if self._connected_peers is not None else set()
+        remaining = set(after["validators"])
+        in_touch = len(remaining & connected - {self.node_id}) + (1 if self.node_id in remaining else 0)
+        if in_touch < after["quorum"]:
+            return Rejected("invalid_proposal", f"after this change n={after['n']}, f={after['f']}, quorum "
+                                                f"{after['quorum']}; only {in_touch} of the remaining validators "
+                                                "are connected")
+        return None
 
     @property
     def running(self) -> bool:
@@ -347,6 +401,8 @@ class Node:
 
     def _on_commit(self, committed: CommittedBlock) -> None:
         self._timeouts_at_commit = self._round_timeouts()
+        if self.network is not None:
+            self.network.set_validators(self.valsets.at(self.store.tip.height + 1))
         self.feed.on_commit(committed)
 
     def _round_timeouts(self) -> int:
@@ -374,7 +430,10 @@ class Node:
     def status(self) -> dict[str, Any]:
         tip = self.store.tip
         connected = set(self._connected_peers()) if self._connected_peers is not None else set()
+        in_force = self.valsets.entries_at(tip.height)
+        upcoming = self.valsets.entries_at(tip.height + 1)
         names = {v.node_id: v.name for v in self.genesis.validators}
+        names.update({v["node_id"]: v["name"] for v in (*in_force, *upcoming)})
         network = self.network
         sync = network.sync.status() if network is not None else \
             {"syncing": False, "sync_target_height": None, "blocks_behind": 0}
@@ -400,7 +459,12 @@ class Node:
             "latest_hash": tip.block_hash,
             "latest_timestamp": tip.timestamp,
             "app_hash": tip.app_hash,
-            "validators": [{"node_id": v.node_id, "name": v.name} for v in self.genesis.validators],
+            "role": "validator" if self.is_validator else "observer",
+            # The set in force at this node's height; `next_validators` differs only when a change
+            # activates with the next block.
+            "validators": [{"node_id": v["node_id"], "name": v["name"]} for v in in_force],
+            "next_validators": [{"node_id": v["node_id"], "name": v["name"]} for v in upcoming],
+            "validator_change": self.reads.governance.pending_validator_change(),
             "peers": [{"node_id": peer, "name": names.get(peer), "url": url, "connected": peer in connected,
                        "height": network.sync.peer_height(peer) if network is not None else None}
                       for peer, url in self.config.peers.items()],
@@ -420,7 +484,7 @@ class Node:
 
     def _liveness(self, last_commit_ms: int, connected: set[str], engine: Mapping[str, Any],
                   sync: Mapping[str, Any]) -> Liveness:
-        validators = self.genesis.validator_ids
+        validators = self.valsets.at(self.store.tip.height + 1)
         n = len(validators)
         f, quorum = quorum_of(self.genesis.consensus, n, engine)
         in_touch = len(connected & set(validators) - {self.node_id}) + (1 if self.node_id in validators else 0)

@@ -48,6 +48,11 @@ class P2PConfig(BaseModel):
     # Accepted TCP connections that have not sent their upgrade request yet; when more arrive, the
     # oldest is closed to make room (each is closed after the pre-auth deadline anyway).
     max_idle_connections: int = Field(default=256, ge=1)
+    # Observers: nodes that follow the chain without voting. With open_observers any node key of
+    # this chain may connect as one (not only the configured observers), and at most
+    # max_observer_links links to non-validators are kept at once (the next is refused).
+    open_observers: bool = False
+    max_observer_links: int = Field(default=8, ge=0)
 
     reconnect_backoff_min_s: float = Field(default=0.2, gt=0)
     reconnect_backoff_max_s: float = Field(default=10.0, gt=0)

@@ -127,6 +127,10 @@ class Identity:
     key: keys.PrivateKey
     chain_id: str
     allowed: frozenset[str]  # validators and configured observers
+    open_admission: bool = False  # any other node id may connect too (as an observer)
+
+    def admits(self, node_id: str) -> bool:
+        return node_id != self.node_id and (self.open_admission or node_id in self.allowed)
 
     @property
     def node_id(self) -> str:
@@ -202,7 +206,7 @@ async def accept(ws: WebSocketLike, ident: Identity, admit: Callable[[str], Hand
     if hello.peer_id != ident.node_id:
         raise HandshakeError("wrong_peer", f"dialer wants node {hello.peer_id[:16]}…, this is "
                              f"{ident.node_id[:16]}…", CLOSE_WRONG_PEER)
-    if hello.node_id not in ident.allowed or hello.node_id == ident.node_id:
+    if not ident.admits(hello.node_id):
         raise HandshakeError("not_allowed", f"node {hello.node_id[:16]}… is not a validator or observer "
                              "of this chain", CLOSE_NOT_ALLOWED)
     refusal = admit(hello.node_id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import logging
 import random
@@ -56,6 +57,7 @@ COUNTER_NAMES: tuple[str, ...] = (
     "connections_closed",
     "connections_replaced",
     "connections_refused_duplicate",
+    "connections_refused_observer_limit",
     "connections_evicted_idle",  # closed for a newer one: too many had not sent their upgrade request
     "peers_disconnected_bad_frames",
     # a TLS record that failed authentication (changed, replayed, reordered or injected on the path)
@@ -175,7 +177,7 @@ class P2PNode:
         self.config = config
         self.node_id = key.address
         self.chain_id = chain_id
-        self._ident = handshake.Identity(key, chain_id, self.validators | self.observers)
+        self._ident = handshake.Identity(key, chain_id, self.validators | self.observers, config.open_observers)
         self._peer_urls: dict[str, str] = {}
         self._on_message = on_message
         self._rng = rng if rng is not None else random.Random()
@@ -370,6 +372,13 @@ class P2PNode:
         if not task.cancelled() and task.exception() is not None:
             log.error("p2p task %s failed", task.get_name(), exc_info=task.exception())
 
+    def set_validators(self, validators: Iterable[str]) -> None:
+        """The validator set changed: consensus broadcasts reach the new set from now on; a link to a
+        former validator stays, as an observer's (it counts towards the observer limit from now on)."""
+        self.validators = frozenset(validators)
+        self.observers = (self.observers | set(self._peer_urls)) - self.validators
+        self._ident = dataclasses.replace(self._ident, allowed=self.validators | self.observers)
+
     def add_peer(self, peer_id: str, url: str) -> None:
         """Dial `peer_id` at `url` from now on (or at the new url, if it was known already)."""
         if peer_id == self.node_id:
@@ -511,6 +520,10 @@ class P2PNode:
         if self._state != "running":
             return False  # a handshake that finished while stopping
         existing = self._conns.get(conn.peer_id)
+        if existing is None and conn.peer_id not in self.validators and \
+                sum(1 for p in self._conns if p not in self.validators) >= self.config.max_observer_links:
+            self._counters.add("connections_refused_observer_limit")
+            return False
         if existing is not None:
             if existing.preferred and not conn.preferred:
                 self._counters.add("connections_refused_duplicate")
@@ -597,12 +610,13 @@ class P2PNode:
         self._forget_idle(request.protocol)
         source = request.remote or "unknown"
         claimed = request.headers.get(handshake.NODE_ID_HEADER)
-        if claimed is not None and (claimed not in self._ident.allowed or claimed == self.node_id):
+        if claimed is not None and not self._ident.admits(claimed):
             return self._refuse(HandshakeError("not_allowed", "the claimed node id is not a validator or "
                                                "observer of this chain", 0), source, 403)
         loop = asyncio.get_running_loop()
         started = loop.time()
-        decision = self._admission.admit(source, claimed, started)
+        # An unlisted observer's claim gets no slot of its own: it waits with the outsiders.
+        decision = self._admission.admit(source, claimed if claimed in self._ident.allowed else None, started)
         if decision.ticket is None:
             status = 429 if decision.refusal == "rate_limited" else 503
             return self._refuse(HandshakeError(decision.refusal, _REFUSALS[decision.refusal], 0), source,

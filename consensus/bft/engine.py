@@ -144,23 +144,12 @@ class BftEngine:
 
     def __init__(self, ctx: EngineContext, limits: BftLimits | None = None,
                  schedule: ProposerSchedule | None = None) -> None:
-        validators = tuple(ctx.validators)
-        if not 0 < len(validators) <= MAX_VALIDATORS:
-            raise ValueError(f"a BFT engine needs 1 to {MAX_VALIDATORS} validators")
-        if len(set(validators)) != len(validators):
-            raise ValueError("validator ids must be distinct")
         self.counters: dict[str, int] = {}
         self._ctx = ctx
         self._cfg = ctx.config
         self._limits = limits or BftLimits()
         self._chain_id = ctx.chain_id
-        self._validators = validators
-        self._n = len(validators)
-        self._f = max_faulty(self._n)
-        self._quorum = self.quorum(self._n)
-        me = ctx.signer.node_id
-        self._me: int | None = validators.index(me) if me in validators else None
-        self._index = {v: i for i, v in enumerate(validators)}
+        self._use_validators(self._validators_for(ctx.tip.height + 1))
         self._schedule = schedule or ProposerSchedule()
         # Proposer indices of the last committed blocks, the last one being the tip's: the input of
         # the round-0 schedule, rebuilt from the chain on every start, extended on every commit.
@@ -180,20 +169,70 @@ class BftEngine:
         # The one signed content buffered per (kind, height, round, author): an honest validator
         # signs one message per slot, so a second, different one is equivocation.
         self._buffered_slots: dict[tuple[int, int, int, int], tuple[int, int, int, int, str, int]] = {}
-        self._buffered_per_author = [0] * self._n
-        self._buffered_bytes_per_author = [0] * self._n
         self._buffered_bytes = 0
-        self._buffer_cap_per_author = max(1, self._cfg.max_buffered_messages // self._n)
-        # Shares that add up to at most max_buffered_bytes: that bounds the total, and no group of
-        # authors can take space the others are owed.
-        self._buffer_bytes_cap_per_author = min(self._cfg.max_buffered_bytes_per_author,
-                                                self._cfg.max_buffered_bytes // self._n)
+        self._reset_buffer_shares()
         self._last_decided: tuple[Block, int, tuple[Vote, ...]] | None = None
         self._decided_msg: bytes | None = None
         self._decided_replied: set[str] = set()
         self._disk_block: str | None = None  # hash of the block under BLOCK_KEY on disk
         self._hs = _Height(ctx.tip)
         self._restore(ctx.restored)
+
+    # --- the validator set of the current height ------------------------------------------------
+
+    def _validators_for(self, height: int) -> tuple[str, ...]:
+        validators = tuple(self._ctx.validators if self._ctx.validators_at is None
+                           else self._ctx.validators_at(height))
+        if not 0 < len(validators) <= MAX_VALIDATORS:
+            raise ValueError(f"a BFT engine needs 1 to {MAX_VALIDATORS} validators")
+        if len(set(validators)) != len(validators):
+            raise ValueError("validator ids must be distinct")
+        return validators
+
+    def _use_validators(self, validators: tuple[str, ...]) -> None:
+        """The set, n, f, quorum and this node's index (None: not a validator) of the height."""
+        self._validators = validators
+        self._n = len(validators)
+        self._f = max_faulty(self._n)
+        self._quorum = self.quorum(self._n)
+        me = self._ctx.signer.node_id
+        self._me: int | None = validators.index(me) if me in validators else None
+        self._index = {v: i for i, v in enumerate(validators)}
+
+    def _reset_buffer_shares(self) -> None:
+        self._buffered_per_author = [0] * self._n
+        self._buffered_bytes_per_author = [0] * self._n
+        self._buffer_cap_per_author = max(1, self._cfg.max_buffered_messages // self._n)
+        # Shares that add up to at most max_buffered_bytes: that bounds the total, and no group of
+        # authors can take space the others are owed.
+        self._buffer_bytes_cap_per_author = min(self._cfg.max_buffered_bytes_per_author,
+                                                self._cfg.max_buffered_bytes // self._n)
+
+    def _change_validators(self, height: int) -> None:
+        """Entering `height`: take up its set (from `EngineContext.validators_at`).
+
+        When it differs from the last one, messages held for future heights are dropped: they were
+        checked against the old set, and an author index names another validator in the new one
+        (their senders repeat them on a round change). The proposer history is re-indexed by id in
+        the new set, so the round-0 schedule stays what every other node computes."""
+        validators = self._validators_for(height)
+        if validators == self._validators:
+            return
+        dropped = sum(len(held) for held in self._buffer.values())
+        self._buffer.clear()
+        self._buffered_ids.clear()
+        self._buffered_slots.clear()
+        self._buffered_bytes = 0
+        if dropped:
+            name = "dropped_validator_set_change"
+            self.counters[name] = self.counters.get(name, 0) + dropped
+        old = self._validators
+        recent_ids = [old[i] if 0 <= i < len(old) else "" for i in self._recent]
+        self._use_validators(validators)
+        self._reset_buffer_shares()
+        self._recent = deque((self._index.get(v, -1) for v in recent_ids),
+                             maxlen=self._schedule.window_blocks(self._n))
+        self._count("validator_set_changes")
 
     # --- hooks a test may override to break the protocol on purpose ------------------------------
 
@@ -659,6 +698,7 @@ class BftEngine:
     def _start_height(self, tip: ChainTip) -> None:
         self._hs = _Height(tip)
         height = self._hs.height
+        self._change_validators(height)
         for h in sorted(self._buffer):
             if h > height:
                 break

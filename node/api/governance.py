@@ -137,6 +137,10 @@ def openapi_schemas() -> dict[str, Any]:
                          "status": {"type": "string", "enum": list(governance.STATUSES)},
                          "executed_height": {"type": ["integer", "null"],
                                              "description": "the block in which the action took effect"},
+                         "effective_height": {"type": ["integer", "null"],
+                                              "description": "the first block under the action: a validator-set "
+                                                             "change's executed_height + 2, any other action's "
+                                                             "executed_height"},
                          "closed_height": {"type": ["integer", "null"]},
                          "reason": {"type": "string", "description": "why it was rejected or expired"},
                          "tally": {"type": "object"},
@@ -149,6 +153,10 @@ _ARG_DOCS = MappingProxyType({
     "numerator": "threshold numerator (1..denominator)", "denominator": "threshold denominator",
     "blocks": "a proposal's lifetime in blocks", "role": "issuer | auditor",
     "accounts": "open | allowlist", "issue": "anyone | issuers", "asset": "an asset symbol",
+    "node_id": "a node id (64 hex: the node key's public key)", "new_node_id": "the new node id (64 hex)",
+    "p2p_url": "ws://host:port or wss://host:port", "name": "a validator name (at most 64 characters)",
+    "proof": "the new key's signature (128 hex) of b'ledgerd-rotate-key-v1:' + canonical JSON of "
+             "{chain_id, new, old}",
 })
 
 

@@ -210,7 +210,16 @@ def _schemas() -> dict[str, Any]:
             "node_id": HEX64, "chain_id": {"type": "string"},
             "consensus": {"type": "string", "enum": ["pbft", "raft"]},
             "height": {"type": "integer", "minimum": 0}, "latest_hash": {"type": "string"},
-            "validators": {"type": "array"},
+            "validators": {"type": "array", "description": "the validator set in force at this node's height "
+                                                          "({node_id, name}, in proposer order)"},
+            "next_validators": {"type": "array", "description": "the set deciding the next block (differs from "
+                                                                "`validators` only when a change activates with it)"},
+            "validator_change": {"type": ["object", "null"],
+                                 "description": "a validator-set change waiting for its activation height: "
+                                                "{proposal, action, effective_height, validators}"},
+            "role": {"type": "string", "enum": ["validator", "observer"],
+                     "description": "observer: this node's key is not in the set deciding the next block; it "
+                                    "follows the chain by block sync, never votes, forwards transactions"},
             "peers": {"type": "array", "items": _obj({
                 "node_id": HEX64, "name": {"type": ["string", "null"]}, "url": {"type": "string"},
                 "connected": {"type": "boolean"},

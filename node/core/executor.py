@@ -18,7 +18,7 @@ is accepted only from block sync (a final block of a chain's history from before
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from consensus.api import ChainTip
@@ -45,12 +45,15 @@ class BlockExecutor:
     """Checks proposals and builds them, on top of the store's committed head only."""
 
     def __init__(self, store: Store, mempool: Mempool, proposer: str, validators: tuple[str, ...],
-                 limits: BuildLimits, clock_ms: Callable[[], int], memo: ParseMemo | None = None) -> None:
+                 limits: BuildLimits, clock_ms: Callable[[], int], memo: ParseMemo | None = None,
+                 validators_at: Callable[[int], Sequence[str]] | None = None) -> None:
         self._store = store
         self._memo = memo
         self._mempool = mempool
         self._proposer = proposer
         self._validators = frozenset(validators)
+        # The set in force at a height (default: `validators` at every height).
+        self._validators_at = validators_at
         self.limits = limits
         self._clock_ms = clock_ms
         # block hash -> (execution, the signatures checked): a block hash does not cover signatures.
@@ -77,7 +80,8 @@ class BlockExecutor:
             return f"block height {header.height} does not follow the parent height {parent.height}"
         if header.prev_hash != parent.block_hash:
             return "block prev_hash is not the parent's hash"
-        if header.proposer not in self._validators:
+        in_force = self._validators if self._validators_at is None else self._validators_at(header.height)
+        if header.proposer not in in_force:
             return "block proposer is not a validator"
         if header.timestamp <= parent.timestamp:
             return "block timestamp is not after its parent's"

@@ -195,6 +195,9 @@ class NodeCore:
         self._settings = settings
         self._clock = clock
         self._listener = listener
+        # A last check of a synced block's certificate against the validator set in force at its
+        # height, now that the state before it is committed (None: the syncer's check stands).
+        self.synced_check: Callable[[Block, dict[str, Any]], str | None] | None = None
         self._inbox: deque[_InboxItem] = deque()
         self._received = 0  # Received items in the inbox (the bounded kind)
         self._txs_signal_queued = False
@@ -386,7 +389,9 @@ class NodeCore:
         elif block.height != tip.height + 1:
             error = f"block {block.height} does not follow this node's head {tip.height}"
         else:
-            reason = self.executor.check_block(block, tip, synced=True)
+            reason = self.synced_check(block, certificate) if self.synced_check is not None else None
+            if reason is None:
+                reason = self.executor.check_block(block, tip, synced=True)
             if reason is not None:
                 error = f"block {block.height}: {reason}"
             else:

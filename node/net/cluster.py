@@ -15,7 +15,10 @@ even if one of them had died. It exposes the transport's and the syncer's counte
 metrics (`ledgerd_p2p_events_total{event}`, `ledgerd_sync_events_total{event}`) and keeps the
 `ledgerd_peers_connected` gauge current.
 
-Built by `node.node.Node` (the composition root) when the chain has more than one validator.
+Built by `node.node.Node` (the composition root) when the chain has more than one validator, or
+the node is an observer. Peers that are not validators in force are observers: their consensus
+messages are dropped (counted), the transactions they forward are verified like a client's, and
+they get no consensus traffic; validators accept up to `p2p_max_observer_links` of them.
 """
 
 from __future__ import annotations
@@ -47,16 +50,18 @@ class PeerNetwork:
 
     def __init__(
         self, *, config: NodeConfig, key: keys.PrivateKey, genesis: Genesis, store: Store, metrics: NodeMetrics,
+        validators: Sequence[str], known_validators: frozenset[str],
+        validators_at: Callable[[int], Sequence[str]] | None = None, known_through: Callable[[], int] | None = None,
         logger: logging.Logger, deliver: Callable[[str, bytes], bool], receive_txs: Callable[[str, bytes], bool],
         apply_synced: Callable[[Sequence[tuple[Block, dict[str, Any]]]], Any],
         run_blocking: Callable[..., Any], sync_hint: Callable[[], int | None],
         p2p_config: P2PConfig | None = None,
         spawn: Callable[[Coroutine[Any, Any, None], str], asyncio.Task[None]] | None = None,
     ) -> None:
-        validators = genesis.validator_ids
-        strangers = sorted(peer for peer in config.peers if peer not in validators)
+        strangers = sorted(peer for peer in config.peers if peer not in known_validators)
         if strangers:
             raise ConfigError(f"peer {strangers[0][:16]}… in [peers] is not a validator of this chain")
+        validators = tuple(validators)
         self._config = config
         self._store = store
         self._metrics = metrics
@@ -65,12 +70,16 @@ class PeerNetwork:
         self._receive_txs = receive_txs
         self._spawn = spawn or (lambda coro, name: asyncio.create_task(coro, name=f"{name}-{key.address[:8]}"))
         settings = p2p_config or P2PConfig(listen_host=config.p2p_host, listen_port=config.p2p_port,
-                                           tls=not config.p2p_allow_plaintext)
+                                           tls=not config.p2p_allow_plaintext,
+                                           open_observers=config.p2p_open_observers,
+                                           max_observer_links=config.p2p_max_observer_links)
         try:
-            self.p2p = P2PNode(settings, key, genesis.chain_id, validators, config.peers, self._on_message)
+            self.p2p = P2PNode(settings, key, genesis.chain_id, validators, config.peers, self._on_message,
+                               observers=[p for p in config.peers if p not in validators])
         except ValueError as exc:
             raise ConfigError(f"invalid p2p settings: {exc}") from None
         self.consensus = TopicChannel(self.p2p, CONSENSUS_TOPIC)
+        self._me = key.address
         self._validators = frozenset(validators) - {key.address}
         self.gossip = TxBatcher(
             TopicChannel(self.p2p, TXS_TOPIC).broadcast, max_batch_txs=config.max_batch_txs,
@@ -89,6 +98,7 @@ class PeerNetwork:
                 lag_grace_s=config.sync_lag_grace_s, penalty_s=config.sync_penalty_s,
                 status_interval_s=config.status_interval_s),
             on_syncing=lambda on: metrics.syncing.set(1 if on else 0), logger=logger,
+            validators_at=validators_at, known_through=known_through,
         )
         self.p2p.register_handler(SYNC_TOPIC, self._serve_sync)
         self._collector = _NetworkCollector(self)
@@ -137,6 +147,16 @@ class PeerNetwork:
     def connected_peers(self) -> list[str]:
         return self.p2p.connected_peers() if self._started else []
 
+    def set_validators(self, validators: Sequence[str]) -> None:
+        """The validator set in force changed (the node's committed state says so)."""
+        if frozenset(validators) - {self._me} != self._validators:
+            self._validators = frozenset(validators) - {self._me}
+            self.p2p.set_validators(validators)
+            self.sync.set_validators(validators)
+
+    def is_validator(self, peer: str) -> bool:
+        return peer in self._validators
+
     def connected_validators(self) -> int:
         return sum(1 for peer in self.connected_peers() if peer in self._validators)
 
@@ -144,7 +164,10 @@ class PeerNetwork:
 
     def _on_message(self, peer: str, topic: str, payload: bytes) -> None:
         if topic == CONSENSUS_TOPIC:
-            self._deliver(peer, payload)
+            if peer in self._validators:
+                self._deliver(peer, payload)
+            else:
+                self._metrics.dropped.labels("consensus_from_observer").inc()
         elif topic == TXS_TOPIC:
             self._receive_txs(peer, payload)
         elif topic == STATUS_TOPIC:

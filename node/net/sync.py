@@ -24,8 +24,12 @@ height; the peer answers as many as fit in one p2p payload, each with its commit
                                                                  u32 len + certificate JSON)
 
 Checking. Off the event loop (a worker thread): each block decodes structurally, follows the
-previous one, is of this chain, its certificate proves it final under the genesis validator set
-(`consensus.factory.verify_certificate`), and every transaction signature is valid. Then, in the
+previous one, is of this chain, its certificate proves it final under the validator set in force
+at its height (`consensus.factory.verify_certificate`), and every transaction signature is valid.
+The set of a height is known from committed state up to tip + ACTIVATION_DELAY (`ledger.valset`);
+a block above that is checked under the last set known, and the core checks its certificate
+again before storing it if, by then, the set in force at its height turned out to be another
+(`BlockSync.verified_under`): a chain that skips a validator-set change is refused. Then, in the
 runtime loop (`Runtime.apply_synced`), each block is re-executed on the committed head (nonces,
 balances, app_hash), stored in one atomic batch and announced to the engine (`ChainAdvanced`).
 A peer that serves anything that fails a check is not asked again for `sync_penalty_s` (doubling
@@ -201,16 +205,26 @@ def _take(data: bytes, offset: int, height: int) -> tuple[bytes, int]:
     return data[start:start + length], start + length
 
 
-def verify_batch(kind: str, validators: Sequence[str], blocks: Sequence[tuple[Block, dict[str, Any]]]) -> None:
-    """Raise BadBatch unless every certificate proves its block final and every signature is valid."""
+def verify_batch(kind: str, validators: Sequence[str] | Callable[[int], Sequence[str]],
+                 blocks: Sequence[tuple[Block, dict[str, Any]]], known_through: int | None = None) -> int:
+    """Raise BadBatch unless every certificate proves its block final (under `validators`, or the
+    set `validators(height)` gives) and every signature is valid; returns how many blocks passed.
+
+    Above `known_through` the set is only a guess (the last one known): a certificate that fails
+    there may be a later set's, so the batch ends before that block instead (it is fetched again
+    once the blocks before it are committed and its set is known)."""
     verifier = Ed25519Verifier()
-    for block, certificate in blocks:
-        if not verify_certificate(kind, block, certificate, validators, verifier):
+    for n, (block, certificate) in enumerate(blocks):
+        signers = validators(block.height) if callable(validators) else validators
+        if not verify_certificate(kind, block, certificate, signers, verifier):
+            if known_through is not None and block.height > known_through:
+                return n
             raise BadBatch(f"block {block.height} has an invalid commit certificate", block.height)
         for index, tx in enumerate(block.txs):
             if not tx.signature_valid():
                 raise BadBatch(f"block {block.height}: transaction {index} has an invalid signature",
                                block.height)
+    return len(blocks)
 
 
 # --- the syncer -----------------------------------------------------------------------------------
@@ -256,14 +270,17 @@ class BlockSync:
                  run_blocking: RunBlocking, sync_hint: Callable[[], int | None],
                  max_payload_bytes: Callable[[], int], settings: SyncSettings,
                  on_syncing: Callable[[bool], None], logger: logging.Logger,
-                 clock: Callable[[], float] = time.monotonic, rng: random.Random | None = None) -> None:
+                 clock: Callable[[], float] = time.monotonic, rng: random.Random | None = None,
+                 validators_at: Callable[[int], Sequence[str]] | None = None,
+                 known_through: Callable[[], int] | None = None) -> None:
         self._store = store
         self._kind = kind
-        self._validators = tuple(validators)
-        self._validator_set = frozenset(self._validators)
-        # How many distinct validators must report a height before this node takes it as the
-        # network's: f + 1 includes an honest one. A crash-fault engine trusts its validators' word.
-        self._vouchers = 1 if trusts_validators(kind) else max_faulty(len(self._validators)) + 1
+        # The set in force at a height, for heights up to known_through() (default: one set for ever).
+        self._validators_at = validators_at or (lambda height: self._validators)
+        self._known_through = known_through or (lambda: 2**63 - 1)
+        # block hash -> the set its certificate was checked under (the last batch's blocks only).
+        self._verified_under: dict[str, tuple[str, ...]] = {}
+        self.set_validators(validators)
         self._certified_height = 0  # the highest block fetched with a valid commit certificate
         self._request = request
         self._apply = apply
@@ -284,6 +301,18 @@ class BlockSync:
         self._wakeup = asyncio.Event()
         self._seen_height = store.tip.height
         self._behind_since: float | None = None
+
+    def set_validators(self, validators: Sequence[str]) -> None:
+        """The set in force now: whose status claims vouch for a height."""
+        self._validators = tuple(validators)
+        self._validator_set = frozenset(self._validators)
+        # How many distinct validators must report a height before this node takes it as the
+        # network's: f + 1 includes an honest one. A crash-fault engine trusts its validators' word.
+        self._vouchers = 1 if trusts_validators(self._kind) else max_faulty(len(self._validators)) + 1
+
+    def verified_under(self, block_hash: str) -> tuple[str, ...] | None:
+        """The validator set a synced block's certificate was checked under (None: not by this syncer)."""
+        return self._verified_under.get(block_hash)
 
     # --- inputs ---------------------------------------------------------------------------------
 
@@ -438,8 +467,13 @@ class BlockSync:
             self.counters["requests_failed"] += 1
             self._log.debug("block sync: %s… did not answer: %s", peer[:16], exc)
             return False
+        # Sets are read here, on the loop, where the store is consistent; the check runs off it.
+        known = self._known_through()
+        last_known = tuple(self._validators_at(known)) if known < from_height + self.settings.batch_blocks else ()
+        sets = {h: tuple(self._validators_at(h)) if h <= known else last_known
+                for h in range(from_height, from_height + self.settings.batch_blocks)}
         try:
-            peer_tip, blocks = await self._run_blocking(self._check, answer, from_height)
+            peer_tip, blocks = await self._run_blocking(self._check, answer, from_height, sets, known)
         except BadBatch as exc:
             self.penalize(peer, exc.reason)
             return False
@@ -455,6 +489,7 @@ class BlockSync:
                 self.penalize(peer, f"it claimed height {claimed} but served no block from {from_height}")
             return False
         self._certified_height = max(self._certified_height, blocks[-1][0].height)
+        self._verified_under = {block.hash: sets[block.height] for block, _ in blocks}
         outcome = await self._apply(blocks)
         self.counters["blocks_applied"] += outcome.applied
         self.counters["blocks_skipped"] += outcome.skipped
@@ -462,10 +497,11 @@ class BlockSync:
             self.penalize(peer, outcome.error)
         return self._store.tip.height >= from_height
 
-    def _check(self, answer: bytes, from_height: int) -> tuple[int, list[tuple[Block, dict[str, Any]]]]:
+    def _check(self, answer: bytes, from_height: int, sets: dict[int, tuple[str, ...]],
+               known: int) -> tuple[int, list[tuple[Block, dict[str, Any]]]]:
         peer_tip, blocks = decode_batch(answer, from_height, self._store.chain_id, self.settings.batch_blocks)
-        verify_batch(self._kind, self._validators, blocks)
-        return peer_tip, blocks
+        passed = verify_batch(self._kind, sets.__getitem__, blocks, known)
+        return peer_tip, blocks[:passed]
 
     def penalize(self, peer: str, reason: str) -> None:
         penalty = self._penalties.setdefault(peer, _Penalty())

@@ -121,7 +121,7 @@ def verify(bundle_bytes: bytes, genesis: dict[str, Any]) -> dict[str, Any]:
             or (b["kind"] == "transaction" and "version" not in header):
         raise Invalid("header")
     header_hash = sha(b"ledgerd-block-v1:" + jcs(header))
-    if b["validator_changes"] != []:  # no header version yet commits to a change
+    if b["validator_changes"] != []:  # no vector holds a valid change (see test_valset_cluster for the walk)
         raise Invalid("validator_changes")
     signed_by = signers(genesis, header, header_hash, b["certificate"])
     if b["kind"] == "header":

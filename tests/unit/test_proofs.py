@@ -204,7 +204,8 @@ def test_the_walk_from_genesis_uses_each_change_from_its_activation_height(monke
     change_source = c.reads.header_proof(2)
     assert change_source is not None
     change = {"activation_height": 3, "validators": [k.address for k in new_set],
-              "header": change_source["header"], "certificate": change_source["certificate"]}
+              "header": change_source["header"], "certificate": change_source["certificate"],
+              "tx_hash": "00" * 32, "tx_index": 0, "receipt_path": []}
     bundle = c.reads.header_proof(3)
     assert bundle is not None
     bundle["certificate"] = certificate

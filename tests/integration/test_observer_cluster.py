@@ -1,0 +1,136 @@
+"""An observer follows a 4-validator PBFT chain of real `ledgerd start` processes: written by
+`ledgerd testnet --observers 1`, it reports role observer, keeps up under an outside client's load
+and through a validator's `kill -9`, ends with the validators' blocks and state, never appears in
+a certificate, and a transaction sent to it (forwarded to the validators) commits.
+
+Every child is killed by PID in a finally; waits poll with deadlines.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cli.client import ClientError, LedgerClient
+from ledger import keys
+from ledger.tx import Transfer, sign_tx
+from tests.helpers import ports
+from tests.integration.test_governance_cluster import CHAIN, START_TIMEOUT_S, Cluster, N, wait_for
+
+pytestmark = pytest.mark.timeout(240)
+OBSERVER = N  # the observer's index in Cluster.homes / urls / procs
+
+
+class ObservedCluster(Cluster):
+    def __init__(self, root: Path, consensus: str = "pbft") -> None:  # not super().__init__: no observer
+        self.base = ports._pick(lambda b: [b + k for k in range(N)] + [b + 1000 + k for k in range(N)]
+                                + [b + 100, b + 1100], 1101)[0]
+        self.net = root / "net"
+        self.cli("testnet", "--validators", str(N), "--out", str(self.net), "--accounts", "4",
+                 "--base-port", str(self.base), "--observers", "1", "--consensus", consensus)
+        self.homes = [*(self.net / f"node{k}" for k in range(N)), self.net / "observer0"]
+        self.urls = [*(f"http://127.0.0.1:{self.base + k}" for k in range(N)), f"http://127.0.0.1:{self.base + 100}"]
+        index = json.loads((self.net / "accounts" / "index.json").read_text())
+        self.account_files = [self.net / "accounts" / e["key_file"] for e in index]
+        self.accounts = [keys.PrivateKey.load(p) for p in self.account_files]
+        self.procs = {}
+        self.started = []
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ObservedCluster]:
+    c = ObservedCluster(tmp_path_factory.mktemp("observer"))
+    try:
+        for k in range(N + 1):
+            c.start(k)
+        for k in range(N + 1):
+            c.wait_ready(k)
+        wait_for(lambda: all(sum(p["connected"] for p in c.client(k).status()["peers"]) == N - 1
+                             for k in range(N)), START_TIMEOUT_S, "a full mesh of validators")
+        yield c
+    finally:
+        c.reap()
+
+
+def _load(cluster: ObservedCluster, stop: threading.Event, committed: list[str]) -> None:
+    """An outside client: transfers from account0 to account1 through node0..node2, one at a time."""
+    sender, to = cluster.accounts[0], cluster.accounts[1]
+    k = 0
+    while not stop.is_set():
+        node = k % 3
+        k += 1
+        try:
+            client = cluster.client(node)
+            nonce = int(client.account(sender.address)["nonce"])
+            tx = sign_tx(sender, CHAIN, nonce, Transfer(to.address, "LDG", 1))
+            result = client.submit(tx.to_json(), wait=True, wait_timeout_s=10)
+        except ClientError:
+            continue
+        if result.get("status") == "committed":
+            committed.append(tx.hash)
+
+
+def test_an_observer_follows_under_load_and_a_kill_and_its_transaction_commits(cluster: ObservedCluster) -> None:
+    observer = cluster.client(OBSERVER)
+    status = observer.status()
+    assert status["role"] == "observer"
+    observer_id = status["node_id"]
+    assert observer_id not in {v["node_id"] for v in status["validators"]}
+    assert all(cluster.client(k).status()["role"] == "validator" for k in range(N))
+
+    stop, committed = threading.Event(), []
+    loader = threading.Thread(target=_load, args=(cluster, stop, committed), daemon=True)
+    loader.start()
+    try:
+        wait_for(lambda: len(committed) >= 5, 60, "load to commit")
+        cluster.procs[3].kill()  # kill -9 one validator: f = 1, the chain goes on
+        cluster.procs[3].wait(timeout=30)
+        before = len(committed)
+        wait_for(lambda: len(committed) >= before + 5, 60, "load to commit without node3")
+        # A transaction sent to the observer: forwarded to the validators, committed, seen here.
+        sender, to = cluster.accounts[2], cluster.accounts[3]
+        tx = sign_tx(sender, CHAIN, 0, Transfer(to.address, "LDG", 7))
+        result = LedgerClient(cluster.urls[OBSERVER], timeout_s=30).submit(tx.to_json(), wait=True,
+                                                                           wait_timeout_s=25)
+        assert result["status"] == "committed", result
+    finally:
+        stop.set()
+        loader.join(timeout=30)
+
+    height = max(cluster.height(k) for k in range(3))
+    wait_for(lambda: observer.status()["height"] >= height, 60, "the observer to catch up")
+    for h in range(1, height + 1):
+        mine: dict[str, Any] = cluster.get(OBSERVER, f"/v1/blocks/{h}")
+        theirs: dict[str, Any] = cluster.get(h % 3, f"/v1/blocks/{h}")
+        assert mine["hash"] == theirs["hash"]
+        assert observer_id not in str(mine.get("certificate"))
+    for account in cluster.accounts:
+        assert observer.account(account.address)["balances"] == cluster.client(0).account(account.address)["balances"]
+    assert observer.status()["role"] == "observer"
+    assert observer.transaction(tx.hash)["status"] == "committed"
+
+
+def test_a_raft_observer_follows_and_forwards(tmp_path: Path) -> None:
+    """Raft has no passive seat: the observer runs no engine at all and follows by block sync."""
+    c = ObservedCluster(tmp_path, consensus="raft")
+    try:
+        for k in range(N + 1):
+            c.start(k)
+        for k in range(N + 1):
+            c.wait_ready(k)
+        assert c.client(OBSERVER).status()["role"] == "observer"
+        sender, to = c.accounts[0], c.accounts[1]
+        for nonce in range(3):
+            tx = sign_tx(sender, CHAIN, nonce, Transfer(to.address, "LDG", 1))
+            result = LedgerClient(c.urls[OBSERVER], timeout_s=30).submit(tx.to_json(), wait=True, wait_timeout_s=25)
+            assert result["status"] == "committed", result
+        height = max(c.height(k) for k in range(N))
+        wait_for(lambda: c.height(OBSERVER) >= height, 60, "the observer to catch up")
+        assert c.get(OBSERVER, f"/v1/blocks/{height}")["hash"] == c.get(0, f"/v1/blocks/{height}")["hash"]
+    finally:
+        c.reap()
