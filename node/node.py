@@ -98,6 +98,7 @@ class Node:
         self.fatal_error: str | None = None
         self._state = "new"
         self.valsets = ValidatorSets(store, genesis)
+        self._last_status: dict[str, Any] = {}
         # A node whose key is not in the set in force is an observer: it follows the chain by block
         # sync, never votes, and forwards what clients send it to the validators.
         observer = not self.is_validator
@@ -397,7 +398,10 @@ class Node:
         self.checks.close_threads()
 
     async def _close_store(self) -> None:
-        self.store.close()
+        try:
+            self._last_status = self._read_status()  # what status() answers once the store is closed
+        finally:
+            self.store.close()
 
     def _on_commit(self, committed: CommittedBlock) -> None:
         self._timeouts_at_commit = self._round_timeouts()
@@ -428,6 +432,13 @@ class Node:
     # --- status -----------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
+        """The node's status; after stop() closed the store, the last one read, with the state now."""
+        if self.store.closed:
+            return {**self._last_status, "state": self._state, "fatal_error": self.fatal_error}
+        self._last_status = self._read_status()
+        return self._last_status
+
+    def _read_status(self) -> dict[str, Any]:
         tip = self.store.tip
         connected = set(self._connected_peers()) if self._connected_peers is not None else set()
         in_force = self.valsets.entries_at(tip.height)
