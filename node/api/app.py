@@ -17,7 +17,7 @@ import math
 import re
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import HttpVersion11, web
@@ -33,6 +33,7 @@ from node.api.explorer import explorer_routes, index_routes
 from node.api.governance import governance_routes
 from node.api.limits import ApiLimits
 from node.api.openapi import build_openapi
+from node.api.query import checked_query
 from node.config import NodeConfig
 from node.metrics import NodeMetrics
 from node.service import NodeService, SubmitOutcome
@@ -75,18 +76,6 @@ class ClientGone(Exception):
 
 
 # --- request parsing --------------------------------------------------------------------------------
-
-
-def _check_query(request: web.Request, allowed: Iterable[str]) -> None:
-    allowed = set(allowed)
-    unknown = sorted(set(request.query) - allowed)
-    if unknown:
-        known = ", ".join(sorted(allowed)) or "none"
-        raise ApiError("invalid_query",
-                       f"unknown query parameter(s) {', '.join(unknown)}; this route takes: {known}")
-    for name in request.query:
-        if len(request.query.getall(name)) > 1:
-            raise ApiError("invalid_query", f"query parameter {name} is given more than once")
 
 
 async def read_body(request: web.Request, limit: int, timeout_s: float) -> bytes:
@@ -195,7 +184,7 @@ class _Handlers:
         return web.json_response(value, status=status, dumps=dumps)
 
     async def post_transactions(self, request: web.Request) -> web.StreamResponse:
-        _check_query(request, ("wait", "timeout_s"))
+        checked_query(request, ("wait", "timeout_s"))
         wait = request.query.get("wait")
         if wait is not None and wait != "commit":
             raise ApiError("invalid_query", f"wait must be 'commit', got {_preview(wait)}")
@@ -278,7 +267,7 @@ class _Handlers:
                        retry_after_s=first.retry_after_s, extra={"results": results})
 
     async def get_transaction(self, request: web.Request) -> web.StreamResponse:
-        _check_query(request, ())
+        checked_query(request, ())
         tx_hash = _hex64(request.match_info["hash"], "invalid_hash", "the transaction hash")
         status = self.service.tx_status(tx_hash)
         if status is None:
@@ -286,7 +275,7 @@ class _Handlers:
         return self._json(status.to_json())
 
     async def get_transaction_proof(self, request: web.Request) -> web.StreamResponse:
-        _check_query(request, ())
+        checked_query(request, ())
         tx_hash = _hex64(request.match_info["hash"], "invalid_hash", "the transaction hash")
         bundle = self.service.proof(tx_hash)
         if bundle is None:
@@ -295,7 +284,7 @@ class _Handlers:
         return self._json(bundle)
 
     async def get_block_proof(self, request: web.Request) -> web.StreamResponse:
-        _check_query(request, ())
+        checked_query(request, ())
         height = _height(request.match_info["height"])
         bundle = self.service.header_proof(height)
         if bundle is None:
@@ -303,14 +292,14 @@ class _Handlers:
         return self._json(bundle)
 
     async def get_latest_block(self, request: web.Request) -> web.StreamResponse:
-        _check_query(request, ())
+        checked_query(request, ())
         block = self.service.block(None)
         if block is None:
             raise ApiError("block_not_found", "no block has been committed yet")
         return self._json(block)
 
     async def get_block(self, request: web.Request) -> web.StreamResponse:
-        _check_query(request, ())
+        checked_query(request, ())
         height = _height(request.match_info["height"])
         block = self.service.block(height)
         if block is None:
@@ -318,12 +307,12 @@ class _Handlers:
         return self._json(block)
 
     async def get_account(self, request: web.Request) -> web.StreamResponse:
-        _check_query(request, ())
+        checked_query(request, ())
         address = _hex64(request.match_info["address"], "invalid_address", "the account address")
         return self._json(self.service.account(address))
 
     async def get_record(self, request: web.Request) -> web.StreamResponse:
-        _check_query(request, ())
+        checked_query(request, ())
         owner = _hex64(request.match_info["owner"], "invalid_address", "the record owner")
         key = request.match_info["key"]
         if not 1 <= len(key.encode("utf-8", "surrogatepass")) <= MAX_RECORD_KEY_BYTES:
@@ -335,21 +324,21 @@ class _Handlers:
         return self._json(record)
 
     async def get_status(self, request: web.Request) -> web.StreamResponse:
-        _check_query(request, ())
+        checked_query(request, ())
         return self._json(self.service.status())
 
     async def get_healthz(self, request: web.Request) -> web.StreamResponse:
-        _check_query(request, ())
+        checked_query(request, ())
         service = self.service
         return self._json({"status": "ok", "node_id": service.node_id, "chain_id": service.chain_id})
 
     async def get_openapi(self, request: web.Request) -> web.StreamResponse:
-        _check_query(request, ())
+        checked_query(request, ())
         return web.Response(text=self.openapi_text, content_type="application/json")
 
 
 async def _get_metrics(request: web.Request) -> web.StreamResponse:
-    _check_query(request, ())
+    checked_query(request, ())
     body = request.app[METRICS_KEY].render()
     # CONTENT_TYPE_LATEST carries its own charset parameter, which aiohttp wants passed separately.
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -20,6 +20,7 @@ from aiohttp import web
 
 from ledger import governance
 from node.api.errors import ApiError, dumps
+from node.api.query import checked_query
 from node.service import NodeService
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -29,27 +30,16 @@ DEFAULT_PAGE = 50
 MAX_PAGE = 100
 
 
-def _query(request: web.Request, allowed: tuple[str, ...]) -> dict[str, str]:
-    unknown = sorted(set(request.query) - set(allowed))
-    if unknown:
-        raise ApiError("invalid_query", f"unknown query parameter(s) {', '.join(unknown)}; this route takes: "
-                                        f"{', '.join(allowed) or 'none'}")
-    for name in request.query:
-        if len(request.query.getall(name)) > 1:
-            raise ApiError("invalid_query", f"query parameter {name} is given more than once")
-    return dict(request.query)
-
-
 class _GovernanceHandlers:
     def __init__(self, service: NodeService) -> None:
         self.service = service
 
     async def overview(self, request: web.Request) -> web.StreamResponse:
-        _query(request, ())
+        checked_query(request, ())
         return web.json_response(self.service.governance(), dumps=dumps)
 
     async def proposals(self, request: web.Request) -> web.StreamResponse:
-        query = _query(request, ("status", "limit"))
+        query = checked_query(request, ("status", "limit"))
         status = query.get("status")
         if status is not None and status not in governance.STATUSES:
             raise ApiError("invalid_query", f"status must be one of {', '.join(governance.STATUSES)}")
@@ -62,7 +52,7 @@ class _GovernanceHandlers:
         return web.json_response({"proposals": self.service.proposals(status, limit)}, dumps=dumps)
 
     async def proposal(self, request: web.Request) -> web.StreamResponse:
-        _query(request, ())
+        checked_query(request, ())
         proposal_id = request.match_info["id"]
         if not HEX64_RE.fullmatch(proposal_id):
             raise ApiError("invalid_hash", "a proposal id is the 64 hex characters of its propose transaction's hash")

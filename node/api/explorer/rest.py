@@ -18,6 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from node.api.errors import ApiError, dumps
+from node.api.query import checked_query
 from node.service import NodeService
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -35,17 +36,6 @@ DEFAULT_RECORD_PAGE = 25
 MAX_RECORD_PAGE = 100
 MAX_RECORD_KEY_BYTES = 128
 MAX_SEARCH_CHARS = 200
-
-
-def _query(request: web.Request, allowed: tuple[str, ...]) -> dict[str, str]:
-    unknown = sorted(set(request.query) - set(allowed))
-    if unknown:
-        raise ApiError("invalid_query", f"unknown query parameter(s) {', '.join(unknown)}; this route takes: "
-                                        f"{', '.join(allowed) or 'none'}")
-    for name in request.query:
-        if len(request.query.getall(name)) > 1:
-            raise ApiError("invalid_query", f"query parameter {name} is given more than once")
-    return dict(request.query)
 
 
 def _limit(query: dict[str, str], default: int, ceiling: int) -> int:
@@ -69,7 +59,7 @@ class _IndexHandlers:
         self.service = service
 
     async def blocks(self, request: web.Request) -> web.StreamResponse:
-        query = _query(request, ("before", "limit"))
+        query = checked_query(request, ("before", "limit"))
         limit = _limit(query, DEFAULT_BLOCK_PAGE, MAX_BLOCK_PAGE)
         before: int | None = None
         if "before" in query:
@@ -80,7 +70,7 @@ class _IndexHandlers:
         return web.json_response(self.service.blocks(before, limit), dumps=dumps)
 
     async def block_by_hash(self, request: web.Request) -> web.StreamResponse:
-        _query(request, ())
+        checked_query(request, ())
         value = request.match_info["hash"]
         if not HEX64_RE.fullmatch(value):
             raise ApiError("invalid_hash", "a block hash is 64 hex characters")
@@ -90,7 +80,7 @@ class _IndexHandlers:
         return web.json_response(block, dumps=dumps)
 
     async def account_transactions(self, request: web.Request) -> web.StreamResponse:
-        query = _query(request, ("after", "limit"))
+        query = checked_query(request, ("after", "limit"))
         address = _address(request)
         limit = _limit(query, DEFAULT_TX_PAGE, MAX_TX_PAGE)
         after: tuple[int, int] | None = None
@@ -104,7 +94,7 @@ class _IndexHandlers:
         return web.json_response(self.service.account_transactions(address, after, limit), dumps=dumps)
 
     async def account_records(self, request: web.Request) -> web.StreamResponse:
-        query = _query(request, ("after", "limit"))
+        query = checked_query(request, ("after", "limit"))
         address = _address(request)
         limit = _limit(query, DEFAULT_RECORD_PAGE, MAX_RECORD_PAGE)
         after = query.get("after")
@@ -119,7 +109,7 @@ class _IndexHandlers:
         return web.json_response(self.service.account_records(address, after, limit), dumps=dumps)
 
     async def search(self, request: web.Request) -> web.StreamResponse:
-        query = _query(request, ("q",))
+        query = checked_query(request, ("q",))
         text = query.get("q")
         if text is None or not 1 <= len(text) <= MAX_SEARCH_CHARS:
             raise ApiError("invalid_query", f"q is required: 1 to {MAX_SEARCH_CHARS} characters")
