@@ -5,10 +5,7 @@ exit status 1 and one line saying why, not leave an API up that answers as if al
 from __future__ import annotations
 
 import asyncio
-import logging
 import re
-import signal
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,21 +18,6 @@ from cli.testnet import make_testnet
 from ledger import keys
 from ledger.tx import Transfer, sign_tx
 from storage import StorageError, Store
-
-
-@pytest.fixture
-def restore_process_state() -> Iterator[None]:
-    """run_node is written for a process of its own: undo its signal and logging set-up afterwards."""
-    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    try:
-        yield
-    finally:
-        for sig, handler in saved.items():
-            signal.signal(sig, handler)
-        root.handlers[:] = handlers
-        root.setLevel(level)
 
 
 async def test_a_failed_block_write_stops_start_with_one_clear_error(

@@ -15,7 +15,6 @@ import logging
 import os
 import re
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -118,21 +117,6 @@ async def test_stop_closes_every_part_even_when_one_raises(
     failures = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert failures == ["stopping the signature workers failed: OSError: the worker pipe is broken"]
     await node.stop()  # stopping twice is harmless
-
-
-@pytest.fixture
-def restore_process_state() -> Iterator[None]:
-    """run_node is written for a process of its own: undo its signal and logging set-up afterwards."""
-    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    try:
-        yield
-    finally:
-        for sig, handler in saved.items():
-            signal.signal(sig, handler)
-        root.handlers[:] = handlers
-        root.setLevel(level)
 
 
 async def test_start_exits_1_with_the_reason_after_closing_everything_when_a_task_dies(
