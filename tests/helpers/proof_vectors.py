@@ -4,7 +4,12 @@ tests/unit/test_proof_vectors.py, which regenerates them and compares the bytes)
 Deterministic: seeded keys, fixed times, Ed25519 signatures (deterministic by construction), canonical
 JSON. The files are for someone writing a verifier in another language: a genesis per engine, valid
 bundles, one tampered bundle per check with the verdict expected, the intermediate hashes of one
-bundle, and Merkle trees of 0 to 8 leaves with every audit path.
+bundle, and Merkle trees of 0 to 8 leaves with every audit path; and a PBFT chain whose validator
+set changes three times (a validator added, one removed, a key rotated), with valid bundles that
+walk the changes and bundles with each part of a change tampered with.
+
+Raft chains have no vectors with changes: the ledger accepts validator-set changes under PBFT only
+(`ledger.valset.ENGINES_WITH_CHANGES`).
 """
 
 from __future__ import annotations
@@ -13,18 +18,21 @@ import copy
 import json
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from consensus.bft.messages import Kind, signing_bytes
 from consensus.raft.certificate import signing_bytes as raft_signing_bytes
+from ledger import keys, valset
 from ledger.block import BLOCK_PREFIX, decode_header, receipt_leaf
 from ledger.encoding import canonical_json, sha256_hex
+from ledger.governance import decode_action
 from ledger.merkle import inclusion_proof, merkle_root
 from ledger.proof import encode_bundle
-from ledger.tx import Record, Transaction, decode_tx, sign_tx
+from ledger.tx import Propose, Record, Transaction, Vote, decode_tx, sign_tx
 from tests.helpers.chain import key, transfer
-from tests.helpers.proofs import ProofChain
+from tests.helpers.proofs import ProofChain, pbft_header_certificate
 
 EXPECTED_FILE = "expected.json"
 
@@ -43,6 +51,52 @@ def _chain(consensus: str) -> tuple[ProofChain, list[Transaction]]:
     txs = _txs(chain)
     chain.commit(txs, proposer=1)
     return chain, txs
+
+
+@dataclass(frozen=True)
+class ValsetChain:
+    """The PBFT chain whose set changes, and what its vectors need to know of it."""
+
+    chain: ProofChain
+    record: Transaction  # in the last block, under the set after all three changes
+    height: int  # the last block's
+    before_rotation: tuple[keys.PrivateKey, ...]  # the set in force just before the rotation
+
+
+def _decide(chain: ProofChain, action: str, args: dict[str, Any], nonce: int, filler: list[Transaction]) -> None:
+    """Two blocks: member 0 proposes, member 1 votes yes (2 of 3 pass it) after a transfer, so the
+    vote is transaction 1 of its block and its receipt path is not empty."""
+    chain_id = chain.genesis.chain_id
+    propose = sign_tx(chain.members[0], chain_id, nonce, Propose(*decode_action(action, args)))
+    chain.commit([propose])
+    chain.commit([filler.pop(0), sign_tx(chain.members[1], chain_id, nonce, Vote(propose.hash, True))])
+
+
+def valset_chain() -> ValsetChain:
+    """Blocks 1-2 add validator 4 (in force from 4), blocks 4-5 remove validator 1 (from 7), blocks
+    7-8 rotate validator 2's key to a new one (from 10); block 10 holds a transfer, a record and a
+    failed transfer. Every block in between holds a transfer; each is signed by its height's set."""
+    chain = ProofChain("pbft", validators=4, accounts=3, committee=3)
+    a, b, _ = chain.accounts
+    added, rotated_to = key(4, b"node"), key(5, b"node")
+    chain.add_validator_key(added)
+    chain.add_validator_key(rotated_to)
+    filler = [transfer(a, n, b, 1 + n) for n in range(6)]
+    chain_id, v = chain.genesis.chain_id, chain.validators
+    _decide(chain, "add-validator", {"node_id": added.address, "p2p_url": "wss://127.0.0.1:9004", "name": "node4"},
+            0, filler)
+    chain.commit([filler.pop(0)])  # block 3: the genesis set still signs
+    _decide(chain, "remove-validator", {"node_id": v[1].address}, 1, filler)
+    chain.commit([filler.pop(0)])  # block 6
+    proof = rotated_to.sign(valset.rotation_message(chain_id, v[2].address, rotated_to.address)).hex()
+    _decide(chain, "rotate-validator-key",
+            {"node_id": v[2].address, "new_node_id": rotated_to.address, "proof": proof}, 2, filler)
+    before_rotation = tuple(chain.signing_set(chain.store.tip.height))
+    chain.commit([filler.pop(0)])  # block 9: the rotation is decided, not yet in force
+    record = sign_tx(a, chain_id, 7, Record("contract/2026-0077", "sha256:" + "7c" * 32))
+    chain.commit([transfer(a, 6, b, 250), record, transfer(b, 0, a, 10**12)])
+    assert not filler and len(chain.valsets.changes_through(chain.store.tip.height)) == 3
+    return ValsetChain(chain, record, chain.store.tip.height, before_rotation)
 
 
 def _flip(hex_text: str) -> str:
@@ -77,6 +131,44 @@ TAMPERS: tuple[tuple[str, str, Callable[[dict[str, Any]], None]], ...] = (
 )
 
 
+def _resign_change(b: dict[str, Any], n: int, signers: list[keys.PrivateKey]) -> None:
+    change = b["validator_changes"][n]
+    change["certificate"] = pbft_header_certificate(decode_header(change["header"]), signers, range(len(signers)))
+
+
+def _valset_tampers(chain: ValsetChain) -> tuple[tuple[str, str, Callable[[dict[str, Any]], None]], ...]:
+    """Each tampered vector of the chain whose set changed: (name, the check that must fail, how
+    the valid record bundle is changed). Changes 0, 1, 2: the addition, the removal, the rotation."""
+    genesis_set = list(chain.chain.validators)
+    last = chain.chain.store.load_block(chain.height)
+    assert last is not None
+    header = last.header
+    before = list(chain.before_rotation)
+    return (
+        # The removal left out: the rotation's block (8, signed by the 4 left) is then checked under
+        # the 5 of the addition, whose quorum is 4.
+        ("valset-change-left-out", "validator_changes", lambda b: b["validator_changes"].pop(1)),
+        # The rotation left out: the set before it is in force, and the new key is not in it.
+        ("valset-last-change-left-out", "certificate", lambda b: b["validator_changes"].pop(2)),
+        ("valset-changes-out-of-order", "validator_changes",
+         lambda b: b["validator_changes"].insert(0, b["validator_changes"].pop(1))),
+        # The rotation's block certified by the genesis set, which includes the removed validator.
+        ("valset-change-certificate-wrong-set", "validator_changes",
+         lambda b: _resign_change(b, 2, genesis_set[:3])),
+        ("valset-change-receipt-path", "validator_changes",
+         lambda b: b["validator_changes"][1]["receipt_path"].__setitem__(
+             0, _flip(b["validator_changes"][1]["receipt_path"][0]))),
+        ("valset-change-activation-height", "validator_changes",
+         lambda b: b["validator_changes"][0].update(activation_height=b["validator_changes"][0]["activation_height"]
+                                                    + 1)),
+        ("valset-change-validators", "validator_changes",
+         lambda b: b["validator_changes"][2]["validators"].__setitem__(1, genesis_set[2].address)),
+        # The last block certified by 3 of the set before the rotation, one of them the retired key.
+        ("valset-certificate-pre-change-set", "certificate",
+         lambda b: b.update(certificate=pbft_header_certificate(header, before, range(3)))),
+    )
+
+
 def _merkle_vectors() -> list[dict[str, Any]]:
     out = []
     for size in range(9):
@@ -87,6 +179,24 @@ def _merkle_vectors() -> list[dict[str, Any]]:
             "paths": [[p.hex() for p in inclusion_proof(items, i)] for i in range(size)],
         })
     return out
+
+
+def _change_intermediates(bundle: dict[str, Any]) -> dict[str, Any]:
+    """The values a verifier computes for the first validator-set change of the valid valset record
+    bundle: the receipt that commits to it, and its leaf in the receipts tree of its block."""
+    change = bundle["validator_changes"][0]
+    validators = canonical_json(change["validators"])
+    receipt = canonical_json({"code": "ok", "message": valset.change_receipt_message(
+        change["activation_height"], change["validators"])})
+    leaf = receipt_leaf(change["tx_hash"], receipt)
+    return {
+        "validators_canonical": validators.decode(),
+        "validators_sha256": sha256_hex(validators),
+        "receipt_canonical": receipt.decode(),
+        "receipt_leaf_input": leaf.hex(),
+        "receipt_leaf_hash": merkle_root([leaf]).hex(),
+        "block_hash": decode_header(change["header"]).hash(),
+    }
 
 
 def _intermediates(bundle: dict[str, Any]) -> dict[str, Any]:
@@ -141,6 +251,20 @@ def generate(out_dir: Path) -> dict[str, bytes]:
             add(f"valid-{consensus}-{name}.json", header, genesis, None)
             if consensus == "pbft" and height == 1:
                 v1_header = header["header"]
+    changed = valset_chain()
+    genesis = "genesis-pbft-valset.json"
+    files[genesis] = (json.dumps(changed.chain.genesis.to_json(), indent=2, sort_keys=True) + "\n").encode()
+    valset_record = changed.chain.reads.proof(changed.record.hash)
+    assert valset_record is not None
+    add("valid-pbft-valset-record.json", valset_record, genesis, None)
+    for height, name in ((changed.height, "header"), (changed.height - 1, "header-rotation-pending")):
+        header = changed.chain.reads.header_proof(height)
+        assert header is not None
+        add(f"valid-pbft-valset-{name}.json", header, genesis, None)
+    for name, check, change in _valset_tampers(changed):
+        bundle = copy.deepcopy(valset_record)
+        change(bundle)
+        add(f"tampered-{name}.json", bundle, genesis, check)
     add("wrong-genesis.json", record_bundle, "genesis-raft.json", "genesis")
     add("tampered-header-version-1.json", {**record_bundle, "header": v1_header}, "genesis-pbft.json", "header")
     for name, check, change in TAMPERS:
@@ -148,7 +272,9 @@ def generate(out_dir: Path) -> dict[str, bytes]:
         change(bundle)
         add(f"tampered-{name}.json", bundle, "genesis-pbft.json", check)
     files[EXPECTED_FILE] = (json.dumps(expected, indent=2) + "\n").encode()
-    files["intermediates.json"] = (json.dumps(_intermediates(record_bundle), indent=2) + "\n").encode()
+    intermediates = {**_intermediates(record_bundle),
+                     "valset_record_first_change": _change_intermediates(valset_record)}
+    files["intermediates.json"] = (json.dumps(intermediates, indent=2) + "\n").encode()
     files["merkle.json"] = (json.dumps(_merkle_vectors(), indent=2) + "\n").encode()
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, data in files.items():

@@ -66,8 +66,8 @@ def inclusion(leaf: bytes, index: int, size: int, path: list[str], root: bytes) 
 V1_FIELDS = {"chain_id", "height", "prev_hash", "timestamp", "proposer", "tx_count", "tx_root", "app_hash"}
 
 
-def signers(genesis: dict[str, Any], header: dict[str, Any], header_hash: bytes, cert: Any) -> list[str]:
-    validators = [v["node_id"] for v in genesis["validators"]]
+def signers(genesis: dict[str, Any], validators: list[str], header: dict[str, Any], header_hash: bytes,
+            cert: Any) -> list[str]:
     n = len(validators)
     chain = header["chain_id"]
     if genesis["consensus"] == "raft":
@@ -100,6 +100,57 @@ def signers(genesis: dict[str, Any], header: dict[str, Any], header_hash: bytes,
     return seen
 
 
+def header_ok(header: Any, genesis: dict[str, Any]) -> bool:
+    return isinstance(header, dict) and set(header) in (V1_FIELDS, V1_FIELDS | {"receipts_root", "version"}) \
+        and header.get("version", 2) == 2 and header["chain_id"] == genesis["chain_id"] \
+        and type(header["height"]) is int and 1 <= header["height"] <= 2**63 - 1 \
+        and type(header["tx_count"]) is int and header["tx_count"] >= 0
+
+
+def set_at(genesis: dict[str, Any], changes: list[dict[str, Any]], height: int) -> list[str]:
+    validators = [v["node_id"] for v in genesis["validators"]]
+    for change in changes:
+        if change["activation_height"] <= height:
+            validators = change["validators"]
+    return validators
+
+
+CHANGE_FIELDS = {"activation_height", "validators", "header", "certificate", "tx_hash", "tx_index", "receipt_path"}
+
+
+def walk(genesis: dict[str, Any], changes: Any, height: int) -> list[str]:
+    """The "Validator-set changes" section: each change checked in order from the genesis set; the
+    set in force at `height`."""
+    if not isinstance(changes, list):
+        raise Invalid("validator_changes")
+    done: list[dict[str, Any]] = []
+    for change in changes:
+        if not isinstance(change, dict) or set(change) != CHANGE_FIELDS or not header_ok(change["header"], genesis):
+            raise Invalid("validator_changes")
+        header, a, validators = change["header"], change["activation_height"], change["validators"]
+        if "version" not in header or type(a) is not int or not header["height"] < a <= height \
+                or (done and header["height"] <= done[-1]["header"]["height"]) \
+                or not isinstance(validators, list) or not validators or len(set(validators)) != len(validators) \
+                or not all(is_hex(v, 64) for v in validators) or not is_hex(change["tx_hash"], 64) \
+                or type(change["tx_index"]) is not int or not 0 <= change["tx_index"] < header["tx_count"] \
+                or not isinstance(change["receipt_path"], list) or len(change["receipt_path"]) > 64 \
+                or not all(is_hex(c, 64) for c in change["receipt_path"]):
+            raise Invalid("validator_changes")
+        try:
+            signers(genesis, set_at(genesis, done, header["height"]), header,
+                    sha(b"ledgerd-block-v1:" + jcs(header)), change["certificate"])
+        except Invalid:
+            raise Invalid("validator_changes") from None
+        digest = hashlib.sha256(jcs(validators)).hexdigest()
+        message = f"validator-set change: in force from height {a}; validators sha256 {digest}"
+        receipt = {"code": "ok", "message": message}
+        if not inclusion(bytes.fromhex(change["tx_hash"]) + jcs(receipt), change["tx_index"], header["tx_count"],
+                         change["receipt_path"], bytes.fromhex(header["receipts_root"])):
+            raise Invalid("validator_changes")
+        done.append(change)
+    return set_at(genesis, done, height)
+
+
 def verify(bundle_bytes: bytes, genesis: dict[str, Any]) -> dict[str, Any]:
     def no_dupes(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         if len({k for k, _ in pairs}) != len(pairs):
@@ -116,14 +167,11 @@ def verify(bundle_bytes: bytes, genesis: dict[str, Any]) -> dict[str, Any]:
     if b["chain_id"] != genesis["chain_id"] or b["genesis_hash"] != sha(b"ledgerd-genesis-v1:" + jcs(genesis)).hex():
         raise Invalid("genesis")
     header = b["header"]
-    if not isinstance(header, dict) or set(header) not in (V1_FIELDS, V1_FIELDS | {"receipts_root", "version"}) \
-            or header.get("version", 2) != 2 or header["chain_id"] != genesis["chain_id"] \
-            or (b["kind"] == "transaction" and "version" not in header):
+    if not header_ok(header, genesis) or (b["kind"] == "transaction" and "version" not in header):
         raise Invalid("header")
     header_hash = sha(b"ledgerd-block-v1:" + jcs(header))
-    if b["validator_changes"] != []:  # no vector holds a valid change (see test_valset_cluster for the walk)
-        raise Invalid("validator_changes")
-    signed_by = signers(genesis, header, header_hash, b["certificate"])
+    validators = walk(genesis, b["validator_changes"], header["height"])
+    signed_by = signers(genesis, validators, header, header_hash, b["certificate"])
     if b["kind"] == "header":
         return {"height": header["height"], "signers": signed_by}
     tx = b["tx"]
