@@ -1,7 +1,9 @@
 """An observer follows a 4-validator PBFT chain of real `ledgerd start` processes: written by
 `ledgerd testnet --observers 1`, it reports role observer, keeps up under an outside client's load
 and through a validator's `kill -9`, ends with the validators' blocks and state, never appears in
-a certificate, and a transaction sent to it (forwarded to the validators) commits.
+a certificate, and a transaction sent to it (forwarded to the validators) commits. The proof
+bundles it serves are byte for byte those of the validator it took each block from, and verify
+offline with `ledgerd verify`.
 
 Every child is killed by PID in a finally; waits poll with deadlines.
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import json
 import threading
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -113,6 +116,55 @@ def test_an_observer_follows_under_load_and_a_kill_and_its_transaction_commits(c
         assert observer.account(account.address)["balances"] == cluster.client(0).account(account.address)["balances"]
     assert observer.status()["role"] == "observer"
     assert observer.transaction(tx.hash)["status"] == "committed"
+
+
+def _raw(cluster: ObservedCluster, k: int, path: str) -> bytes:
+    with urllib.request.urlopen(cluster.urls[k] + path, timeout=10) as response:
+        body: bytes = response.read()
+    return body
+
+
+def _committed(cluster: ObservedCluster, k: int, tx_hash: str) -> bool:
+    try:
+        return bool(cluster.client(k).transaction(tx_hash)["status"] == "committed")
+    except ClientError:  # not known there yet
+        return False
+
+
+def test_the_observer_serves_the_same_proof_bundles_as_the_validators(cluster: ObservedCluster,
+                                                                      tmp_path: Path) -> None:
+    """The observer holds no certificate of its own: block sync gives it the one the validator it
+    fetched the block from assembled. So each of its bundles is byte-identical to that validator's,
+    and equal to every validator's except (PBFT) for which quorum of seals the certificate holds."""
+    validators = [k for k in range(N) if cluster.procs[k].poll() is None]  # node3 may have been killed above
+    sender, to = cluster.accounts[3], cluster.accounts[0]
+    hashes = []
+    for _ in range(3):
+        nonce = int(cluster.client(0).account(sender.address)["nonce"])
+        tx = sign_tx(sender, CHAIN, nonce, Transfer(to.address, "LDG", 2))
+        result = LedgerClient(cluster.urls[0], timeout_s=30).submit(tx.to_json(), wait=True, wait_timeout_s=25)
+        assert result["status"] == "committed", result
+        hashes.append(tx.hash)
+    for k in [*validators, OBSERVER]:
+        wait_for(lambda k=k: all(_committed(cluster, k, h) for h in hashes), 60,
+                 f"node {k} to commit the transfers")
+    observer_id = cluster.client(OBSERVER).status()["node_id"]
+    genesis_file = cluster.homes[0] / "genesis.json"
+    for n, tx_hash in enumerate(hashes):
+        height = cluster.client(OBSERVER).transaction(tx_hash)["height"]
+        for path in (f"/v1/transactions/{tx_hash}/proof", f"/v1/blocks/{height}/proof"):
+            mine = _raw(cluster, OBSERVER, path)
+            theirs = [_raw(cluster, k, path) for k in validators]
+            assert mine in theirs, f"the observer's {path} is no validator's"
+            without_certificate = {k: v for k, v in json.loads(mine).items() if k != "certificate"}
+            for bundle in theirs:
+                assert {k: v for k, v in json.loads(bundle).items() if k != "certificate"} == without_certificate
+        bundle_file = tmp_path / f"observer-{n}.json"
+        bundle_file.write_bytes(_raw(cluster, OBSERVER, f"/v1/transactions/{tx_hash}/proof"))
+        summary = json.loads(cluster.cli("verify", str(bundle_file), "--genesis", str(genesis_file)).stdout)
+        assert summary["valid"] is True and summary["tx"] == tx_hash and summary["height"] == height, summary
+        assert summary["finality"] == "bft-quorum" and summary["validators"] == N
+        assert observer_id not in {s["node_id"] for s in summary["signers"]}
 
 
 def test_a_raft_observer_follows_and_forwards(tmp_path: Path) -> None:
