@@ -276,6 +276,37 @@ def _changes(value: Any, genesis: Genesis, check_certificate: CertificateCheck,
     return changes
 
 
+def why_not_final(engine: str, header: BlockHeader, certificate: Any, validators: tuple[str, ...]) -> str:
+    """Why a certificate the engine's check refused proves nothing: a hint for the person who reads
+    `ledgerd verify`'s one line (an edited header shows as a certificate for another block). Reads
+    only the certificate's JSON; the signatures were already checked (and failed)."""
+    if not isinstance(certificate, dict):
+        return "it is not a certificate object"
+    if engine == "raft":
+        leader = certificate.get("leader")
+        if leader not in validators:
+            return "its leader is not one of the validators in force"
+        return ("the leader's signature does not verify for this header (the header, the term or the "
+                "signature was changed)")
+    if certificate.get("height") != header.height:
+        return f"it is for height {certificate.get('height')!r}, the header's is {header.height}"
+    if certificate.get("block_hash") != header.hash():
+        return (f"it is for block {str(certificate.get('block_hash'))[:16]}, but the header hashes to "
+                f"{header.hash()[:16]}: the header (or the certificate) was changed")
+    seals = certificate.get("seals")
+    if not isinstance(seals, list):
+        return "it has no list of seals"
+    signers = [seal.get("validator") for seal in seals if isinstance(seal, dict)]
+    strangers = sum(1 for v in signers if v not in validators)
+    if strangers:
+        return (f"{strangers} of its {len(seals)} seals are by nodes not among the validators in force at this "
+                "height (a seal was changed, or the bundle leaves out a validator-set change)")
+    quorum = valset.bft_figures(len(validators))[1]
+    if len(set(signers)) < quorum:
+        return f"it holds {len(set(signers))} distinct seals; the quorum of {len(validators)} validators is {quorum}"
+    return "a seal's signature does not verify (or a seal or the round is malformed)"
+
+
 def _receipt(value: Any) -> bytes:
     if not isinstance(value, dict) or "code" not in value or not set(value) <= {"code", "message"}:
         raise ProofError("receipt", "the receipt must be {code} or {code, message}")
@@ -318,10 +349,12 @@ def verify_bundle(bundle: Any, genesis: Genesis, check_certificate: CertificateC
 
     changes = _changes(bundle["validator_changes"], genesis, check_certificate, header.height)
     validators = validator_set_at(genesis.validator_ids, changes, header.height)
-    signers = check_certificate(genesis.consensus, header, bundle["certificate"], validators)
+    certificate = bundle["certificate"]
+    signers = check_certificate(genesis.consensus, header, certificate, validators)
     if signers is None:
+        why = why_not_final(genesis.consensus, header, certificate, validators)
         raise ProofError("certificate", f"the certificate does not prove block {header.height} "
-                                        f"({header.hash()[:16]}) final under its {len(validators)} validators")
+                                        f"({header.hash()[:16]}) final under its {len(validators)} validators: {why}")
 
     names = {v.node_id: v.name for v in genesis.validators}
     finality = FINALITY.get(genesis.consensus, "unknown")

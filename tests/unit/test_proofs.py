@@ -148,6 +148,36 @@ def test_changing_any_field_of_a_bundle_fails_the_check_named_for_it(chain: Proo
         assert failed_check(short, chain) == "certificate"
 
 
+def failure(bundle: Any, chain: ProofChain) -> str:
+    with pytest.raises(ProofError) as info:
+        check(bundle, chain)
+    return info.value.message
+
+
+def test_a_refused_certificate_says_why(chain: ProofChain) -> None:
+    """`ledgerd verify`'s one line: an edited header reads as a certificate for another block."""
+    bundle = chain.reads.header_proof(1)
+    assert bundle is not None
+    edited = copy.deepcopy(bundle)
+    edited["header"]["timestamp"] += 1
+    if chain.genesis.consensus == "raft":
+        assert "the leader's signature does not verify for this header" in failure(edited, chain)
+        edited = copy.deepcopy(bundle)
+        edited["certificate"]["leader"] = key(9, b"evil").address
+        assert "its leader is not one of the validators in force" in failure(edited, chain)
+        return
+    assert "but the header hashes to" in failure(edited, chain)
+    short = copy.deepcopy(bundle)
+    short["certificate"]["seals"].pop()
+    assert "it holds 2 distinct seals; the quorum of 4 validators is 3" in failure(short, chain)
+    stranger = copy.deepcopy(bundle)
+    stranger["certificate"]["seals"][0]["validator"] = key(9, b"evil").address
+    assert "or the bundle leaves out a validator-set change" in failure(stranger, chain)
+    forged = copy.deepcopy(bundle)
+    forged["certificate"]["seals"][0]["signature"] = forged["certificate"]["seals"][1]["signature"]
+    assert "a seal's signature does not verify" in failure(forged, chain)
+
+
 def test_changing_any_byte_of_a_bundle_file_either_fails_or_leaves_its_meaning_unchanged(chain: ProofChain) -> None:
     bundle = chain.reads.proof(three_txs(chain)[0].hash)
     assert bundle is not None
