@@ -255,7 +255,8 @@ def _changes(value: Any, genesis: Genesis, check_certificate: CertificateCheck,
         if header.chain_id != genesis.chain_id:
             raise ProofError(check, f"{where} is for chain {header.chain_id!r}")
         if changes and header.height <= changes[-1].header.height:
-            raise ProofError(check, f"{where} is not after the change before it")
+            raise ProofError(check, f"{where}, made by block {header.height}, is not after change {n - 1}, made by "
+                                    f"block {changes[-1].header.height}: changes are listed oldest first")
         if not header.height < activation <= height:
             raise ProofError(check, f"{where} activates at {activation}, not after its block {header.height} "
                                     f"and at most at the proven height {height}")
@@ -265,10 +266,11 @@ def _changes(value: Any, genesis: Genesis, check_certificate: CertificateCheck,
             raise ProofError(check, f"{where} tx_index must be a non-negative integer")
         path = tuple(node.hex() for node in _path(obj["receipt_path"], check))
         change = ValidatorChange(activation, tuple(validators), header, obj["certificate"], tx_hash, tx_index, path)
-        if check_certificate(genesis.consensus, header, change.certificate,
-                             validator_set_at(genesis.validator_ids, changes, header.height)) is None:
+        in_force = validator_set_at(genesis.validator_ids, changes, header.height)
+        if check_certificate(genesis.consensus, header, change.certificate, in_force) is None:
+            why = why_not_final(genesis.consensus, header, change.certificate, in_force)
             raise ProofError(check, f"{where}: the certificate of block {header.height} is not valid under the "
-                                    "validators in force at that height")
+                                    f"{len(in_force)} validators in force at that height: {why}")
         reason = change_is_committed(change)
         if reason is not None:
             raise ProofError(check, f"{where}: {reason}")
