@@ -4,7 +4,8 @@ client's load, driven with the CLI like the runbook (docs/validators.md): an obs
 activation height; an original validator is then retired with `remove-validator` and killed
 (`kill -9`); another one's key is rotated (`rotate-validator-key`, the node restarted with the new
 key); every node shows the new set, one chain, nothing acknowledged lost, supply conserved, and a
-node wiped afterwards syncs from genesis through every change to the same hashes.
+node wiped afterwards syncs from genesis through every change to the same hashes, and serves the
+proof bundle of a transaction after the changes byte for byte as a validator it synced from does.
 
 Every child is killed by PID in a finally; waits poll with deadlines.
 """
@@ -22,7 +23,7 @@ import pytest
 
 from ledger import keys
 from tests.integration.test_governance_cluster import START_TIMEOUT_S, N, wait_for
-from tests.integration.test_observer_cluster import OBSERVER, ObservedCluster, _load
+from tests.integration.test_observer_cluster import OBSERVER, ObservedCluster, _load, _raw
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -143,3 +144,11 @@ def test_add_an_observer_then_retire_a_validator_under_load(cluster: ObservedClu
     wait_for(lambda: cluster.height(2) >= height, 90, "the wiped node to resync")
     assert [cluster.get(2, f"/v1/blocks/{h}")["hash"] for h in range(1, height + 1)] == hashes
     assert [v["node_id"] for v in cluster.client(2).status()["validators"]] == expected
+    # Block sync hands over each block with the certificate its source stored, as it does to an
+    # observer: the resynced node's bundle after the three changes is one of the others', byte for byte.
+    path = f"/v1/transactions/{committed[-1]}/proof"
+    resynced = _raw(cluster, 2, path)
+    assert resynced in [_raw(cluster, k, path) for k in (0, 1, OBSERVER)]
+    bundle.write_bytes(resynced)
+    again = json.loads(cluster.cli("verify", str(bundle), "--genesis", str(cluster.homes[0] / "genesis.json")).stdout)
+    assert again["validator_changes"] == 3 and again["tx"] == committed[-1], again
