@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from cli.bench.ceiling import ceiling_tps, share
-from cli.bench.cluster import LocalCluster
+from cli.bench.cluster import LocalCluster, exit_on_sigterm
 from cli.bench.longhaul import load_chain, log, settle
 from cli.bench.setup import BenchError
 
@@ -82,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="most transactions accepted and not yet committed (default 4000)")
     parser.add_argument("--sample-s", type=float, default=5.0, metavar="S", help="seconds between progress lines")
     args = parser.parse_args(argv)
+    exit_on_sigterm()
     for name in ("transactions", "accounts", "window"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1")

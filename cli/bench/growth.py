@@ -76,11 +76,26 @@ def peak_rss(samples: Sequence[dict[str, Any]]) -> list[float | None]:
     return peaks
 
 
-def throughput_curve(samples: Sequence[dict[str, Any]]) -> list[tuple[int, float]]:
-    """(committed at the end of the interval, committed tx/s over it) for each interval between
-    samples: throughput against chain length."""
+def throughput_curve(samples: Sequence[dict[str, Any]], span_s: float = 0.0) -> list[tuple[int, float]]:
+    """Throughput against chain length: (committed at the end of an interval, committed tx/s over it),
+    each interval joining consecutive samples until it spans at least `span_s` seconds (blocks commit
+    in lumps, so a short interval shows a lump, not a rate). A short remainder at the end is joined
+    to the last interval."""
+    if len(samples) < 2:
+        return []
+    anchors = [0]
+    for i in range(1, len(samples)):
+        if samples[i]["t_s"] - samples[anchors[-1]]["t_s"] >= span_s:
+            anchors.append(i)
+    last = len(samples) - 1
+    if anchors[-1] != last:
+        if len(anchors) > 1:
+            anchors[-1] = last
+        else:
+            anchors.append(last)
     points = []
-    for before, after in zip(samples, samples[1:], strict=False):
+    for a, b in zip(anchors, anchors[1:], strict=False):
+        before, after = samples[a], samples[b]
         span = after["t_s"] - before["t_s"]
         if span > 0:
             points.append((int(after["committed"]), (after["committed"] - before["committed"]) / span))

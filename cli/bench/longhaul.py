@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from cli.bench.ceiling import ceiling_tps, cores, share, verify_rate_per_core
-from cli.bench.cluster import LocalCluster, dir_bytes
+from cli.bench.cluster import LocalCluster, dir_bytes, exit_on_sigterm
 from cli.bench.growth import first_last, peak_rss, rss_at, rss_growth_last_half, throughput_curve
 from cli.bench.setup import BenchError, fund_accounts, load_funded_keys, new_salt
 from cli.bench.stream import Stream
@@ -33,6 +33,7 @@ from cli.client import LedgerClient
 FUND_MARGIN = 1000
 SETTLE_TIMEOUT_S = 120.0  # after the load, for every node to reach the same height
 RESTART_TIMEOUT_S = 1800.0
+CURVE_SPAN_S = 10.0
 
 
 def log(text: str) -> None:
@@ -65,8 +66,10 @@ def load_chain(cluster: LocalCluster, total: int, senders: int, *, fresh: bool, 
     log(f"sending {total} transfers{' to fresh accounts' if fresh else ''} (signed ahead in a worker process)")
     out = samples_path.open("w") if samples_path is not None else None
     try:
-        result = Stream(cluster.urls, pids, accounts, chain_id, total, fresh_salt=new_salt() if fresh else None,
-                        window=window, sample_s=sample_s, drain_s=60.0, samples_file=out).run()
+        stream = Stream(cluster.urls, pids, accounts, chain_id, total, fresh_salt=new_salt() if fresh else None,
+                        window=window, sample_s=sample_s, drain_s=60.0, samples_file=out)
+        stream.c.height = int(client.status()["height"])  # until the first block event says otherwise
+        result = stream.run()
     finally:
         if out is not None:
             out.close()
@@ -112,7 +115,8 @@ def measure(args: argparse.Namespace, cluster: LocalCluster) -> dict[str, Any]:
         "final_height": height, "chain_txs": chain_txs, "leveldb_bytes": data,
         "leveldb_bytes_per_tx": round(sum(data) / len(data) / chain_txs, 1) if chain_txs else None,
         "restart_serving_s": round(serving - started, 2), "restart_caught_up_s": round(caught_up - started, 2),
-        "curve": throughput_curve(samples),
+        # Points at least 10 s apart (or 1% of the run): a block's lump of commits is not a rate.
+        "curve": throughput_curve(samples, max(CURVE_SPAN_S, run["elapsed_s"] / 100)),
         "rss_curve": [(s["committed"], s["rss_mb"]) for s in samples],
     }
 
@@ -213,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sample-s", type=float, default=5.0, metavar="S", help="seconds between samples (default 5)")
     parser.add_argument("--keep-chain", action="store_true", help="keep the nodes' directories in DIR/cluster")
     args = parser.parse_args(argv)
+    exit_on_sigterm()
     for name in ("transactions", "accounts", "validators", "window"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1")

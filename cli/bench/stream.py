@@ -14,6 +14,7 @@ import asyncio
 import json
 import multiprocessing
 import queue
+import signal
 import sys
 import time
 from collections import deque
@@ -40,6 +41,9 @@ Chunk = list[tuple[int, bytes]]  # (sender index, the transaction's canonical JS
 def _sign_chunks(accounts: list[keys.PrivateKey], chain_id: str, total: int, fresh_salt: bytes | None,
                  out: Any) -> None:
     """The signer process: every chunk of the load in order, then None."""
+    # The parent's SIGTERM handler raises SystemExit, which here would wait for the queue's feeder
+    # thread to flush into a full pipe; terminate() must simply end this process.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     for start in range(0, total, CHUNK):
         stop = min(total, start + CHUNK)
         out.put([(t.sender_index, t.body)

@@ -43,3 +43,12 @@ def test_rss_growth_over_the_last_half_and_peak() -> None:
 def test_throughput_against_chain_length() -> None:
     assert throughput_curve(SAMPLES) == [(500, 100.0), (750, 50.0), (1000, 50.0)]
     assert throughput_curve([sample(0, 0), sample(0, 10)]) == []  # no time passed: no point
+    assert throughput_curve(SAMPLES[:1]) == []
+
+
+def test_the_curve_joins_short_intervals() -> None:
+    assert throughput_curve(SAMPLES, 5) == [(500, 100.0), (750, 50.0), (1000, 50.0)]
+    assert throughput_curve(SAMPLES, 6) == [(1000, 1000 / 15)]  # 0 -> 10, and the 5 s left join it
+    lumps = [sample(0, 0), sample(10, 100), sample(20, 300), sample(23, 330)]
+    # The 3 s remainder (20 -> 23) is joined to the interval before it: 10 -> 23.
+    assert throughput_curve(lumps, 10) == [(100, 10.0), (330, 230 / 13)]
