@@ -223,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--{name} must be at least 1")
     if args.sample_s <= 0:
         parser.error("--sample-s must be positive")
+    if args.validators < 2:
+        parser.error("--validators must be at least 2: one is restarted and catches up with the others")
     args.out = args.out or Path("bench-results") / f"longhaul-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
     args.out.mkdir(parents=True, exist_ok=True)
     root = args.out / "cluster"
