@@ -1,7 +1,13 @@
-"""`ledgerd bench`: a load generator for a running cluster, with a progress line and a final report.
+"""`ledgerd bench`: a load generator for a running cluster, with a progress line and a final report;
+and the long benchmarks that drive a localnet of their own.
 
 Split by concern: `setup` funds fresh accounts and pre-signs every transaction before the clock starts
 (client signing is not what is measured); `load` submits them open-loop (a fixed rate) or closed-loop
 (as fast as the cluster takes them) and follows the commit events; `stats` turns the timings and the
-nodes' /proc counters into figures; `report` prints the table and the one JSON line.
+nodes' /proc counters into figures; `ceiling` measures Ed25519 verifications per core and derives the
+setup's ceiling; `report` prints the table and the one JSON line. The long benchmarks: `cluster`
+starts, stops, wipes and restarts a localnet's nodes; `stream` sends a load signed in chunks by a
+worker process and samples the nodes as it goes; `growth` is the arithmetic of its report;
+`longhaul` (scripts/bench-longhaul) and `catchup` (scripts/bench --catch-up N) are the two commands.
+`plot` draws scripts/bench-sweep's report.
 """

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cli.bench.ceiling import ceiling_tps, cores, verify_rate_per_core
 from cli.bench.load import Bench
 from cli.bench.report import figures, json_line, table
 from cli.bench.setup import BenchError, fund_accounts, load_funded_keys, presign
@@ -47,7 +48,8 @@ def stop_nodes(pids: list[int]) -> None:
 
 
 def run_bench(nodes: list[str], rate: float | None, duration_s: float, accounts: int, keys_dir: Path,
-              pids: list[int] | None, presign_count: int | None, window: int = 4000, down: int = 0) -> int:
+              pids: list[int] | None, presign_count: int | None, window: int = 4000, down: int = 0,
+              fresh_accounts: bool = False) -> int:
     if pids is not None and len(pids) != len(nodes):
         raise BenchError(f"--pids lists {len(pids)} PIDs for {len(nodes)} nodes; give one per node")
     if down and (pids is None or down >= len(nodes)):
@@ -55,6 +57,17 @@ def run_bench(nodes: list[str], rate: float | None, duration_s: float, accounts:
     client = LedgerClient(nodes[0])
     status = client.status()
     chain_id = str(status["chain_id"])
+    # Before any load, while the nodes are idle: the machine's limit this run is measured against.
+    print("calibrating: Ed25519 verifications per second on one core ...", file=sys.stderr, flush=True)
+    verify_rate, core_count = verify_rate_per_core(), cores()
+    consensus, validators = str(status.get("consensus")), len(status.get("validators") or [])
+    # With --down K, only the validators still running check each transaction.
+    ceiling = (ceiling_tps(verify_rate, core_count, consensus, validators - down)
+               if consensus in ("pbft", "raft") and validators > down else None)
+    print(f"  {verify_rate:.0f} verifications/s per core x {core_count} cores: ceiling "
+          f"{'-' if ceiling is None else f'{ceiling:.0f}'} tx/s for {validators - down} running {consensus} "
+          "validator(s)",
+          file=sys.stderr, flush=True)
     funders = load_funded_keys(keys_dir)
     total = presign_count or (int(rate * duration_s) if rate is not None
                               else int(duration_s * MAX_MODE_PRESIGN_TPS))
@@ -64,7 +77,7 @@ def run_bench(nodes: list[str], rate: float | None, duration_s: float, accounts:
     fresh = fund_accounts(client, chain_id, funders, accounts, per_account + 1000)
     print(f"signing {total} transactions ...", file=sys.stderr, flush=True)
     started = time.monotonic()
-    txs = presign(fresh, chain_id, total)
+    txs = presign(fresh, chain_id, total, fresh=fresh_accounts)
     if down:
         assert pids is not None
         print(f"stopping {', '.join(nodes[-down:])} (pid {', '.join(str(p) for p in pids[-down:])}) ...",
@@ -89,13 +102,13 @@ def run_bench(nodes: list[str], rate: float | None, duration_s: float, accounts:
         node_stats.append({"url": url, "pid": pid, "cpu_percent": cpu_percent(before[i], after[i]),
                            "cpu_s": None if used is None else round(used, 2),
                            "peak_rss_mb": peak_rss_mb(pid) if pid else None})
-    result = figures(bench.c, consensus=str(status.get("consensus")),
-                     validators=len(status.get("validators") or []),
+    result = figures(bench.c, consensus=consensus, validators=validators,
                      tx_bytes=round(sum(len(t.body) for t in txs) / len(txs)),
                      offered_tps=rate if rate is not None else bench.c.sent / duration_s,
                      duration_s=duration_s, elapsed_s=end - t0, cpu_cores=os.cpu_count() or 0,
                      nodes=node_stats, mode="open-loop" if rate is not None else "closed-loop",
-                     validators_down=down)
+                     validators_down=down, verify_per_s_per_core=verify_rate, cores=core_count,
+                     ceiling_tps=ceiling, fresh_accounts=fresh_accounts)
     if bench.ran_out_s is not None:
         print(f"warning: all {len(txs)} pre-signed transactions were sent after {bench.ran_out_s:.1f}s of "
               f"{duration_s:g}s; the figures cover a shorter run (pass --presign N for more)",

@@ -3,12 +3,17 @@
 Each fresh account is funded by one transfer from a funded key (round-robin), all sent in one batch
 and waited for until committed. The load is then signed up front: transaction i is account i mod K's
 next nonce, a transfer of 1 LDG to the next account, so each account's nonces are sequential and
-every account's balance stays far above what it spends.
+every account's balance stays far above what it spends. With `fresh` recipients every transfer goes
+to an address never used before instead, so the state (and the account index) grows by one account
+a transaction.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,15 +91,32 @@ def fund_accounts(client: LedgerClient, chain_id: str, funders: list[keys.Privat
     return fresh
 
 
-def presign(accounts: list[keys.PrivateKey], chain_id: str, total: int) -> list[SignedTx]:
-    """`total` transfers spread round-robin over `accounts`, nonces from 0 in each account."""
-    out = []
+def fresh_address(salt: bytes, index: int) -> str:
+    """The `index`th address of a run's fresh recipients: 32 bytes derived from the run's random
+    `salt`, so no two transfers (nor two runs) share one. Nobody holds its key; it only receives."""
+    return hashlib.blake2b(index.to_bytes(8, "big"), digest_size=32, key=salt).hexdigest()
+
+
+def new_salt() -> bytes:
+    return os.urandom(16)
+
+
+def signed_transfers(accounts: list[keys.PrivateKey], chain_id: str, start: int, stop: int,
+                     fresh_salt: bytes | None = None) -> Iterator[SignedTx]:
+    """Transfers `start` .. `stop`-1 of a load spread round-robin over `accounts`, nonces from 0 in
+    each account (transfer i is account i mod K's nonce i // K); to the next account, or with
+    `fresh_salt` to fresh address i. A load can be signed in chunks: the same i gives the same transfer."""
     count = len(accounts)
-    for i in range(total):
+    for i in range(start, stop):
         sender = i % count
         nonce = i // count
-        to = accounts[(sender + 1) % count].address
+        to = accounts[(sender + 1) % count].address if fresh_salt is None else fresh_address(fresh_salt, i)
         tx = sign_tx(accounts[sender], chain_id, nonce, Transfer(to, NATIVE_ASSET, TRANSFER_AMOUNT))
         body = tx.encode()  # canonical JSON, as ledgerd's own client sends it
-        out.append(SignedTx(tx.hash, sender, body))
-    return out
+        yield SignedTx(tx.hash, sender, body)
+
+
+def presign(accounts: list[keys.PrivateKey], chain_id: str, total: int, fresh: bool = False) -> list[SignedTx]:
+    """`total` transfers spread round-robin over `accounts`, nonces from 0 in each account; with
+    `fresh`, each to an address never used before."""
+    return list(signed_transfers(accounts, chain_id, 0, total, new_salt() if fresh else None))

@@ -91,3 +91,17 @@ def peak_rss_mb(pid: int) -> float | None:
         except (OSError, ValueError, IndexError):
             continue
     return None if total is None else round(total, 1)
+
+
+def rss_mb(pid: int) -> float | None:
+    """VmRSS (resident memory now) in MiB, summed over the process and its live workers, or None
+    when it is gone or not Linux."""
+    total = None
+    for member in family(pid):
+        try:
+            for line in Path(f"/proc/{member}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total = (total or 0.0) + int(line.split()[1]) / 1024
+        except (OSError, ValueError, IndexError):
+            continue
+    return None if total is None else round(total, 1)
