@@ -1,10 +1,11 @@
 """scripts/bench-sweep's bookkeeping: where a sweep ran (commit, machine) and one labelled row per run.
 
-    python -m cli.bench.sweep provenance ROOT [SWEEP ARGUMENTS...] > DIR/sweep.json
+    python -m cli.bench.sweep provenance ROOT DIR [SWEEP ARGUMENTS...] > DIR/sweep.json
     python -m cli.bench.sweep label SETUP ROUND RUN < last line of a run  >> DIR/results.jsonl
 
 `provenance` is taken once, before the first run: the commit (`git rev-parse HEAD`) and whether the
-tree had uncommitted changes, the cores, CPU model and load average of the machine. `label` adds to
+tree had uncommitted changes (outside DIR, which a sweep with `--out docs/bench` rewrites), the
+cores, CPU model and load average of the machine. `label` adds to
 a run's JSON line its setup, its round (which repetition of the target setups; null for the curve
 points), its number in the sweep and the derived `cpu_ms_per_tx_per_validator`.
 """
@@ -61,14 +62,17 @@ def _memory_gib() -> float | None:
     return None
 
 
-def provenance(root: Path, arguments: list[str]) -> dict[str, Any]:
-    status = _git(root, "status", "--porcelain")
+def provenance(root: Path, arguments: list[str], out: Path | None = None) -> dict[str, Any]:
+    pathspec = ["--", "."]
+    if out is not None and out.resolve().is_relative_to(root.resolve()) and out.resolve() != root.resolve():
+        pathspec.append(f":(exclude){out.resolve().relative_to(root.resolve()).as_posix()}")
+    status = _git(root, "status", "--porcelain", *pathspec)
     return {
         "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "commit": _git(root, "rev-parse", "HEAD"),
         "commit_short": _git(root, "rev-parse", "--short=10", "HEAD"),
-        # Uncommitted changes (tracked or not) when the sweep started: the figures are then not
-        # those of the commit alone. Null when git could not tell.
+        # Uncommitted changes (tracked or not, outside the output directory) when the sweep
+        # started: the figures are then not those of the commit alone. Null when git could not tell.
         "dirty": None if status is None else bool(status),
         "dirty_paths": None if status is None else len(status.splitlines()),
         "arguments": arguments,
@@ -95,8 +99,8 @@ def label(line: str, setup: str, round_: int | None, run: int) -> dict[str, Any]
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) >= 2 and argv[0] == "provenance":
-        print(json.dumps(provenance(Path(argv[1]), argv[2:]), indent=2, sort_keys=True))
+    if len(argv) >= 3 and argv[0] == "provenance":
+        print(json.dumps(provenance(Path(argv[1]), argv[3:], Path(argv[2])), indent=2, sort_keys=True))
         return 0
     if len(argv) == 4 and argv[0] == "label":
         setup, round_text, run_text = argv[1:]

@@ -4,6 +4,7 @@ etcd round by round, curve rows sorted by offered load, and where the sweep ran.
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -109,6 +110,25 @@ def test_provenance_names_the_commit_and_the_machine() -> None:
     assert f"commit `{'ab' * 20}` (with uncommitted changes" in text
     assert "not comparable" in text  # a --quick sweep says so
     assert "(clean tree)" in summary([], {**meta, "dirty": False, "arguments": []})
+
+
+def test_changes_in_the_output_directory_do_not_make_the_tree_dirty(tmp_path: Path) -> None:
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t", *args],
+                       check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "docs" / "bench").mkdir(parents=True)
+    (tmp_path / "docs" / "bench" / "results.jsonl").write_text("{}\n")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("add", ".")
+    git("commit", "-q", "-m", "start")
+    (tmp_path / "docs" / "bench" / "results.jsonl").write_text("{}\n{}\n")  # a previous sweep's output
+    meta = provenance(tmp_path, [], tmp_path / "docs" / "bench")
+    assert (meta["dirty"], len(meta["commit"])) == (False, 40)
+    assert provenance(tmp_path, [])["dirty"] is True  # without the exclusion it counts
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert provenance(tmp_path, [], tmp_path / "docs" / "bench")["dirty"] is True
 
 
 def test_the_directory_command_writes_the_summary(tmp_path: Path) -> None:
