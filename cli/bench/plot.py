@@ -174,7 +174,7 @@ def etcd_table(rows: list[dict[str, Any]]) -> list[str]:
         return []
     lines = [f"| round | {RAFT_SETUP}: committed tx/s | {ETCD_SETUP}: etcd writes/s | ratio |", "|---|---|---|---|"]
     ratios = []
-    for round_ in sorted(set(raft) | set(etcd), key=str):
+    for round_ in sorted(set(raft) | set(etcd)):
         tps = raft[round_]["committed_tps"] if round_ in raft else None
         writes = etcd[round_]["writes_per_s"] if round_ in etcd else None
         ratio = tps / writes if tps is not None and writes else None

@@ -85,6 +85,8 @@ def test_raft_and_etcd_are_paired_by_round() -> None:
     # a failed Raft run leaves its round without a ratio instead of pairing the wrong runs
     gap = summary([rows[1], *rows[2:]])
     assert "| 1 | - | 1500 | - |" in gap and "median ratio **1.50x**" in gap
+    late = [{**r, "round": 10 if r["round"] == 1 else r["round"]} for r in rows]  # rounds in number order
+    assert [li.split("|")[1].strip() for li in section(summary(late), "3 Raft nodes and etcd")[2:]] == ["2", "10"]
 
 
 def test_cpu_per_validator_counts_only_the_validators_that_ran() -> None:
