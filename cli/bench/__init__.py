@@ -9,5 +9,7 @@ setup's ceiling; `report` prints the table and the one JSON line. The long bench
 starts, stops, wipes and restarts a localnet's nodes; `stream` sends a load signed in chunks by a
 worker process and samples the nodes as it goes; `growth` is the arithmetic of its report;
 `longhaul` (scripts/bench-longhaul) and `catchup` (scripts/bench --catch-up N) are the two commands.
-`plot` draws scripts/bench-sweep's report.
+Around it, for scripts/bench-sweep and scripts/bench-etcd: `sweep` labels each run's JSON line and
+records the commit and machine, `etcd` reads etcd's own benchmark output, `plot` writes the summary
+and the plots.
 """
