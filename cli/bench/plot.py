@@ -29,6 +29,7 @@ ETCD_SETUP = "etcd3-check-perf-xl"
 RAFT_SETUP = "raft3-max"
 VALIDATOR_SETUP = re.compile(r"pbft(\d+)-max")
 VALIDATOR_RATIO_TARGET = 1.5  # CPU per tx per validator, 10 validators against 4: at most this
+CATCH_UP_SHARE_TARGET = 0.6  # a wiped validator's replayed tx/s against its ceiling: at least this
 ETCD_RATIO_TARGET = 2.0  # 3 Raft nodes' committed tx/s against etcd's writes/s: at least this
 
 
@@ -61,7 +62,11 @@ def _per_validator(row: dict[str, Any]) -> float | None:
 
 
 def _is_bench(row: dict[str, Any]) -> bool:
-    return "committed_tps" in row
+    return "committed_tps" in row and not _is_catch_up(row)
+
+
+def _is_catch_up(row: dict[str, Any]) -> bool:
+    return row.get("mode") == "catch-up"
 
 
 def header(meta: dict[str, Any] | None) -> list[str]:
@@ -93,6 +98,8 @@ def every_run(rows: list[dict[str, Any]]) -> list[str]:
             cells = [_show(row.get("offered_tps")), _show(row["committed_tps"]), _show(row.get("latency_ms_p50")),
                      _show(row.get("latency_ms_p99")), _show(row.get("node_cpu_ms_per_tx")),
                      _show(_per_validator(row))]
+        elif _is_catch_up(row):  # replayed tx/s in the throughput column
+            cells = ["-", f"{_show(row.get('catch_up_tps'))} replayed", "-", "-", "-", "-"]
         else:  # the etcd yardstick: writes/s in the throughput column
             cells = ["-", f"{_show(row.get('writes_per_s'))} writes/s", "-", "-", "-", "-"]
         lines.append(f"| {row.get('run', number)} | {_show(row.get('round'))} | {row['setup']} | "
@@ -191,6 +198,25 @@ def etcd_table(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def catch_up_table(rows: list[dict[str, Any]]) -> list[str]:
+    runs = [r for r in rows if _is_catch_up(r)]
+    if not runs:
+        return []
+    lines = ["| round | validators | chain txs | restart to serving s | restart to the others' height s | "
+             "replayed tx/s | ceiling tx/s | share of ceiling |", "|---|---|---|---|---|---|---|---|"]
+    for row in runs:
+        lines.append(f"| {_show(row.get('round'))} | {_show(row.get('validators'))} | {_show(row.get('chain_txs'))} | "
+                     f"{_show(row.get('catch_up_serving_s'))} | {_show(row.get('catch_up_s'))} | "
+                     f"{_show(row.get('catch_up_tps'))} | {_show(row.get('ceiling_tps'))} | "
+                     f"{_show(row.get('share_of_ceiling'))} |")
+    share = _median([r.get("share_of_ceiling") for r in runs], 3)
+    if share is not None:
+        verdict = "met" if share >= CATCH_UP_SHARE_TARGET else "not met"
+        lines += ["", f"A wiped validator's replay: median **{_show(_median([r.get('catch_up_tps') for r in runs]))}"
+                      f" tx/s**, {share:.1%} of its ceiling (target: at least {CATCH_UP_SHARE_TARGET:.0%}; {verdict})."]
+    return lines
+
+
 def curves(rows: list[dict[str, Any]]) -> list[str]:
     lines = ["| curve | offered tx/s | committed tx/s | p50 ms | p99 ms | dropped |", "|---|---|---|---|---|---|"]
     for row in sorted((r for r in rows if r["setup"].endswith(CURVE_SUFFIX) and _is_bench(r)),
@@ -210,6 +236,9 @@ def summary(rows: list[dict[str, Any]], meta: dict[str, Any] | None = None) -> s
     etcd = etcd_table(rows)
     if etcd:
         parts.append(["## 3 Raft nodes and etcd, round by round", ""] + etcd)
+    catch_up = catch_up_table(rows)
+    if catch_up:
+        parts.append(["## Catch-up: a wiped validator replays the chain (4 PBFT)", ""] + catch_up)
     parts.append(["## Throughput and latency against offered load (one run per point)", ""] + curves(rows))
     parts.append(["## Every run, in the order it ran", ""] + every_run(rows))
     return "\n\n".join("\n".join(part) for part in parts) + "\n"

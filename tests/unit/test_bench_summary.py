@@ -142,3 +142,16 @@ def test_the_directory_command_writes_the_summary(tmp_path: Path) -> None:
     assert not (tmp_path / "throughput-latency.png").exists()
     with pytest.raises(SystemExit, match="no such file"):
         main([str(tmp_path / "missing")])
+
+
+def test_catch_up_runs_get_their_own_table_and_stay_out_of_the_target_medians() -> None:
+    catch = [{"setup": "pbft4-catch-up", "mode": "catch-up", "round": r, "validators": 4, "chain_txs": 60200,
+              "committed_tps": 900.0, "catch_up_serving_s": 1.5, "catch_up_s": s, "catch_up_tps": tps,
+              "ceiling_tps": 48000.0, "share_of_ceiling": share}
+             for r, s, tps, share in ((1, 6.0, 10033.3, 0.209), (2, 3.0, 20066.7, 0.418), (3, 4.0, 15050.0, 0.314))]
+    text = summary([row("pbft4-max", 2100.0, 900), *catch])
+    assert not any("catch-up" in li for li in section(text, "Target setups"))
+    table = section(text, "Catch-up")
+    assert len(table) == 2 + 3 and table[3].endswith("| 20066.7 | 48000 | 0.418 |")
+    assert "median **15050 tx/s**, 31.4% of its ceiling (target: at least 60%; not met)" in text
+    assert "15050 replayed" in section(text, "Every run")[5]
