@@ -116,7 +116,7 @@ def test_an_observer_follows_under_load_and_a_kill_and_its_transaction_commits(c
 
 
 def test_a_raft_observer_follows_and_forwards(tmp_path: Path) -> None:
-    """Raft has no passive seat: the observer runs no engine at all and follows by block sync."""
+    """A Raft observer runs the engine as a learner outside the set: it follows by block sync."""
     c = ObservedCluster(tmp_path, consensus="raft")
     try:
         for k in range(N + 1):
