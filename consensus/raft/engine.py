@@ -476,7 +476,12 @@ class RaftEngine:
             self._count("stale_term")
             self._answer_vote(sender, False)
             return
-        grant = self._vote in (None, sender) and self._me in self._members() and self._candidate_log_ok(m)
+        # A vote in a term whose leader this node already follows is refused (as etcd does): that
+        # term has its leader, and on a chain whose set changes this is what keeps a candidate
+        # that learned later commits by block sync from winning the term those commits were made
+        # in (docs/validators.md, "Raft").
+        free = self._vote == sender or (self._vote is None and self._leader is None)
+        grant = free and self._me in self._members() and self._candidate_log_ok(m)
         if grant:
             if self._vote != sender:
                 self._vote = sender
@@ -837,6 +842,11 @@ class RaftEngine:
         if tip.height <= self._commit:
             self._count("stale_chain_advanced")
             return
+        if self._role in (Role.PRE_CANDIDATE, Role.CANDIDATE):
+            # The election counted the set of a height fixed by the stored commit it started from;
+            # that has moved, so this election is given up (the timer starts another).
+            self._count("election_abandoned_for_sync")
+            self._become_follower(self._term, None)
         log = self._log
         if not (log.first_index <= tip.height <= log.last_index
                 and log.hash_at(tip.height) == tip.block_hash):
