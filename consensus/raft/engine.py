@@ -35,6 +35,9 @@ go beyond the paper, and why:
   a committed block that fails to execute there is a broken invariant and must halt the node.
 - A follower the leader can no longer repair from its log gets a `SyncHint`; it reports
   `needs_sync` in `status()` until block sync (`ChainAdvanced`) brings it to that height.
+- Validator-set changes (single-server, one at a time, by height): see "the validator set of a
+  height" below and docs/validators.md, which proves the rules safe. A chain whose set never
+  changes (`validators_at` None) has no horizon, and the engine then works as before.
 """
 
 from __future__ import annotations
