@@ -12,9 +12,25 @@ from collections.abc import Callable, Sequence
 
 import pytest
 
-from consensus.api import BuildProposal, ChainAdvanced, Ed25519Signer, Ed25519Verifier, EngineContext
+from consensus.api import (
+    BuildProposal,
+    ChainAdvanced,
+    Ed25519Signer,
+    Ed25519Verifier,
+    EngineContext,
+    Received,
+    Send,
+)
 from consensus.raft import RaftEngine, Role, verify_certificate
-from consensus.raft.messages import APPEND_ENTRIES
+from consensus.raft.messages import (
+    APPEND_ENTRIES,
+    PRE_VOTE,
+    REQUEST_VOTE,
+    RequestVote,
+    VoteResponse,
+    decode_message,
+    encode_request_vote,
+)
 from ledger.valset import ACTIVATION_DELAY
 from tests.unit.test_raft_engine import CHAIN, AcceptAll, Cluster, Node
 
@@ -303,3 +319,40 @@ def test_seeded_changes_with_loss_and_crashes_stay_safe_and_live(seed: int) -> N
     # Nodes outside the set never campaigned while outside it: no leader was ever outside its set.
     for block, cert in c.nodes[leader].committed:
         assert cert["leader"] in c.set_at(block.height)
+
+
+def test_no_vote_in_a_term_whose_leader_this_node_follows() -> None:
+    """Node 3 learned term 1 from the leader's appends without voting: a vote request of that
+    same term from another node is refused (etcd's rule; docs/validators.md says why it matters
+    when sets change)."""
+    c = ChangingCluster(4, lambda h: [0, 1, 2, 3])
+    c.elect(0, keep=lambda f, t, d: not (t == c.ids[3] and d[5] in (REQUEST_VOTE, PRE_VOTE)))
+    c.run(2)
+    follower = c.node(3).engine
+    assert (follower.term, follower.leader, follower.status()["voted_for"]) == (1, c.ids[0], None)
+    ask = RequestVote(c.ids[1], 1, follower.log.last_index, follower.log.last_term, follower.commit_index)
+    actions = c.step(c.node(3), Received(c.ids[1], encode_request_vote(CHAIN, ask)))
+    answers = [decode_message(a.data, CHAIN, 64, 1 << 20) for a in actions if isinstance(a, Send)]
+    assert len(answers) == 1 and isinstance(answers[0], VoteResponse) and answers[0].granted is False
+    assert follower.status()["voted_for"] is None
+
+
+def test_a_candidate_whose_stored_height_moves_gives_up_its_election() -> None:
+    """Its election counted the set of a height fixed by the stored height it started from."""
+    c = ChangingCluster(3, lambda h: [0, 1, 2])
+    c.elect(0)
+    c.work(3)
+    c.submit(0)
+    for frm, to, data in [m for m in c.net if m[1] == c.ids[2]]:
+        c.net.remove((frm, to, data))
+        c.step(c.node(2), Received(frm, data))
+    c.deliver(lambda f, t, d: t != c.ids[2])
+    candidate = c.node(2)
+    assert candidate.engine.log.last_index == len(c.node(0).committed) == len(candidate.committed) + 1
+    c.campaign(2)
+    c.sync(2)  # block sync: the entry it holds is committed, the log stays
+    assert candidate.engine.role is Role.FOLLOWER
+    assert candidate.engine.counters["election_abandoned_for_sync"] == 1
+    c.net.clear()
+    c.work(10)
+    c.assert_certified_by_their_sets()
