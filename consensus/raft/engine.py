@@ -313,9 +313,10 @@ class RaftEngine:
         if self._role is Role.LEADER:
             if not self._check_quorum():
                 return
-            self._maybe_propose()  # also steps down a leader that has left the set
+            self._maybe_step_down()
             if self._role is not Role.LEADER:
                 return
+            self._maybe_propose()  # a proposal that waited for its commit to be stored
             self._heartbeat_elapsed += 1
             if self._heartbeat_elapsed >= max(1, self._ctx.config.heartbeat_ticks):
                 self._heartbeat_elapsed = 0
@@ -703,8 +704,7 @@ class RaftEngine:
         height = self._commit + 1
         if height > self._horizon():
             return  # the commit is not stored yet; asked again at the next tick
-        if self._me not in self._set_at(height):
-            self._step_down_removed()
+        if self._maybe_step_down():
             return
         self._building = (height, self._term)
         self._out.append(BuildProposal(height, self._term, self._tip))
@@ -726,13 +726,18 @@ class RaftEngine:
         self._replicate_all()
         self._maybe_commit()
 
-    def _step_down_removed(self) -> None:
-        """The set of the next height no longer holds this leader: everything it appended is
-        committed (one block in flight), so it stops leading; the remaining validators elect one
-        of theirs when their election timeout runs out."""
+    def _maybe_step_down(self) -> bool:
+        """When the set of the next height no longer holds this leader and everything it appended
+        is committed (one block in flight), it stops leading, idle or not; the remaining validators
+        elect one of theirs when their election timeout runs out. True when it stepped down."""
+        height = self._commit + 1
+        if self._role is not Role.LEADER or self._log.last_index != self._commit or height > self._horizon() \
+                or self._me in self._set_at(height):
+            return False
         self._count("left_validator_set")
         self._become_follower(self._term, None)
         self._election_elapsed = 0
+        return True
 
     def _restamp_last(self) -> None:
         """The new leader's entry of its own term (what the no-op is for, §5.4.2) at its last index

@@ -356,3 +356,4 @@ def test_a_candidate_whose_stored_height_moves_gives_up_its_election() -> None:
     c.net.clear()
     c.work(10)
     c.assert_certified_by_their_sets()
+
