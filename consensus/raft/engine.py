@@ -330,6 +330,18 @@ class RaftEngine:
                 self._become_follower(self._term, None)
             self._election_elapsed = 0
             return
+        if self._leader is not None and self._leader not in self._set_at(self._stored_commit + 1):
+            # Our leader has left the set: it has stepped down (or will not be heard any more), so
+            # elect another without waiting a full timeout (the hand-over). The remaining
+            # validators go in their order in the set, one minimum election timeout apart, so
+            # that they do not split the vote; they see the change at the same height and drop
+            # the old leader (and its lease) too, so they grant.
+            self._count("leader_left_set")
+            self._leader = None
+            self._election_elapsed = 0
+            remaining = self._set_at(self._stored_commit + 1)
+            self._election_timeout = 1 + remaining.index(self._me) * max(
+                1, self._ctx.config.election_timeout_min_ticks)
         if self._electorate() == (self._me,) or self._election_elapsed >= self._election_timeout:
             if self._role is not Role.FOLLOWER:  # our last election came to nothing
                 self._backoff = min(2 * self._backoff, self._limits.max_election_backoff)
