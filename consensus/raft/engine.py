@@ -862,11 +862,6 @@ class RaftEngine:
         if tip.height <= self._commit:
             self._count("stale_chain_advanced")
             return
-        if self._role in (Role.PRE_CANDIDATE, Role.CANDIDATE):
-            # The election counted the set of a height fixed by the stored commit it started from;
-            # that has moved, so this election is given up (the timer starts another).
-            self._count("election_abandoned_for_sync")
-            self._become_follower(self._term, None)
         log = self._log
         if not (log.first_index <= tip.height <= log.last_index
                 and log.hash_at(tip.height) == tip.block_hash):
@@ -879,6 +874,11 @@ class RaftEngine:
             if self._role is not Role.FOLLOWER:
                 self._count("stepped_down_behind_chain")
                 self._become_follower(self._term, None)
+        if self._role in (Role.PRE_CANDIDATE, Role.CANDIDATE):
+            # The election counted the set of a height fixed by the stored commit it started from;
+            # that has moved, so this election is given up (the timer starts another).
+            self._count("election_abandoned_for_sync")
+            self._become_follower(self._term, None)
         self._commit = tip.height
         self._stored_commit = tip.height  # block sync stored them before telling the engine
         self._tip = tip
