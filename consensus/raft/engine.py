@@ -492,12 +492,8 @@ class RaftEngine:
             self._count("stale_term")
             self._answer_vote(sender, False)
             return
-        # A vote in a term whose leader this node already follows is refused (as etcd does): that
-        # term has its leader, and on a chain whose set changes this is what keeps a candidate
-        # that learned later commits by block sync from winning the term those commits were made
-        # in (docs/validators.md, "Raft").
-        free = self._vote == sender or (self._vote is None and self._leader is None)
-        grant = free and self._me in self._members() and self._candidate_log_ok(m)
+        # (A node that follows this term's leader has recorded it as its vote: see _accept_leader.)
+        grant = self._vote in (None, sender) and self._me in self._members() and self._candidate_log_ok(m)
         if grant:
             if self._vote != sender:
                 self._vote = sender
@@ -558,6 +554,14 @@ class RaftEngine:
         if self._role in (Role.CANDIDATE, Role.PRE_CANDIDATE):
             self._become_follower(self._term, sender)
         self._leader = sender
+        if self._vote is None:
+            # Following the leader of a term counts as this node's vote in it, durably: it grants
+            # no other vote in that term, even after a restart (as etcd refuses votes while it
+            # has a leader). On a chain whose set changes this is what keeps a candidate that
+            # learned later commits by block sync from winning the term those commits were made in
+            # (docs/validators.md, "Raft: membership changes").
+            self._vote = sender
+            self._hard_dirty = True
         self._election_elapsed = 0
         if self._backoff > 1:
             self._backoff = 1

@@ -324,19 +324,23 @@ def test_seeded_changes_with_loss_and_crashes_stay_safe_and_live(seed: int) -> N
 
 
 def test_no_vote_in_a_term_whose_leader_this_node_follows() -> None:
-    """Node 3 learned term 1 from the leader's appends without voting: a vote request of that
-    same term from another node is refused (etcd's rule; docs/validators.md says why it matters
+    """Node 3 learned term 1 from the leader's appends without being asked for its vote: following
+    that leader is its vote in term 1, recorded durably, so a vote request of that same term from
+    another node is refused, before and after a restart (docs/validators.md says why it matters
     when sets change)."""
     c = ChangingCluster(4, lambda h: [0, 1, 2, 3])
     c.elect(0, keep=lambda f, t, d: not (t == c.ids[3] and d[5] in (REQUEST_VOTE, PRE_VOTE)))
     c.run(2)
-    follower = c.node(3).engine
-    assert (follower.term, follower.leader, follower.status()["voted_for"]) == (1, c.ids[0], None)
-    ask = RequestVote(c.ids[1], 1, follower.log.last_index, follower.log.last_term, follower.commit_index)
-    actions = c.step(c.node(3), Received(c.ids[1], encode_request_vote(CHAIN, ask)))
-    answers = [decode_message(a.data, CHAIN, 64, 1 << 20) for a in actions if isinstance(a, Send)]
-    assert len(answers) == 1 and isinstance(answers[0], VoteResponse) and answers[0].granted is False
-    assert follower.status()["voted_for"] is None
+    for restarted in (False, True):
+        if restarted:
+            c.crash(3)
+            c.restart(3)
+        follower = c.node(3).engine
+        assert (follower.term, follower.status()["voted_for"]) == (1, c.ids[0])
+        ask = RequestVote(c.ids[1], 1, follower.log.last_index, follower.log.last_term, follower.commit_index)
+        actions = c.step(c.node(3), Received(c.ids[1], encode_request_vote(CHAIN, ask)))
+        answers = [decode_message(a.data, CHAIN, 64, 1 << 20) for a in actions if isinstance(a, Send)]
+        assert len(answers) == 1 and isinstance(answers[0], VoteResponse) and answers[0].granted is False
 
 
 def test_a_candidate_whose_stored_height_moves_gives_up_its_election() -> None:
