@@ -278,10 +278,11 @@ SCHEDULES: tuple[Schedule, ...] = (
     lambda h: [0] if h < 4 else [0, 1] if h < 7 else [0, 1, 2],  # 1 -> 2 -> 3
     lambda h: [0, 1] if h < 4 else [0, 1, 2],                  # 2 -> 3
     lambda h: [0, 1, 2] if h < 4 else [0, 1, 2, 3] if h < 7 else [1, 2, 3],  # add, then remove 0
+    lambda h: [0, 1, 2] if h < 4 else [0, 1] if h < 7 else [1],  # 3 -> 2 -> 1
 )
 
 
-@pytest.mark.parametrize("seed", range(30))
+@pytest.mark.parametrize("seed", range(36))
 def test_seeded_changes_with_loss_and_crashes_stay_safe_and_live(seed: int) -> None:
     rng = random.Random(seed)
     schedule = SCHEDULES[seed % len(SCHEDULES)]
