@@ -215,7 +215,8 @@ def cmd_propose(args: argparse.Namespace) -> int:
 
 
 def _preview(client: LedgerClient, action: str, args: dict[str, Any]) -> dict[str, Any]:
-    """The set after `action`, from the node's next set: n, f and the quorum (as PBFT counts them)."""
+    """The set after `action`, from the node's next set: n, f and the quorum, as the chain's engine
+    counts them (PBFT: n >= 3f + 1; Raft: a majority)."""
     status = client.status()
     current = [v["node_id"] for v in status.get("next_validators") or status["validators"]]
     node_id = str(args["node_id"])
@@ -225,7 +226,7 @@ def _preview(client: LedgerClient, action: str, args: dict[str, Any]) -> dict[st
         after = [v for v in current if v != node_id]
     else:
         after = [str(args["new_node_id"]) if v == node_id else v for v in current]
-    figures = valset.figures(len(after))
+    figures = valset.figures(len(after), str(status.get("consensus", "pbft")))
     return {**figures, "validators": after,
             "summary": f"after this change n={figures['n']}, f={figures['f']}, quorum {figures['quorum']}"}
 

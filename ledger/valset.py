@@ -41,7 +41,10 @@ MAX_NAME_CHARS = 64
 MAX_URL_CHARS = 256
 ROTATE_PREFIX = b"ledgerd-rotate-key-v1:"
 VALSET_ACTIONS = frozenset({"add-validator", "remove-validator", "rotate-validator-key"})
-ENGINES_WITH_CHANGES = frozenset({"pbft"})
+# Engines whose membership changes are single-server steps (one voter in or out at a time): a key
+# rotation swaps one voter for another at once, and the majorities of {a, b, c} and {a, b, d} can be
+# disjoint ({b, c} and {a, d}), so these engines take it as two changes, an add then a remove.
+SINGLE_SERVER_ENGINES = frozenset({"raft"})
 
 
 class ValsetState(Protocol):
@@ -63,6 +66,11 @@ def bft_figures(n: int) -> tuple[int, int]:
     any two of which share f + 1 validators (2f + 1 when n = 3f + 1)."""
     f = (n - 1) // 3
     return f, (n + f) // 2 + 1
+
+
+def majority_figures(n: int) -> tuple[int, int]:
+    """(f, quorum) of `n` Raft validators: a majority decides, so f = (n - 1) // 2 may crash."""
+    return (n - 1) // 2, n // 2 + 1
 
 
 def change_receipt_message(effective_height: int, validators: list[str] | tuple[str, ...]) -> str:
@@ -129,8 +137,6 @@ def _current(gs: ValsetState) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     if value is None:
         raise _invalid("this chain records no validator set in its state (its genesis has no committee), "
                        "so its validator set cannot change")
-    if value["consensus"] not in ENGINES_WITH_CHANGES:
-        raise _invalid(f"validator-set changes are not supported under {value['consensus']} yet")
     if value["pending"] is not None:
         p = value["pending"]
         raise _invalid(f"a validator-set change ({p['action']} by proposal {p['proposal']}) is still waiting "
@@ -161,7 +167,11 @@ def check_remove(gs: ValsetState, args: Mapping[str, Any]) -> None:
 
 
 def check_rotate(gs: ValsetState, args: Mapping[str, Any]) -> None:
-    _, validators = _current(gs)
+    value, validators = _current(gs)
+    if value["consensus"] in SINGLE_SERVER_ENGINES:
+        raise _invalid(f"under {value['consensus']} a key is not rotated in one step (the old and the new set "
+                       "could decide without a common voter): add the new key (add-validator), then, once "
+                       "that is in force, remove the old one (remove-validator)")
     old, new = str(args["node_id"]), str(args["new_node_id"])
     if old not in _ids(validators):
         raise _invalid(f"{old} is not a validator of this chain")
@@ -220,12 +230,16 @@ def history(gs: ValsetState) -> list[dict[str, Any]]:
     return [dict(gs.gov_get(change_key(seq))) for seq in range(count)]
 
 
-def figures(n: int) -> dict[str, int]:
-    f, quorum = bft_figures(n)
+def figures(n: int, consensus: str = "pbft") -> dict[str, int]:
+    """n, f and the quorum of `n` validators as engine `consensus` counts them (PBFT: n >= 3f + 1;
+    Raft: a majority)."""
+    f, quorum = majority_figures(n) if consensus == "raft" else bft_figures(n)
     return {"n": n, "f": f, "quorum": quorum}
 
 
 def preview(gs: ValsetState, action: str, args: Mapping[str, Any]) -> dict[str, Any]:
-    """What a change would make of the set: the new n, f and quorum (assumes its check passed)."""
+    """What a change would make of the set: the new n, f and quorum, as the chain's engine counts
+    them (assumes its check passed)."""
+    value, _ = _current(gs)
     after = changed_validators(gs, action, args)
-    return {**figures(len(after)), "validators": _ids(after)}
+    return {**figures(len(after), str(value["consensus"])), "validators": _ids(after)}

@@ -39,7 +39,6 @@ from typing import Any
 
 from consensus.api import Ed25519Signer, Ed25519Verifier, Engine, EngineConfig, EngineContext
 from consensus.factory import history_blocks, make_engine, trusts_validators, verify_certificate
-from consensus.observer import ObserverEngine
 from ledger import governance, keys, valset
 from ledger.block import Block, decode_block_header
 from ledger.errors import Rejected
@@ -125,9 +124,10 @@ class Node:
             recent_proposers=recent_proposers(store, history_blocks(
                 genesis.consensus, len(self.valsets.at(store.tip.height + 1)))),
         )
-        # Raft has no passive seat: an observer there runs an engine that does nothing at all.
-        self.engine = ObserverEngine(context) if observer and genesis.consensus == "raft" \
-            else engine_factory(genesis.consensus, context)
+        # Both engines have a passive seat: a node outside the set in force follows (by block sync,
+        # and under Raft by the leader's appends once the set it joins is known) and takes up its
+        # vote at the height its key enters the set.
+        self.engine = engine_factory(genesis.consensus, context)
         metrics.watch_engine(lambda: dict(self.engine.counters))
         # Round or election timeouts counted up to the last commit (or the start): the baseline of
         # `rounds_without_commit` in /v1/status.

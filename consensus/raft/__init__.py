@@ -15,6 +15,12 @@ checks that a validator made that statement. It does NOT show that a majority st
 that the signer was really the elected leader, nor protect against a dishonest leader; it is an
 attributable statement by one trusted node, where a PBFT certificate is a quorum proof.
 
+Validator-set changes: the set of each height comes from `EngineContext.validators_at` (fixed by
+the state committed two heights below); the entry of height h commits on a majority of h's set,
+elections count the set of the candidate's election height, a node outside the set follows as a
+learner, and a removed leader steps down. The rules and their safety argument: the engine's
+"validator set of a height" notes and docs/validators.md ("Raft: membership changes").
+
 Operational notes for the runtime:
 - Only the leader proposes (`BuildProposal` with `round` = the Raft term); `status()["leader"]`
   names it so that followers can forward transactions to it.

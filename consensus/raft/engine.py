@@ -35,6 +35,9 @@ go beyond the paper, and why:
   a committed block that fails to execute there is a broken invariant and must halt the node.
 - A follower the leader can no longer repair from its log gets a `SyncHint`; it reports
   `needs_sync` in `status()` until block sync (`ChainAdvanced`) brings it to that height.
+- Validator-set changes (single-server, one at a time, by height): see "the validator set of a
+  height" below and docs/validators.md, which proves the rules safe. A chain whose set never
+  changes (`validators_at` None) has no horizon, and the engine then works as before.
 """
 
 from __future__ import annotations
@@ -93,6 +96,10 @@ from consensus.raft.messages import (
 )
 from ledger.block import make_block
 from ledger.state import chain_app_hash
+from ledger.valset import ACTIVATION_DELAY
+
+# Beyond every height: the horizon of a chain whose validator set never changes.
+_NO_HORIZON = 2**63
 
 
 class Role(enum.Enum):
@@ -121,16 +128,17 @@ class RaftEngine:
         self._chain_id = ctx.chain_id
         self._me = ctx.signer.node_id
         self._validators = tuple(ctx.validators)
-        self._validator_set = frozenset(self._validators)
-        if self._me not in self._validator_set:
-            raise ValueError(f"node {self._me} is not a validator of chain {ctx.chain_id}")
-        if len(self._validator_set) != len(self._validators):
+        if len(frozenset(self._validators)) != len(self._validators):
             raise ValueError("validator ids must be distinct")
-        self._peers = tuple(v for v in self._validators if v != self._me)
-        self._quorum = len(self._validators) // 2 + 1
+        if ctx.validators_at is None and self._me not in self._validators:
+            raise ValueError(f"node {self._me} is not a validator of chain {ctx.chain_id}")
+        # The set of each height, as `EngineContext.validators_at` answered it (fixed once known).
+        self._sets: dict[int, tuple[str, ...]] = {}
         self.counters: dict[str, int] = {}
 
-        restored = restore(ctx.restored, ctx.tip, self._validators)
+        # On a chain whose set changes, a vote recorded under an older set may name a node that has
+        # left it since: the record is checked for form only.
+        restored = restore(ctx.restored, ctx.tip, self._validators if ctx.validators_at is None else None)
         self._term = restored.hard_state.term
         self._vote = restored.hard_state.vote
         self._log: RaftLog = restored.log
@@ -182,8 +190,13 @@ class RaftEngine:
         return self._log
 
     def status(self) -> dict[str, Any]:
+        voters = self._set_at(self._stored_commit + 1)
         return {
             "engine": "raft",
+            "is_validator": self._me in voters,
+            "validators": len(voters),
+            "max_faulty": (len(voters) - 1) // 2,
+            "quorum": len(voters) // 2 + 1,
             "role": self._role.value,
             "term": self._term,
             "leader": self._leader,
@@ -224,6 +237,75 @@ class RaftEngine:
     def _hard_state(self) -> HardState:
         return HardState(self._term, self._vote)
 
+    def _counted_set(self, height: int) -> tuple[str, ...]:
+        """The validators whose copies count towards committing the entry at `height`: its set."""
+        return self._set_at(height)
+
+    # --- the validator set of a height -----------------------------------------------------------
+    #
+    # The set C(h) of height h is fixed by the state committed at h - ACTIVATION_DELAY, so this node
+    # knows it for every h up to its stored commit + 2, its *horizon*. The rules (docs/validators.md,
+    # "Raft", proves them safe):
+    # - no log holds an entry above its node's horizon (followers take entries up to it, leaders
+    #   append up to it), so every entry's set is known where it is stored;
+    # - the entry at h is committed when a majority of C(h) stores it, and a leader commits through
+    #   h only when that holds for every height from its commit to h;
+    # - a node's election height is the height its first entry as leader would take:
+    #   min(last index + 1, horizon). It campaigns only when it belongs to the set of every height
+    #   from its commit + 1 to there, and counts (pre-)votes from that height's set only;
+    # - a new leader whose election height is its last index (its log reaches the horizon) cannot
+    #   append a no-op above it: it re-stamps its last entry with its own term instead (same block);
+    # - a leader proposes height h only when it is in C(h), and steps down once it is not;
+    # - messages from outside C(stored + 1) and C(stored + 2) are dropped, and a commit signature
+    #   counts only from a member of its height's set.
+
+    def _set_at(self, height: int) -> tuple[str, ...]:
+        if self._ctx.validators_at is None:
+            return self._validators
+        known = self._sets.get(height)
+        if known is None:
+            if height > self._horizon():
+                raise RaftInvariantError(f"raft: the validator set of height {height} is not known at "
+                                         f"stored height {self._stored_commit}")
+            known = tuple(self._ctx.validators_at(height))
+            if not known or len(frozenset(known)) != len(known):
+                raise RaftInvariantError(f"raft: the validator set of height {height} is empty or repeats an id")
+            self._sets[height] = known
+            if len(self._sets) > 16:
+                for old in [h for h in self._sets if h <= self._stored_commit - 4]:
+                    del self._sets[old]
+        return known
+
+    def _horizon(self) -> int:
+        """The highest height whose set this node knows, hence the highest index its log may hold."""
+        return _NO_HORIZON if self._ctx.validators_at is None else self._stored_commit + ACTIVATION_DELAY
+
+    def _members(self) -> tuple[str, ...]:
+        """Every validator of the heights this node may still decide: C(stored + 1), then the
+        newcomers of C(stored + 2) (learners for stored + 1: replicated to, not counted)."""
+        first = self._set_at(self._stored_commit + 1)
+        if self._ctx.validators_at is None:
+            return first
+        return first + tuple(v for v in self._set_at(self._stored_commit + 2) if v not in first)
+
+    def _peers(self) -> tuple[str, ...]:
+        return tuple(v for v in self._members() if v != self._me)
+
+    def _election_height(self) -> int:
+        return min(self._log.last_index + 1, self._horizon())
+
+    def _electorate(self) -> tuple[str, ...]:
+        return self._set_at(self._election_height())
+
+    def _eligible(self) -> bool:
+        """May this node lead: is it in the set of every height from its commit + 1 to its election
+        height (its no-op or re-stamped entry, and every older entry it would commit)?"""
+        top = self._election_height()
+        return all(self._me in self._set_at(h) for h in range(min(self._commit + 1, top), top + 1))
+
+    def _has_majority(self, voters: set[str], electorate: tuple[str, ...]) -> bool:
+        return sum(1 for v in electorate if v in voters) >= len(electorate) // 2 + 1
+
     # --- time ----------------------------------------------------------------------------------
 
     def _on_tick(self) -> None:
@@ -231,13 +313,36 @@ class RaftEngine:
         if self._role is Role.LEADER:
             if not self._check_quorum():
                 return
+            self._maybe_step_down()
+            if self._role is not Role.LEADER:
+                return
+            self._maybe_propose()  # a proposal that waited for its commit to be stored
             self._heartbeat_elapsed += 1
             if self._heartbeat_elapsed >= max(1, self._ctx.config.heartbeat_ticks):
                 self._heartbeat_elapsed = 0
                 self._replicate_all()
             return
         self._election_elapsed += 1
-        if not self._peers or self._election_elapsed >= self._election_timeout:
+        if not self._eligible():
+            # A learner (added, not yet in force), a removed validator or an observer: it follows
+            # the leader's appends or block sync, and never campaigns.
+            if self._role is not Role.FOLLOWER:
+                self._become_follower(self._term, None)
+            self._election_elapsed = 0
+            return
+        if self._leader is not None and self._leader not in self._set_at(self._stored_commit + 1):
+            # Our leader has left the set: it has stepped down (or will not be heard any more), so
+            # elect another without waiting a full timeout (the hand-over). The remaining
+            # validators go in their order in the set, one minimum election timeout apart, so
+            # that they do not split the vote; they see the change at the same height and drop
+            # the old leader (and its lease) too, so they grant.
+            self._count("leader_left_set")
+            self._leader = None
+            self._election_elapsed = 0
+            remaining = self._set_at(self._stored_commit + 1)
+            self._election_timeout = 1 + remaining.index(self._me) * max(
+                1, self._ctx.config.election_timeout_min_ticks)
+        if self._electorate() == (self._me,) or self._election_elapsed >= self._election_timeout:
             if self._role is not Role.FOLLOWER:  # our last election came to nothing
                 self._backoff = min(2 * self._backoff, self._limits.max_election_backoff)
             # Counted whether or not a term follows (without a reachable majority pre-vote stops it):
@@ -258,8 +363,8 @@ class RaftEngine:
         window = max(2, self._ctx.config.election_timeout_max_ticks)
         if self._tick - self._leader_since < window:
             return True
-        heard = 1 + sum(1 for p in self._progress.values() if self._tick - p.heard_tick < window)
-        if heard >= self._quorum:
+        heard = {p for p, prog in self._progress.items() if self._tick - prog.heard_tick < window}
+        if self._has_majority(heard | {self._me}, self._electorate()):
             return True
         self._count("leader_lost_quorum")
         self._become_follower(self._term, None)
@@ -276,7 +381,7 @@ class RaftEngine:
         self._votes = {self._me}
         self._building = None
         self._reset_election_timer()
-        if len(self._votes) >= self._quorum:
+        if self._has_majority(self._votes, self._electorate()):
             self._campaign()
             return
         ask = RequestVote(self._me, self._term + 1, self._log.last_index, self._log.last_term, self._commit,
@@ -294,7 +399,7 @@ class RaftEngine:
         self._building = None
         self._reset_election_timer()
         self._count("elections_started")
-        if len(self._votes) >= self._quorum:
+        if self._has_majority(self._votes, self._electorate()):
             self._become_leader()
             return
         vote = RequestVote(self._me, self._term, self._log.last_index, self._log.last_term, self._commit)
@@ -316,18 +421,25 @@ class RaftEngine:
         self._building = None
 
     def _become_leader(self) -> None:
+        if not self._eligible():  # block sync moved this node's sets on during the election
+            self._count("not_eligible")
+            self._become_follower(self._term, None)
+            return
         self._role = Role.LEADER
         self._leader = self._me
         self._backoff = 1
         self._votes = set()
         self._leader_since = self._tick
         self._heartbeat_elapsed = 0
-        nxt = self._log.last_index + 1
-        self._progress = {p: _Progress(next_index=nxt, heard_tick=self._tick) for p in self._peers}
+        self._progress = {}
+        self._sync_progress()
         self._txs_pending = True  # look at the mempool once; it may have filled while we followed
         self._count("became_leader")
         if self._log.last_index > self._commit:
-            self._append_noop()
+            if self._election_height() > self._log.last_index:
+                self._append_noop()
+            else:
+                self._restamp_last()
         self._replicate_all()
         self._maybe_commit()
         self._maybe_propose()
@@ -335,7 +447,7 @@ class RaftEngine:
     # --- peer messages -------------------------------------------------------------------------
 
     def _on_received(self, sender: str, data: bytes) -> None:
-        if sender not in self._validator_set:
+        if sender not in self._members():
             self._count("not_validator")
             return
         if sender == self._me:
@@ -380,7 +492,8 @@ class RaftEngine:
             self._count("stale_term")
             self._answer_vote(sender, False)
             return
-        grant = self._vote in (None, sender) and self._candidate_log_ok(m)
+        # (A node that follows this term's leader has recorded it as its vote: see _accept_leader.)
+        grant = self._vote in (None, sender) and self._me in self._members() and self._candidate_log_ok(m)
         if grant:
             if self._vote != sender:
                 self._vote = sender
@@ -399,7 +512,8 @@ class RaftEngine:
         # the leader is alive, so an election now would only disrupt it.
         heard_leader = self._role is Role.LEADER or (
             self._leader is not None and self._election_elapsed < self._ctx.config.election_timeout_min_ticks)
-        grant = m.term > self._term and not heard_leader and self._candidate_log_ok(m)
+        grant = m.term > self._term and not heard_leader and self._me in self._members() \
+            and self._candidate_log_ok(m)
         if not grant:
             self._count("pre_vote_refused")
         answer = VoteResponse(self._me, m.term if grant else self._term, sender, grant, pre=True)
@@ -410,7 +524,7 @@ class RaftEngine:
             self._count("stale_vote")
             return
         self._votes.add(sender)
-        if len(self._votes) >= self._quorum:
+        if self._has_majority(self._votes, self._electorate()):
             self._campaign()
 
     def _candidate_log_ok(self, m: RequestVote) -> bool:
@@ -428,7 +542,7 @@ class RaftEngine:
             return
         if m.granted:
             self._votes.add(sender)
-            if len(self._votes) >= self._quorum:
+            if self._has_majority(self._votes, self._electorate()):
                 self._become_leader()
 
     def _accept_leader(self, sender: str) -> bool:
@@ -440,6 +554,14 @@ class RaftEngine:
         if self._role in (Role.CANDIDATE, Role.PRE_CANDIDATE):
             self._become_follower(self._term, sender)
         self._leader = sender
+        if self._vote is None:
+            # Following the leader of a term counts as this node's vote in it, durably: it grants
+            # no other vote in that term, even after a restart (as etcd refuses votes while it
+            # has a leader). On a chain whose set changes this is what keeps a candidate that
+            # learned later commits by block sync from winning the term those commits were made in
+            # (docs/validators.md, "Raft: membership changes").
+            self._vote = sender
+            self._hard_dirty = True
         self._election_elapsed = 0
         if self._backoff > 1:
             self._backoff = 1
@@ -485,6 +607,11 @@ class RaftEngine:
             if log.hash_at(prev) != m.prev_hash:
                 self._count("conflicting_entry")
                 return
+        room = self._horizon() - prev
+        if len(entries) > room:
+            # Entries above the horizon would have no known set here: taken once commits catch up.
+            entries = entries[:max(0, room)]
+            self._count("entries_above_horizon")
         for k, wire in enumerate(entries):
             index = prev + 1 + k
             if index <= log.last_index:
@@ -530,7 +657,7 @@ class RaftEngine:
         for c in certs:
             if c.index <= self._commit or c.index > self._log.last_index or c.index in self._certs:
                 continue
-            if c.leader not in self._validator_set or not cert.verify_signature(
+            if c.leader not in self._set_at(c.index) or not cert.verify_signature(
                     self._ctx.verifier, self._chain_id, c.index, self._log.hash_at(c.index), c.term, c.leader,
                     c.signature):
                 self._count("bad_certificate")
@@ -553,8 +680,12 @@ class RaftEngine:
         if self._role is not Role.LEADER or m.term != self._term:
             self._count("stale_response")
             return
-        prog = self._progress[sender]
+        prog = self._progress.get(sender)
+        if prog is None:  # it has left the set, or joins it later
+            self._count("stale_response")
+            return
         prog.heard_tick = self._tick
+        before = (prog.match_index, prog.commit_index)
         prog.commit_index = max(prog.commit_index, m.commit)
         if m.success:
             if m.index > self._log.last_index:
@@ -563,7 +694,10 @@ class RaftEngine:
             prog.match_index = max(prog.match_index, m.index)
             prog.next_index = max(prog.next_index, prog.match_index + 1)
             self._maybe_commit()
-            if self._role is Role.LEADER and prog.next_index <= self._log.last_index:
+            # More to send: at once, when this answer moved the follower on (else the heartbeat
+            # repeats it; a follower that took nothing new must not start a ping-pong).
+            if self._role is Role.LEADER and prog.next_index <= self._log.last_index \
+                    and (prog.match_index, prog.commit_index) != before and sender in self._progress:
                 self._send_append(sender)
             return
         if m.index <= prog.match_index:
@@ -584,6 +718,10 @@ class RaftEngine:
         if self._log.last_index != self._commit:
             return  # one block in flight: the runtime builds on committed state only
         height = self._commit + 1
+        if height > self._horizon():
+            return  # the commit is not stored yet; asked again at the next tick
+        if self._maybe_step_down():
+            return
         self._building = (height, self._term)
         self._out.append(BuildProposal(height, self._term, self._tip))
 
@@ -604,6 +742,28 @@ class RaftEngine:
         self._replicate_all()
         self._maybe_commit()
 
+    def _maybe_step_down(self) -> bool:
+        """When the set of the next height no longer holds this leader and everything it appended
+        is committed (one block in flight), it stops leading, idle or not; the remaining validators
+        elect one of theirs when their election timeout runs out. True when it stepped down."""
+        height = self._commit + 1
+        if self._role is not Role.LEADER or self._log.last_index != self._commit or height > self._horizon() \
+                or self._me in self._set_at(height):
+            return False
+        self._count("left_validator_set")
+        self._become_follower(self._term, None)
+        self._election_elapsed = 0
+        return True
+
+    def _restamp_last(self) -> None:
+        """The new leader's entry of its own term (what the no-op is for, §5.4.2) at its last index
+        rather than above it: that entry is at the horizon, so the set of the height above is not
+        known yet. The block stays the same, only its term changes; see docs/validators.md."""
+        entry = self._log.entry(self._log.last_index)
+        self._truncate_from(entry.index)
+        self._append(Entry(self._term, entry.block))
+        self._count("restamped_entries")
+
     def _append_noop(self) -> None:
         parent = self._log.entry(self._log.last_index).block.header
         block = make_block(self._chain_id, parent.height + 1, self._log.hash_at(parent.height),
@@ -611,8 +771,19 @@ class RaftEngine:
         self._append(Entry(self._term, block))
         self._count("noop_blocks")
 
+    def _sync_progress(self) -> None:
+        """Follow the set: a newcomer gets a progress record (probed from the end of the log), a
+        validator that left loses its own."""
+        peers = self._peers()
+        for gone in [p for p in self._progress if p not in peers]:
+            del self._progress[gone]
+        for peer in peers:
+            if peer not in self._progress:
+                self._progress[peer] = _Progress(next_index=self._log.last_index + 1, heard_tick=self._tick)
+
     def _replicate_all(self) -> None:
-        for peer in self._peers:
+        self._sync_progress()
+        for peer in self._progress:
             self._send_append(peer)
 
     def _send_append(self, peer: str) -> None:
@@ -624,9 +795,11 @@ class RaftEngine:
             self._send(peer, encode_sync_hint(self._chain_id, hint))
             return
         entries = []
-        if prog.next_index <= log.last_index:
-            limits = self._limits
-            entries = log.slice(prog.next_index, limits.max_append_entries, limits.max_append_bytes)
+        # A follower takes entries up to its horizon only: its commit (as last reported) + 2.
+        room = self._limits.max_append_entries if self._ctx.validators_at is None \
+            else min(self._limits.max_append_entries, prog.commit_index + ACTIVATION_DELAY - prev)
+        if prog.next_index <= log.last_index and room > 0:
+            entries = log.slice(prog.next_index, room, self._limits.max_append_bytes)
         last_sent = prev + len(entries)
         low = max(prog.commit_index, log.base.index) + 1
         high = min(self._commit, max(last_sent, prog.match_index), low + self._limits.max_append_entries - 1)
@@ -654,9 +827,19 @@ class RaftEngine:
         """Figure 2: the highest index stored on a majority, if it is of the current term."""
         if self._role is not Role.LEADER:
             return
-        matches = sorted([self._log.last_index, *(p.match_index for p in self._progress.values())],
-                         reverse=True)
-        index = matches[self._quorum - 1]
+        self._sync_progress()
+        matches = {p: prog.match_index for p, prog in self._progress.items()}
+        matches[self._me] = self._log.last_index
+        index = self._commit
+        # The highest index such that the entry of every height up to it is stored on a majority
+        # of that height's set (the sets of two heights differ by one validator at most).
+        for height in range(self._commit + 1, min(self._log.last_index, self._horizon()) + 1):
+            counted = self._counted_set(height)
+            if sum(1 for v in counted if matches.get(v, 0) >= height) < len(counted) // 2 + 1:
+                break
+            index = height
+        while index > self._commit and not self._may_commit(index):
+            index -= 1  # §5.4.2: commit by counting only through an entry of the current term
         if index > self._commit and self._may_commit(index):
             self._advance_commit(index)
             self._replicate_all()  # tell followers now rather than at the next heartbeat
@@ -695,7 +878,13 @@ class RaftEngine:
             if self._role is not Role.FOLLOWER:
                 self._count("stepped_down_behind_chain")
                 self._become_follower(self._term, None)
+        if self._role in (Role.PRE_CANDIDATE, Role.CANDIDATE):
+            # The election counted the set of a height fixed by the stored commit it started from;
+            # that has moved, so this election is given up (the timer starts another).
+            self._count("election_abandoned_for_sync")
+            self._become_follower(self._term, None)
         self._commit = tip.height
+        self._stored_commit = tip.height  # block sync stored them before telling the engine
         self._tip = tip
         for index in [i for i in self._certs if i <= tip.height]:
             del self._certs[index]

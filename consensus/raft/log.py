@@ -103,11 +103,13 @@ def _load_json(raw: bytes, what: str) -> dict[str, object]:
     return obj
 
 
-def decode_hard_state(raw: bytes, validators: Collection[str]) -> HardState:
+def decode_hard_state(raw: bytes, validators: Collection[str] | None) -> HardState:
+    """`validators` None: the vote may name any node id (a set that changes may have lost it since)."""
     obj = _load_json(raw, STATE_KEY)
     term, vote = obj.get("term"), obj.get("vote")
     if set(obj) != {"term", "vote"} or type(term) is not int or term < 0 \
-            or not (vote is None or (isinstance(vote, str) and vote in validators)):
+            or not (vote is None or (isinstance(vote, str) and (
+                vote in validators if validators is not None else keys.is_address(vote)))):
         raise RaftStateError(f"{STATE_KEY} is malformed or names a vote for a non-validator")
     return HardState(term, vote)
 
@@ -219,7 +221,7 @@ class Restored:
     base_dirty: bool  # the base record must be (re)written at the next Persist
 
 
-def restore(records: Mapping[str, bytes], tip: ChainTip, validators: Collection[str]) -> Restored:
+def restore(records: Mapping[str, bytes], tip: ChainTip, validators: Collection[str] | None) -> Restored:
     """Rebuild hard state and log from persisted records and the block store's tip."""
     unknown = [k for k in records if k not in (STATE_KEY, BASE_KEY) and not k.startswith(LOG_PREFIX)]
     if unknown:

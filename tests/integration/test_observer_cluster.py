@@ -168,7 +168,7 @@ def test_the_observer_serves_the_same_proof_bundles_as_the_validators(cluster: O
 
 
 def test_a_raft_observer_follows_and_forwards(tmp_path: Path) -> None:
-    """Raft has no passive seat: the observer runs no engine at all and follows by block sync."""
+    """A Raft observer runs the engine as a learner outside the set: it follows by block sync."""
     c = ObservedCluster(tmp_path, consensus="raft")
     try:
         for k in range(N + 1):

@@ -765,7 +765,7 @@ def test_status_names_role_term_leader_and_heights() -> None:
     status = c.node(0).engine.status()
     assert status == {"engine": "raft", "role": "follower", "term": 1, "leader": c.ids[1],
                       "voted_for": c.ids[1], "commit_height": 1, "last_index": 1, "log_base": 0,
-                      "needs_sync": None}
+                      "needs_sync": None, "is_validator": True, "validators": 3, "max_faulty": 1, "quorum": 2}
     assert json.loads(json.dumps(status)) == status
 
 

@@ -1,6 +1,7 @@
 """Validator-set changes as ledger rules: the committee decides add, remove and rotate; each takes
 effect ACTIVATION_DELAY blocks after the block that executes it; one change in flight; guards at
-submission and again at execution (duplicate, unknown, last validator, bad key proof, raft)."""
+submission and again at execution (duplicate, unknown, last validator, bad key proof, a one-step
+key rotation under raft)."""
 
 from __future__ import annotations
 
@@ -136,9 +137,34 @@ def test_a_rotated_key_takes_its_predecessors_place_in_the_order() -> None:
     assert ids_at(chain, at) == (VAL[0].address, VAL[4].address, VAL[2].address, VAL[3].address)
 
 
-def test_raft_refuses_validator_set_changes_for_now() -> None:
-    chain = Chain(val_genesis(consensus="raft"))
-    assert "not supported under raft yet" in refusal(chain, "remove-validator", node_id=VAL[3].address)
+def test_raft_takes_adds_and_removes_one_at_a_time() -> None:
+    chain = Chain(val_genesis(n=3, consensus="raft"))
+    chain.decide("add-validator", node_id=VAL[4].address, p2p_url=URL)
+    while ids_at(chain, chain.height + 1) != tuple(v.address for v in (*VAL[:3], VAL[4])):
+        chain.block()
+    chain.block()
+    chain.decide("remove-validator", node_id=VAL[0].address)
+    at = chain.height + valset.ACTIVATION_DELAY
+    assert ids_at(chain, at) == tuple(v.address for v in (*VAL[1:3], VAL[4]))
+
+
+def test_raft_refuses_a_one_step_key_rotation_and_says_how_to_do_it_in_two() -> None:
+    """{a, b, c} -> {a, b, d} in one step: the majorities {b, c} and {a, d} share no voter."""
+    chain = Chain(val_genesis(n=3, consensus="raft"))
+    message = refusal(chain, "rotate-validator-key", node_id=VAL[2].address, new_node_id=VAL[4].address,
+                      proof=rotation_proof(VAL[4], VAL[2].address))
+    assert "add the new key (add-validator)" in message and "remove the old one (remove-validator)" in message
+    assert ids_at(chain, chain.height + valset.ACTIVATION_DELAY) == tuple(v.address for v in VAL[:3])
+
+
+def test_preview_counts_a_majority_under_raft() -> None:
+    chain = Chain(val_genesis(n=3, consensus="raft"))
+    view = valset.preview(chain.overlay(), "add-validator", {"node_id": VAL[4].address, "p2p_url": URL})
+    assert (view["n"], view["f"], view["quorum"]) == (4, 1, 3)
+    view = valset.preview(chain.overlay(), "remove-validator", {"node_id": VAL[0].address})
+    assert (view["n"], view["f"], view["quorum"]) == (2, 0, 2)
+    assert valset.figures(1, "raft") == {"n": 1, "f": 0, "quorum": 1}
+    assert valset.figures(5, "raft") == {"n": 5, "f": 2, "quorum": 3}
 
 
 def test_preview_gives_the_new_n_f_and_quorum() -> None:
