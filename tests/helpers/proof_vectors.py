@@ -6,10 +6,9 @@ JSON. The files are for someone writing a verifier in another language: a genesi
 bundles, one tampered bundle per check with the verdict expected, the intermediate hashes of one
 bundle, and Merkle trees of 0 to 8 leaves with every audit path; and a PBFT chain whose validator
 set changes three times (a validator added, one removed, a key rotated), with valid bundles that
-walk the changes and bundles with each part of a change tampered with.
-
-Raft chains have no vectors with changes: the ledger accepts validator-set changes under PBFT only
-(`ledger.valset.ENGINES_WITH_CHANGES`).
+walk the changes and bundles with each part of a change tampered with; and a Raft chain whose set
+changes twice (a validator added, then one removed: Raft takes no key rotation), each block
+certified by its term's leader, a member of the set in force at its height, as the engine does.
 """
 
 from __future__ import annotations
@@ -32,7 +31,7 @@ from ledger.merkle import inclusion_proof, merkle_root
 from ledger.proof import encode_bundle
 from ledger.tx import Propose, Record, Transaction, Vote, decode_tx, sign_tx
 from tests.helpers.chain import key, transfer
-from tests.helpers.proofs import ProofChain, pbft_header_certificate
+from tests.helpers.proofs import ProofChain, pbft_header_certificate, raft_certificate
 
 EXPECTED_FILE = "expected.json"
 
@@ -63,13 +62,23 @@ class ValsetChain:
     before_rotation: tuple[keys.PrivateKey, ...]  # the set in force just before the rotation
 
 
-def _decide(chain: ProofChain, action: str, args: dict[str, Any], nonce: int, filler: list[Transaction]) -> None:
+def _decide(chain: ProofChain, action: str, args: dict[str, Any], nonce: int, filler: list[Transaction],
+            leader: keys.PrivateKey | None = None, term: int = 1) -> None:
     """Two blocks: member 0 proposes, member 1 votes yes (2 of 3 pass it) after a transfer, so the
-    vote is transaction 1 of its block and its receipt path is not empty."""
+    vote is transaction 1 of its block and its receipt path is not empty. Both are built by `leader`
+    (under Raft, certified by it as leader of `term`); by default the first of the set in force."""
     chain_id = chain.genesis.chain_id
     propose = sign_tx(chain.members[0], chain_id, nonce, Propose(*decode_action(action, args)))
-    chain.commit([propose])
-    chain.commit([filler.pop(0), sign_tx(chain.members[1], chain_id, nonce, Vote(propose.hash, True))])
+    chain.commit([propose], proposer=_place(chain, leader), term=term)
+    chain.commit([filler.pop(0), sign_tx(chain.members[1], chain_id, nonce, Vote(propose.hash, True))],
+                 proposer=_place(chain, leader), term=term)
+
+
+def _place(chain: ProofChain, leader: keys.PrivateKey | None) -> int:
+    """`leader`'s index in the set in force at the next height (0 for None)."""
+    if leader is None:
+        return 0
+    return [v.address for v in chain.signing_set(chain.store.tip.height + 1)].index(leader.address)
 
 
 def valset_chain() -> ValsetChain:
@@ -97,6 +106,63 @@ def valset_chain() -> ValsetChain:
     chain.commit([transfer(a, 6, b, 250), record, transfer(b, 0, a, 10**12)])
     assert not filler and len(chain.valsets.changes_through(chain.store.tip.height)) == 3
     return ValsetChain(chain, record, chain.store.tip.height, before_rotation)
+
+
+@dataclass(frozen=True)
+class RaftValsetChain:
+    """The Raft chain whose set changes, and what its vectors need to know of it."""
+
+    chain: ProofChain
+    record: Transaction  # in the last block, under the set after both changes
+    height: int  # the last block's
+    removed: keys.PrivateKey  # validator 0: leader of term 1, retired by the second change
+
+
+def raft_valset_chain() -> RaftValsetChain:
+    """Validator 0 leads term 1: blocks 1-2 add validator 4 (in force from 4), block 3 holds a
+    transfer. Then validator 0 stops answering and the added validator, a member of the set of
+    height 4, wins term 2 and leads from block 4 on: blocks 4-5 remove validator 0 (in force from 7),
+    block 6 holds a transfer, block 7 a transfer, a record and a failed transfer. Every certificate
+    is its block's leader's signature with its term, the leader a member of its height's set (the
+    engine's rule 6: a leader proposes height h only when it is in the set of h)."""
+    chain = ProofChain("raft", validators=4, accounts=3, committee=3)
+    a, b, _ = chain.accounts
+    added, removed = key(4, b"node"), chain.validators[0]
+    chain.add_validator_key(added)
+    filler = [transfer(a, n, b, 1 + n) for n in range(4)]
+    chain_id = chain.genesis.chain_id
+    _decide(chain, "add-validator", {"node_id": added.address, "p2p_url": "wss://127.0.0.1:9004", "name": "node4"},
+            0, filler, leader=removed, term=1)
+    chain.commit([filler.pop(0)], proposer=_place(chain, removed), term=1)  # block 3: the genesis set's
+    _decide(chain, "remove-validator", {"node_id": removed.address}, 1, filler, leader=added, term=2)
+    chain.commit([filler.pop(0)], proposer=_place(chain, added), term=2)  # block 6: removal decided, not in force
+    record = sign_tx(a, chain_id, 5, Record("contract/2026-0078", "sha256:" + "3d" * 32))
+    chain.commit([transfer(a, 4, b, 250), record, transfer(b, 0, a, 10**12)], proposer=_place(chain, added),
+                 term=2)
+    height = chain.store.tip.height
+    assert not filler and len(chain.valsets.changes_through(height)) == 2
+    assert removed.address not in chain.valsets.at(height)
+    return RaftValsetChain(chain, record, height, removed)
+
+
+def _raft_valset_tampers(chain: RaftValsetChain) -> tuple[tuple[str, str, Callable[[dict[str, Any]], None]], ...]:
+    """Each tampered vector of the Raft chain whose set changed (changes 0 and 1: the addition and
+    the removal). A Raft certificate has one signer, so a change left out is seen only where a
+    certificate's leader is missing from the set the bundle leaves in force: leaving out the
+    addition fails (the removal's block is led by the added validator); leaving out the removal
+    alone would not (the older set holds every leader after it)."""
+    last = chain.chain.store.load_block(chain.height)
+    assert last is not None
+    return (
+        ("raft-valset-change-left-out", "validator_changes", lambda b: b["validator_changes"].pop(0)),
+        # The last block certified by the removed validator, leader of term 1, a member of the set
+        # before the removal only.
+        ("raft-valset-certificate-pre-change-set", "certificate",
+         lambda b: b.update(certificate=raft_certificate(last, chain.removed, 1))),
+        ("raft-valset-change-receipt-path", "validator_changes",
+         lambda b: b["validator_changes"][1]["receipt_path"].__setitem__(
+             0, _flip(b["validator_changes"][1]["receipt_path"][0]))),
+    )
 
 
 def _flip(hex_text: str) -> str:
@@ -263,6 +329,23 @@ def generate(out_dir: Path) -> dict[str, bytes]:
         add(f"valid-pbft-valset-{name}.json", header, genesis, None)
     for name, check, change in _valset_tampers(changed):
         bundle = copy.deepcopy(valset_record)
+        change(bundle)
+        add(f"tampered-{name}.json", bundle, genesis, check)
+    raft_changed = raft_valset_chain()
+    genesis = "genesis-raft-valset.json"
+    files[genesis] = (json.dumps(raft_changed.chain.genesis.to_json(), indent=2, sort_keys=True) + "\n").encode()
+    raft_record = raft_changed.chain.reads.proof(raft_changed.record.hash)
+    assert raft_record is not None
+    add("valid-raft-valset-record.json", raft_record, genesis, None)
+    raft_header = raft_changed.chain.reads.header_proof(raft_changed.height)
+    assert raft_header is not None
+    add("valid-raft-valset-header.json", raft_header, genesis, None)
+    # The removal left out still verifies: the set before it holds block 7's leader (the limit that
+    # docs/proofs.md, "What leaving a change out does", states; a verifier must not be stricter).
+    add("valid-raft-valset-record-removal-left-out.json",
+        {**raft_record, "validator_changes": raft_record["validator_changes"][:1]}, genesis, None)
+    for name, check, change in _raft_valset_tampers(raft_changed):
+        bundle = copy.deepcopy(raft_record)
         change(bundle)
         add(f"tampered-{name}.json", bundle, genesis, check)
     add("wrong-genesis.json", record_bundle, "genesis-raft.json", "genesis")

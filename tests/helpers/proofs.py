@@ -77,9 +77,10 @@ class ProofChain:
         return [self.keyring[node_id] for node_id in self.valsets.at(height)]
 
     def commit(self, txs: Sequence[Transaction], signers: Sequence[int] | None = None,
-               proposer: int = 0, version: int = 2) -> Block:
+               proposer: int = 0, version: int = 2, term: int = 1) -> Block:
         """Append a block of `txs` built by `proposer`, certified by `signers` (both indexes into the
-        set in force at its height; signers default to the first quorum of it)."""
+        set in force at its height; signers default to the first quorum of it). Under Raft the
+        proposer is the leader, and certifies the block as leader of `term`, as the engine does."""
         in_force = self.signing_set(self.store.tip.height + 1)
         block, execution = next_block(self.store, txs, in_force[proposer].address)
         if version == 1:  # a block as built before header version 2 (no receipts_root)
@@ -87,7 +88,7 @@ class ProofChain:
             block = make_block(h.chain_id, h.height, h.prev_hash, h.timestamp, h.proposer, block.txs, h.app_hash)
             assert block.header.version == 1
         if self.genesis.consensus == "raft":
-            certificate = raft_certificate(block, in_force[proposer])
+            certificate = raft_certificate(block, in_force[proposer], term)
         else:
             quorum = quorum_size(len(in_force))
             certificate = pbft_certificate(block, in_force, signers or range(quorum))
