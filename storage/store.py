@@ -27,7 +27,7 @@ before they existed has no such marker, and opening it builds them from the stor
 from __future__ import annotations
 
 import json
-from collections.abc import Generator, Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +66,7 @@ INDEXES_VERSION = b"1"
 # memory one batch holds (a crash midway only means the build starts over on the next open).
 REINDEX_BATCH_BLOCKS = 500
 RECORD_STATE = b"r"  # ledger.state's namespace of records: b"r" + owner(32) + key (UTF-8)
+GOVERNANCE_STATE = b"g"  # ledger.governance's namespace in state
 
 
 def height_key(prefix: bytes, height: int) -> bytes:
@@ -141,18 +142,45 @@ def genesis_tip(genesis: Genesis) -> ChainTip:
 
 
 class StateView:
-    """Committed state as a `ledger.state.StateReader`."""
+    """Committed state as a `ledger.state.StateReader`.
+
+    Governance records (state keys starting with b"g": the policy, account and asset flags, the
+    committee, ...) are read for every transaction's permission check, by every new overlay, and
+    rarely change; most account flags do not even exist. So this view remembers what it read of
+    them (absent ones too), up to `GOV_CACHE_ENTRIES` keys (then it starts over), and `Store`
+    tells it every key a committed block wrote (`written`), which it forgets. The store's batch
+    of a block is the only writer of committed state once it is open, so the view never answers
+    from an older state than the database holds.
+    """
+
+    GOV_CACHE_ENTRIES = 65_536
 
     def __init__(self, backend: KeyValueStore) -> None:
         # Bound once: execution reads state once per touched key, the hottest read of the node.
         self._get = backend.get
         self._location = backend.location
+        self._gov: dict[bytes, bytes | None] = {}
 
     def get(self, key: bytes) -> bytes | None:
+        gov = key[:1] == GOVERNANCE_STATE
+        if gov and key in self._gov:
+            return self._gov[key]
         try:
-            return self._get(STATE + key)
+            value = self._get(STATE + key)
         except DiskError as exc:
             raise StorageError(f"reading state from the database at {self._location} failed: {exc}") from exc
+        if gov:
+            if len(self._gov) >= self.GOV_CACHE_ENTRIES:
+                self._gov.clear()
+            self._gov[key] = value
+        return value
+
+    def written(self, keys: Iterable[bytes]) -> None:
+        """Forget what was read of `keys`: a block just wrote them."""
+        gov = self._gov
+        for key in keys:
+            if key[:1] == GOVERNANCE_STATE:
+                gov.pop(key, None)
 
 
 class Store:
@@ -341,6 +369,7 @@ class Store:
             raise StorageError(
                 f"durable write of block {block.height} to {self.location} failed: {exc}"
             ) from exc
+        self.state.written(execution.writes)
         self.tip = new_tip
         return new_tip
 
