@@ -15,8 +15,8 @@ from typing import Protocol
 
 import pytest
 
-from ledger.genesis import Genesis
 from ledger.block import make_block
+from ledger.genesis import Genesis
 from ledger.state import Execution, account_key, chain_app_hash, decode_account
 from storage import KeyValueStore, MemoryBackend, MemoryDisk, PlyvelBackend, StorageError, Store, WriteBatch
 from storage.store import BLOCK, height_key
