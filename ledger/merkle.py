@@ -28,9 +28,12 @@ def _split(n: int) -> int:
 
 def _root(leaves: Sequence[bytes]) -> bytes:
     # Bottom-up pairing with the odd node promoted gives the same tree as RFC 6962's split rule.
+    # `_node` written out: a block hashes about one inner node per transaction, twice (its
+    # transactions and its receipts), so the call per node is worth saving.
+    sha256 = hashlib.sha256
     level = list(leaves)
     while len(level) > 1:
-        nxt = [_node(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+        nxt = [sha256(b"\x01" + level[i] + level[i + 1]).digest() for i in range(0, len(level) - 1, 2)]
         if len(level) % 2:
             nxt.append(level[-1])
         level = nxt
@@ -40,7 +43,8 @@ def _root(leaves: Sequence[bytes]) -> bytes:
 def merkle_root(items: Sequence[bytes]) -> bytes:
     if not items:
         return hashlib.sha256(b"").digest()
-    return _root([_leaf(i) for i in items])
+    sha256 = hashlib.sha256
+    return _root([sha256(b"\x00" + i).digest() for i in items])  # `_leaf` of each, written out
 
 
 def merkle_root_hex(tx_hashes: Sequence[str]) -> str:

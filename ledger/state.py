@@ -158,6 +158,14 @@ class StateOverlay:
         self._dirty_assets: set[str] = set()
         self._gov: dict[bytes, Any] = {}
         self._dirty_gov: set[bytes] = set()
+        # Permission checks that passed, and the count of governance writes (`gov_put`) they saw:
+        # (sender, tx type) for `check_sender`, an asset for `check_transfer`. Both read only
+        # governance records through `gov_get`, which answers from `_gov` once read, so a pass
+        # holds until this overlay writes a governance record (which may change the policy, a
+        # flag or the committee) and is checked afresh after that. Refusals are never kept.
+        self._gov_writes = 0
+        self._sender_passed: dict[tuple[str, str], int] = {}
+        self._transfer_passed: dict[str, int] = {}
         # The block the next transaction executes in, for rules that depend on it (a vote after
         # its proposal's lifetime); None when unknown, and then such rules are left to execution.
         self.height: int | None = None
@@ -173,6 +181,7 @@ class StateOverlay:
     def gov_put(self, key: bytes, value: Any) -> None:
         self._gov[key] = value
         self._dirty_gov.add(key)
+        self._gov_writes += 1
 
     def asset_exists(self, symbol: str) -> bool:
         return self.asset(symbol) is not None
@@ -206,14 +215,19 @@ class StateOverlay:
     def check_executes(self, tx: Transaction) -> Receipt:
         """The receipt `tx` would get if applied now, without applying it."""
         payload = tx.payload
+        writes = self._gov_writes
         try:
-            governance.check_sender(self, tx.sender, tx.type)
+            sender_key = (tx.sender, tx.type)
+            if self._sender_passed.get(sender_key) != writes:
+                governance.check_sender(self, tx.sender, tx.type)
+                self._sender_passed[sender_key] = writes
             if isinstance(payload, Propose):
                 governance.check_propose(self, tx.sender, payload.action, dict(payload.args))
             elif isinstance(payload, Vote):
                 governance.check_vote(self, tx.sender, payload.proposal, self.height)
-            elif isinstance(payload, Transfer):
+            elif isinstance(payload, Transfer) and self._transfer_passed.get(payload.asset) != writes:
                 governance.check_transfer(self, payload.asset)
+                self._transfer_passed[payload.asset] = writes
         except Rejected as exc:
             return Receipt(exc.code, exc.message)
         if isinstance(payload, Transfer):
@@ -236,6 +250,18 @@ class StateOverlay:
         receipt = self.check_executes(tx)
         if not receipt.ok:
             return receipt
+        return self._apply_effects(tx, sender, height, receipt)
+
+    def apply_checked(self, tx: Transaction, height: int) -> Receipt:
+        """`apply`, for a transaction that `check_executes` has just passed on this overlay, with
+        nothing applied in between: the same changes and receipt, without checking a second time.
+        (The checks do not read the sender's nonce, the one thing `apply` changes before them.)"""
+        sender = self.account(tx.sender)
+        sender.nonce += 1
+        self._dirty_accounts.add(tx.sender)
+        return self._apply_effects(tx, sender, height, OK)
+
+    def _apply_effects(self, tx: Transaction, sender: Account, height: int, receipt: Receipt) -> Receipt:
         payload = tx.payload
         if isinstance(payload, Transfer):
             sender.balances[payload.asset] -= payload.amount

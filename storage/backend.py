@@ -16,7 +16,7 @@ operator's message (a backend's constructor or `open` does that).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Protocol
 
 
@@ -31,6 +31,10 @@ class WriteBatch:
 
     def put(self, key: bytes, value: bytes) -> None:
         self.ops.append((key, value))
+
+    def put_all(self, items: Iterable[tuple[bytes, bytes]]) -> None:
+        """`put` of every (key, value) in `items`, in order (a block's entries in one call)."""
+        self.ops.extend(items)
 
     def delete(self, key: bytes) -> None:
         self.ops.append((key, None))

@@ -27,7 +27,7 @@ before they existed has no such marker, and opening it builds them from the stor
 from __future__ import annotations
 
 import json
-from collections.abc import Generator, Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +66,7 @@ INDEXES_VERSION = b"1"
 # memory one batch holds (a crash midway only means the build starts over on the next open).
 REINDEX_BATCH_BLOCKS = 500
 RECORD_STATE = b"r"  # ledger.state's namespace of records: b"r" + owner(32) + key (UTF-8)
+GOVERNANCE_STATE = b"g"  # ledger.governance's namespace in state
 
 
 def height_key(prefix: bytes, height: int) -> bytes:
@@ -96,13 +97,32 @@ def tx_addresses(tx: Transaction) -> list[str]:
     return list(dict.fromkeys(found))
 
 
-def _index_block(batch: WriteBatch, block: Block) -> None:
-    """Put the explorer index entries of `block` into `batch`."""
-    batch.put(BLOCK_BY_HASH + bytes.fromhex(block.hash), block.height.to_bytes(8, "big"))
-    for index, tx in enumerate(block.txs):
-        entry = bytes.fromhex(tx.hash) + bytes.fromhex(tx.sender) + tx.type.encode("ascii")
-        for address in tx_addresses(tx):
-            batch.put(account_tx_key(address, block.height, index), entry)
+def _index_block(batch: WriteBatch, block: Block, tx_hashes: Sequence[bytes] | None = None) -> None:
+    """Put the explorer index entries of `block` into `batch` (`tx_hashes`: its transactions' hashes
+    as bytes, when the caller has them already).
+
+    The entries are `account_tx_key(address, height, index)` -> hash + sender + type for every
+    address of `tx_addresses(tx)`, built here with the parts every entry of the block shares made
+    once: this runs for every transaction the node commits."""
+    fromhex = bytes.fromhex
+    hashes = [fromhex(tx.hash) for tx in block.txs] if tx_hashes is None else tx_hashes
+    inverted_height = ((1 << 64) - 1 - block.height).to_bytes(8, "big")
+    last_index = (1 << 32) - 1
+    entries = [(BLOCK_BY_HASH + fromhex(block.hash), block.height.to_bytes(8, "big"))]
+    append = entries.append
+    for index, (tx, tx_hash) in enumerate(zip(block.txs, hashes, strict=True)):
+        where = inverted_height + (last_index - index).to_bytes(4, "big")
+        sender = fromhex(tx.sender)
+        entry = tx_hash + sender + tx.type.encode("ascii")
+        append((ACCOUNT_TXS + sender + where, entry))
+        payload = tx.payload
+        if isinstance(payload, Transfer):
+            if payload.to != tx.sender:
+                append((ACCOUNT_TXS + fromhex(payload.to) + where, entry))
+        elif isinstance(payload, Propose):
+            for address in tx_addresses(tx)[1:]:
+                append((ACCOUNT_TXS + fromhex(address) + where, entry))
+    batch.put_all(entries)
 
 
 def _tip_json(tip: ChainTip) -> bytes:
@@ -122,18 +142,45 @@ def genesis_tip(genesis: Genesis) -> ChainTip:
 
 
 class StateView:
-    """Committed state as a `ledger.state.StateReader`."""
+    """Committed state as a `ledger.state.StateReader`.
+
+    Governance records (state keys starting with b"g": the policy, account and asset flags, the
+    committee, ...) are read for every transaction's permission check, by every new overlay, and
+    rarely change; most account flags do not even exist. So this view remembers what it read of
+    them (absent ones too), up to `GOV_CACHE_ENTRIES` keys (then it starts over), and `Store`
+    tells it every key a committed block wrote (`written`), which it forgets. The store's batch
+    of a block is the only writer of committed state once it is open, so the view never answers
+    from an older state than the database holds.
+    """
+
+    GOV_CACHE_ENTRIES = 65_536
 
     def __init__(self, backend: KeyValueStore) -> None:
         # Bound once: execution reads state once per touched key, the hottest read of the node.
         self._get = backend.get
         self._location = backend.location
+        self._gov: dict[bytes, bytes | None] = {}
 
     def get(self, key: bytes) -> bytes | None:
+        gov = key[:1] == GOVERNANCE_STATE
+        if gov and key in self._gov:
+            return self._gov[key]
         try:
-            return self._get(STATE + key)
+            value = self._get(STATE + key)
         except DiskError as exc:
             raise StorageError(f"reading state from the database at {self._location} failed: {exc}") from exc
+        if gov:
+            if len(self._gov) >= self.GOV_CACHE_ENTRIES:
+                self._gov.clear()
+            self._gov[key] = value
+        return value
+
+    def written(self, keys: Iterable[bytes]) -> None:
+        """Forget what was read of `keys`: a block just wrote them."""
+        gov = self._gov
+        for key in keys:
+            if key[:1] == GOVERNANCE_STATE:
+                gov.pop(key, None)
 
 
 class Store:
@@ -308,13 +355,13 @@ class Store:
         batch.put(CERTIFICATE + height_bytes, canonical_json_trusted(dict(certificate)))
         receipts = [r.encode() for r in execution.receipts]
         batch.put(RECEIPTS + height_bytes, b"[" + b",".join(receipts) + b"]")
-        batch.put(TX_HASHES + height_bytes, b"".join(bytes.fromhex(tx.hash) for tx in block.txs))
-        for index, (tx, receipt) in enumerate(zip(block.txs, receipts, strict=True)):
-            location = height_bytes + index.to_bytes(4, "big")
-            batch.put(tx_index_key(tx.hash), location + receipt)
-        _index_block(batch, block)
-        for key, value in execution.writes.items():
-            batch.put(STATE + key, value)
+        hashes = [bytes.fromhex(tx.hash) for tx in block.txs]
+        batch.put(TX_HASHES + height_bytes, b"".join(hashes))
+        # tx_index_key(hash) -> height + index + receipt, for each transaction
+        batch.put_all([(TX_INDEX + tx_hash, height_bytes + index.to_bytes(4, "big") + receipt)
+                       for index, (tx_hash, receipt) in enumerate(zip(hashes, receipts, strict=True))])
+        _index_block(batch, block, hashes)
+        batch.put_all([(STATE + key, value) for key, value in execution.writes.items()])
         batch.put(META_TIP, _tip_json(new_tip))
         try:
             self._backend.write(batch, sync=True)
@@ -322,6 +369,7 @@ class Store:
             raise StorageError(
                 f"durable write of block {block.height} to {self.location} failed: {exc}"
             ) from exc
+        self.state.written(execution.writes)
         self.tip = new_tip
         return new_tip
 

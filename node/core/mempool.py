@@ -331,7 +331,7 @@ class Mempool:
         receipt = sender.overlay.check_executes(tx)
         if not receipt.ok:
             return receipt.code, receipt.message
-        sender.overlay.apply(tx, height)
+        sender.overlay.apply_checked(tx, height)  # checked just above: not again
         sender.applied += 1
         sender.ready.append(entry)
         self._ready_total += 1

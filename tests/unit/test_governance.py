@@ -480,3 +480,67 @@ def test_a_chain_without_governance_reads_only_two_governance_keys_per_block() -
     result = execute(Recording(), CHAIN, 1, txs, g.initial_app_hash())
     assert all(r.ok for r in result.receipts)
     assert sorted({k for k in read if k.startswith(b"g")}) == [governance.OPEN_KEY, governance.POLICY_KEY]
+
+
+# --- permission checks remembered within one block (StateOverlay) ----------------------------------
+
+def _decide_in_block(chain: Chain, action: str, before: list[Transaction], after: list[Transaction],
+                     **args: Any) -> tuple[list[Receipt], list[Receipt]]:
+    """Propose `action` in one block, then one block of `before`, the deciding vote, `after`."""
+    pid, r = chain.propose(M[0], action, **args)
+    assert r.ok, r
+    receipts = chain.block(*before, chain.tx(M[1], Vote(pid, True)), *after)
+    assert receipts[len(before)].ok and chain.proposal(pid)["status"] == "executed"
+    return receipts[:len(before)], receipts[len(before) + 1:]
+
+
+def test_a_freeze_decided_mid_block_stops_the_senders_next_transaction_in_that_block() -> None:
+    """Passed checks are remembered per block; a governance write in the block must end that."""
+    chain = Chain(gov_genesis())
+    send1, send2 = (chain.tx(ALICE, Transfer(BOB.address, "LDG", 1)) for _ in range(2))
+    before, after = _decide_in_block(chain, "freeze-account", [send1], [send2], account=ALICE.address)
+    assert [r.code for r in before] == ["ok"]
+    assert [r.code for r in after] == ["account_frozen"]
+    assert send(chain, BOB, ALICE).ok
+
+
+def test_an_allowlist_policy_decided_mid_block_stops_unlisted_senders_in_that_block() -> None:
+    chain = Chain(gov_genesis())
+    chain.decide("allow-account", account=ALICE.address)
+    txs = [chain.tx(who, Transfer(CAROL.address, "LDG", 1)) for who in (ALICE, BOB, ALICE, BOB)]
+    before, after = _decide_in_block(chain, "set-policy", txs[:2], txs[2:], accounts="allowlist")
+    assert [r.code for r in before] == ["ok", "ok"]
+    assert [r.code for r in after] == ["ok", "not_permitted"]
+
+
+def test_an_asset_frozen_mid_block_cannot_move_later_in_that_block() -> None:
+    chain = Chain(gov_genesis())
+    assert chain.run(ALICE, Issue("GOLD", 100)).ok
+    txs = [chain.tx(ALICE, Transfer(BOB.address, asset, 1)) for asset in ("GOLD", "GOLD", "LDG")]
+    before, after = _decide_in_block(chain, "freeze-asset", txs[:1], txs[1:], asset="GOLD")
+    assert [r.code for r in before] == ["ok"]
+    assert [r.code for r in after] == ["asset_frozen", "ok"]
+
+
+def test_a_member_removed_mid_block_cannot_vote_later_in_that_block() -> None:
+    chain = Chain(gov_genesis())
+    other, r = chain.propose(M[0], "set-lifetime", blocks=9)
+    assert r.ok
+    before, after = _decide_in_block(chain, "remove-member", [chain.tx(M[2], Vote(other, False))],
+                                     [chain.tx(M[2], Vote(other, False))], account=M[2].address)
+    assert [r.code for r in before] == ["ok"]
+    assert [r.code for r in after] == ["not_a_member"]
+
+
+def test_an_overlay_refuses_again_after_a_refusal_and_admits_again_after_a_governance_write() -> None:
+    """Refusals are never remembered: an overlay that refused a sender re-reads after each write."""
+    chain = Chain(gov_genesis())
+    chain.decide("freeze-account", account=ALICE.address)
+    overlay = chain.overlay()
+    tx = chain.tx(ALICE, Transfer(BOB.address, "LDG", 1))
+    assert overlay.check_executes(tx).code == "account_frozen"
+    assert overlay.check_executes(tx).code == "account_frozen"
+    overlay.gov_put(governance.flags_key(ALICE.address), {"allowed": False, "frozen": False, "roles": []})
+    assert overlay.check_executes(tx).ok
+    overlay.gov_put(governance.flags_key(ALICE.address), {"allowed": False, "frozen": True, "roles": []})
+    assert overlay.check_executes(tx).code == "account_frozen"

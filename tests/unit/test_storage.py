@@ -15,8 +15,9 @@ from typing import Protocol
 
 import pytest
 
+from ledger.block import make_block
 from ledger.genesis import Genesis
-from ledger.state import account_key, decode_account
+from ledger.state import Execution, account_key, chain_app_hash, decode_account
 from storage import KeyValueStore, MemoryBackend, MemoryDisk, PlyvelBackend, StorageError, Store, WriteBatch
 from storage.store import BLOCK, height_key
 from tests.helpers.chain import CHAIN, certificate_for, key, make_genesis, next_block, transfer
@@ -259,3 +260,21 @@ def test_a_failed_durable_write_raises_instead_of_being_ignored(place: Place) ->
         store.load_block(1)
     with pytest.raises(StorageError, match="reading state from the database"):
         store.state.get(account_key(ALICE.address))
+
+
+def test_committed_governance_reads_follow_every_block_that_writes_them() -> None:
+    """The state view remembers governance keys it read (absent ones too); a block that writes one
+    must be what the next read sees, on the same Store."""
+    store = Store(MemoryBackend(MemoryDisk()), genesis())
+    flags, policy = b"ga" + bytes.fromhex(ALICE.address), b"gp"
+    assert store.state.get(flags) is None and store.state.get(policy) is None  # both remembered
+    for n, value in enumerate((b'{"allowed":true,"frozen":false,"roles":[]}',
+                               b'{"allowed":true,"frozen":true,"roles":[]}')):
+        writes = {flags: value, policy: b'{"accounts":"open","allowed":%d,"issue":"anyone"}' % n}
+        app_hash = chain_app_hash(store.tip.app_hash, writes)
+        block = make_block(CHAIN, store.tip.height + 1, store.tip.block_hash, store.tip.timestamp + 1,
+                           V0.address, (), app_hash, ())
+        store.save_block(block, certificate_for(block), Execution((), writes, app_hash))
+        assert store.state.get(flags) == value
+        assert store.state.get(policy) == writes[policy]
+    assert store.state.get(b"ga" + bytes.fromhex(BOB.address)) is None

@@ -8,11 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from ledger.block import make_block
 from ledger.genesis import Genesis
-from ledger.state import account_key, decode_account
-from ledger.tx import Record, Transaction, Transfer, sign_tx
+from ledger.governance import decode_action
+from ledger.state import OK, account_key, decode_account
+from ledger.tx import Issue, Propose, Record, Transaction, Transfer, sign_tx
 from storage import MemoryBackend, MemoryDisk, PlyvelBackend, Store, WriteBatch
-from storage.store import ACCOUNT_TXS, BLOCK_BY_HASH, META_INDEXES
+from storage.store import ACCOUNT_TXS, BLOCK_BY_HASH, META_INDEXES, _index_block, account_tx_key, tx_addresses
 from tests.helpers.chain import CHAIN, certificate_for, key, make_genesis, next_block
 
 V0 = key(0, b"node")
@@ -173,3 +175,26 @@ def test_reindex_is_batched_and_marks_completion(monkeypatch: pytest.MonkeyPatch
     handle = MemoryBackend(disk)
     assert handle.get(META_INDEXES) is not None
     handle.close()
+
+
+def test_index_entries_are_the_documented_keys_and_values_byte_for_byte() -> None:
+    """`_index_block` builds its entries from shared parts; they must be exactly
+    `account_tx_key(address, height, index)` -> hash + sender + type for every involved address."""
+    a, b = ACCOUNTS[0], ACCOUNTS[1]
+    txs = [sign_tx(a, CHAIN, 0, Transfer(b.address, "LDG", 1)),
+           sign_tx(a, CHAIN, 1, Transfer(a.address, "LDG", 1)),  # to itself: one entry
+           sign_tx(b, CHAIN, 0, Record("k", "v")),
+           sign_tx(b, CHAIN, 1, Issue("GOLD", 5)),
+           sign_tx(a, CHAIN, 2, Propose(*decode_action("freeze-account", {"account": OUTSIDER.address})))]
+    store = Store(MemoryBackend(MemoryDisk()), genesis())
+    block = make_block(CHAIN, 1, store.tip.block_hash, store.tip.timestamp + 1, V0.address, txs,
+                       store.tip.app_hash, [OK] * len(txs))
+    expected = [(BLOCK_BY_HASH + bytes.fromhex(block.hash), (1).to_bytes(8, "big"))]
+    for index, tx in enumerate(txs):
+        value = bytes.fromhex(tx.hash) + bytes.fromhex(tx.sender) + tx.type.encode("ascii")
+        expected += [(account_tx_key(address, 1, index), value) for address in tx_addresses(tx)]
+    for hashes in (None, [bytes.fromhex(tx.hash) for tx in txs]):
+        batch = WriteBatch()
+        _index_block(batch, block, hashes)
+        assert batch.ops == expected
+    assert len(expected) == 1 + 2 + 1 + 1 + 1 + 2
