@@ -56,6 +56,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from consensus.api import Ed25519Verifier
 from consensus.bft.rounds import max_faulty
 from consensus.factory import trusts_validators, verify_certificate
+from ledger import keys
 from ledger.block import Block, decode_block
 from ledger.encoding import canonical_json_trusted
 from ledger.errors import Rejected
@@ -206,13 +207,18 @@ def _take(data: bytes, offset: int, height: int) -> tuple[bytes, int]:
 
 
 def verify_batch(kind: str, validators: Sequence[str] | Callable[[int], Sequence[str]],
-                 blocks: Sequence[tuple[Block, dict[str, Any]]], known_through: int | None = None) -> int:
+                 blocks: Sequence[tuple[Block, dict[str, Any]]], known_through: int | None = None,
+                 *, signatures: bool = True) -> int:
     """Raise BadBatch unless every certificate proves its block final (under `validators`, or the
-    set `validators(height)` gives) and every signature is valid; returns how many blocks passed.
+    set `validators(height)` gives) and, with `signatures`, every transaction signature is valid;
+    returns how many blocks passed.
 
     Above `known_through` the set is only a guess (the last one known): a certificate that fails
     there may be a later set's, so the batch ends before that block instead (it is fetched again
-    once the blocks before it are committed and its set is known)."""
+    once the blocks before it are committed and its set is known).
+
+    `signatures=False` leaves the transaction signatures to the caller (`BlockSync` has them
+    checked in the signature workers, `signature_items` and `first_invalid`)."""
     verifier = Ed25519Verifier()
     for n, (block, certificate) in enumerate(blocks):
         signers = validators(block.height) if callable(validators) else validators
@@ -220,11 +226,49 @@ def verify_batch(kind: str, validators: Sequence[str] | Callable[[int], Sequence
             if known_through is not None and block.height > known_through:
                 return n
             raise BadBatch(f"block {block.height} has an invalid commit certificate", block.height)
-        for index, tx in enumerate(block.txs):
-            if not tx.signature_valid():
-                raise BadBatch(f"block {block.height}: transaction {index} has an invalid signature",
-                               block.height)
+        if signatures:
+            for index, tx in enumerate(block.txs):
+                if not tx.signature_valid():
+                    raise BadBatch(f"block {block.height}: transaction {index} has an invalid signature",
+                                   block.height)
     return len(blocks)
+
+
+def signature_items(blocks: Sequence[tuple[Block, dict[str, Any]]]) -> list[tuple[str, bytes, bytes]]:
+    """(sender, signature, signed bytes) of every transaction of `blocks`, in order."""
+    return [(tx.sender, tx.signature, tx.signing_bytes) for block, _ in blocks for tx in block.txs]
+
+
+def first_invalid(blocks: Sequence[tuple[Block, dict[str, Any]]], verdicts: Sequence[bool]) -> BadBatch | None:
+    """The BadBatch naming the first transaction of `blocks` whose verdict is not True (None: all are)."""
+    if len(verdicts) != sum(len(block.txs) for block, _ in blocks):
+        raise ValueError("one verdict per transaction")
+    position = 0
+    for block, _ in blocks:
+        for index in range(len(block.txs)):
+            if verdicts[position] is not True:
+                return BadBatch(f"block {block.height}: transaction {index} has an invalid signature",
+                                block.height)
+            position += 1
+    return None
+
+
+def signature_groups(blocks: Sequence[tuple[Block, dict[str, Any]]], min_txs: int
+                     ) -> list[list[tuple[Block, dict[str, Any]]]]:
+    """`blocks` cut, in order, into runs of whole blocks of at least `min_txs` transactions each (the
+    last run may hold fewer): one signature-worker job per run, committed as soon as it passed."""
+    groups: list[list[tuple[Block, dict[str, Any]]]] = []
+    current: list[tuple[Block, dict[str, Any]]] = []
+    count = 0
+    for entry in blocks:
+        current.append(entry)
+        count += len(entry[0].txs)
+        if count >= min_txs:
+            groups.append(current)
+            current, count = [], 0
+    if current:
+        groups.append(current)
+    return groups
 
 
 # --- the syncer -----------------------------------------------------------------------------------
@@ -238,6 +282,9 @@ class SyncSettings:
     penalty_s: float = 30.0
     penalty_max_s: float = 600.0
     status_interval_s: float = 1.0
+    # Transactions per signature job: a fetched batch is cut into runs of whole blocks of at least
+    # this many, all checked at once in the signature workers, each run committed once it passed.
+    signature_job_txs: int = 512
 
 
 @dataclass
@@ -256,10 +303,13 @@ class _Penalty:
 Request = Callable[[str, str, bytes, float], Awaitable[bytes]]
 Apply = Callable[[Sequence[tuple[Block, dict[str, Any]]]], Awaitable[SyncOutcome]]
 RunBlocking = Callable[..., Awaitable[Any]]
+# (sender, signature, signed bytes) triples -> one verdict each (the node's signature workers).
+VerifySignatures = Callable[[list[tuple[str, bytes, bytes]]], Awaitable[list[bool]]]
 
 COUNTER_NAMES = (
     "status_in", "status_malformed", "requests_served", "requests_refused", "rounds", "requests_failed",
     "batches_fetched", "blocks_applied", "blocks_skipped", "peers_penalized", "claims_not_served",
+    "batches_fetched_ahead",
 )
 
 
@@ -272,8 +322,14 @@ class BlockSync:
                  on_syncing: Callable[[bool], None], logger: logging.Logger,
                  clock: Callable[[], float] = time.monotonic, rng: random.Random | None = None,
                  validators_at: Callable[[int], Sequence[str]] | None = None,
-                 known_through: Callable[[], int] | None = None) -> None:
+                 known_through: Callable[[], int] | None = None,
+                 verify_signatures: VerifySignatures | None = None) -> None:
         self._store = store
+        # Where transaction signatures are checked (default: keys.verify_many on a thread).
+        self._verify_signatures = verify_signatures or (lambda items: asyncio.to_thread(keys.verify_many, items))
+        # The next batch, requested from the same peer while this one is checked and committed:
+        # (peer, from height, the request).
+        self._ahead: tuple[str, int, asyncio.Task[bytes]] | None = None
         self._kind = kind
         # The set in force at a height, for heights up to known_through() (default: one set for ever).
         self._validators_at = validators_at or (lambda height: self._validators)
@@ -431,6 +487,7 @@ class BlockSync:
                 else:
                     break
         finally:
+            self._drop_ahead()
             self.syncing = False
             self._report_syncing()
         end = self._store.tip.height
@@ -455,12 +512,14 @@ class BlockSync:
         return [peer for *_, peer in sorted(peers, reverse=True)]
 
     async def _fetch_and_apply(self, peer: str, from_height: int) -> bool:
-        request = SyncRequest(from_height=from_height, max_blocks=self.settings.batch_blocks)
+        """One batch from `peer`: fetched (or taken from the request made ahead), decoded and its
+        certificates checked on a worker thread, then its signatures checked in the signature
+        workers run by run while the runs that passed are already being committed; the next batch
+        is requested meanwhile. Nothing after a run that fails a check is handed to the core."""
         head = self.heads.get(peer)
         claimed = head.height if head is not None else 0
         try:
-            answer = await self._request(peer, SYNC_TOPIC, request.model_dump_json().encode(),
-                                         self.settings.request_timeout_s)
+            answer = await self._answer(peer, from_height)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the transport's typed failures: no answer is no fault
@@ -488,19 +547,80 @@ class BlockSync:
                 self.counters["claims_not_served"] += 1
                 self.penalize(peer, f"it claimed height {claimed} but served no block from {from_height}")
             return False
-        self._certified_height = max(self._certified_height, blocks[-1][0].height)
+        next_height = blocks[-1][0].height + 1
+        if peer_tip >= next_height:
+            self._ask_ahead(peer, next_height)
         self._verified_under = {block.hash: sets[block.height] for block, _ in blocks}
-        outcome = await self._apply(blocks)
-        self.counters["blocks_applied"] += outcome.applied
-        self.counters["blocks_skipped"] += outcome.skipped
-        if outcome.error is not None and outcome.error_height is not None:
-            self.penalize(peer, outcome.error)
+        bad = await self._verify_and_apply(peer, blocks)
+        if bad is not None:
+            self._drop_ahead()
+            self.penalize(peer, bad.reason)
         return self._store.tip.height >= from_height
+
+    async def _verify_and_apply(self, peer: str, blocks: Sequence[tuple[Block, dict[str, Any]]]
+                                ) -> BadBatch | None:
+        """Check the signatures of `blocks` (all runs at once, in the workers) and hand each run to
+        the core as soon as it and every run before it passed; the first failure (a bad signature,
+        or a block the core refused) is returned and nothing after it is handed over."""
+        groups = signature_groups(blocks, self.settings.signature_job_txs)
+        checks = [asyncio.ensure_future(self._verify_signatures(signature_items(group))) for group in groups]
+        applies: list[asyncio.Future[SyncOutcome]] = []
+        bad: BadBatch | None = None
+        try:
+            for group, check in zip(groups, checks, strict=True):
+                verdicts = await check
+                bad = first_invalid(group, verdicts)
+                if bad is not None or any(done.done() and done.result().error is not None for done in applies):
+                    break
+                self._certified_height = max(self._certified_height, group[-1][0].height)
+                # Posted to the core in order: each apply task posts on its first step, in the order made.
+                applies.append(asyncio.ensure_future(self._apply(group)))
+                await asyncio.sleep(0)
+            outcomes = [await apply for apply in applies]
+        finally:
+            for task in (*checks, *applies):
+                if not task.done():
+                    task.cancel()
+        for outcome in outcomes:
+            self.counters["blocks_applied"] += outcome.applied
+            self.counters["blocks_skipped"] += outcome.skipped
+            if outcome.error is not None:
+                if outcome.error_height is not None:
+                    return BadBatch(outcome.error, outcome.error_height)
+                break  # the node is stopping: nothing after this was applied
+        return bad
+
+    async def _answer(self, peer: str, from_height: int) -> bytes:
+        """The peer's answer for `from_height`: the request made ahead if it is that one, else a new one."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            if ahead[:2] == (peer, from_height):
+                self.counters["batches_fetched_ahead"] += 1
+                return await ahead[2]
+            ahead[2].cancel()
+        request = SyncRequest(from_height=from_height, max_blocks=self.settings.batch_blocks)
+        return await self._request(peer, SYNC_TOPIC, request.model_dump_json().encode(),
+                                   self.settings.request_timeout_s)
+
+    def _ask_ahead(self, peer: str, from_height: int) -> None:
+        self._drop_ahead()
+        request = SyncRequest(from_height=from_height, max_blocks=self.settings.batch_blocks)
+        task = asyncio.ensure_future(self._request(peer, SYNC_TOPIC, request.model_dump_json().encode(),
+                                                   self.settings.request_timeout_s))
+        # Its failure, if nobody takes it, is nobody's concern: retrieve it so asyncio does not log it.
+        task.add_done_callback(lambda t: None if t.cancelled() else t.exception())
+        self._ahead = (peer, from_height, task)
+
+    def _drop_ahead(self) -> None:
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            ahead[2].cancel()
 
     def _check(self, answer: bytes, from_height: int, sets: dict[int, tuple[str, ...]],
                known: int) -> tuple[int, list[tuple[Block, dict[str, Any]]]]:
+        """Decode a batch and check its certificates (its signatures are `_verify_and_apply`'s)."""
         peer_tip, blocks = decode_batch(answer, from_height, self._store.chain_id, self.settings.batch_blocks)
-        passed = verify_batch(self._kind, sets.__getitem__, blocks, known)
+        passed = verify_batch(self._kind, sets.__getitem__, blocks, known, signatures=False)
         return peer_tip, blocks[:passed]
 
     def penalize(self, peer: str, reason: str) -> None:
