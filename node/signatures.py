@@ -9,6 +9,7 @@ Correctness never depends on the workers: a lost worker's job is checked on the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -58,7 +59,13 @@ class SignatureChecks:
     async def verify_items(self, items: list[tuple[str, bytes, bytes]]) -> list[bool]:
         """One verdict per (address, signature, signed bytes), as one job: in a worker process, a
         worker thread, or here before `start()`. Block sync hands it runs of blocks, many at once,
-        so that every worker is busy while the core commits the runs already checked."""
+        so that every worker is busy while the core commits the runs already checked. No items: the
+        workers are started, if they are not running yet (block sync asks so while it fetches)."""
+        if not items:
+            if self.workers is not None:
+                with contextlib.suppress(WorkerLost):
+                    await self.workers.warm_up()
+            return []
         if self._pool is None:
             return keys.verify_many(items)
         return await self._job(items)

@@ -473,6 +473,9 @@ class BlockSync:
         self._report_syncing()
         start = self._store.tip.height
         self._log.debug("block sync: at %d, peers at %d", start, target)
+        # No signatures: the signature workers start (if they are not running) while the first batch
+        # is fetched and decoded, rather than after.
+        warm_up = asyncio.ensure_future(self._verify_signatures([]))
         try:
             while True:
                 own = self._store.tip.height
@@ -487,6 +490,8 @@ class BlockSync:
                 else:
                     break
         finally:
+            if not warm_up.done():
+                warm_up.cancel()
             self._drop_ahead()
             self.syncing = False
             self._report_syncing()
@@ -559,36 +564,28 @@ class BlockSync:
 
     async def _verify_and_apply(self, peer: str, blocks: Sequence[tuple[Block, dict[str, Any]]]
                                 ) -> BadBatch | None:
-        """Check the signatures of `blocks` (all runs at once, in the workers) and hand each run to
-        the core as soon as it and every run before it passed; the first failure (a bad signature,
-        or a block the core refused) is returned and nothing after it is handed over."""
+        """Check the signatures of `blocks` (every run at once, in the workers) and hand the runs to
+        the core one after the other, each once it passed and the one before it is committed (the
+        core must get them in order: it works through a run a block per turn); the first failure (a
+        bad signature, or a block the core refused) is returned and nothing after it is handed over."""
         groups = signature_groups(blocks, self.settings.signature_job_txs)
         checks = [asyncio.ensure_future(self._verify_signatures(signature_items(group))) for group in groups]
-        applies: list[asyncio.Future[SyncOutcome]] = []
-        bad: BadBatch | None = None
         try:
             for group, check in zip(groups, checks, strict=True):
-                verdicts = await check
-                bad = first_invalid(group, verdicts)
-                if bad is not None or any(done.done() and done.result().error is not None for done in applies):
-                    break
+                bad = first_invalid(group, await check)
+                if bad is not None:
+                    return bad
                 self._certified_height = max(self._certified_height, group[-1][0].height)
-                # Posted to the core in order: each apply task posts on its first step, in the order made.
-                applies.append(asyncio.ensure_future(self._apply(group)))
-                await asyncio.sleep(0)
-            outcomes = [await apply for apply in applies]
+                outcome = await self._apply(group)
+                self.counters["blocks_applied"] += outcome.applied
+                self.counters["blocks_skipped"] += outcome.skipped
+                if outcome.error is not None:
+                    # No height: the node is stopping, which is no peer's fault.
+                    return None if outcome.error_height is None else BadBatch(outcome.error, outcome.error_height)
+            return None
         finally:
-            for task in (*checks, *applies):
-                if not task.done():
-                    task.cancel()
-        for outcome in outcomes:
-            self.counters["blocks_applied"] += outcome.applied
-            self.counters["blocks_skipped"] += outcome.skipped
-            if outcome.error is not None:
-                if outcome.error_height is not None:
-                    return BadBatch(outcome.error, outcome.error_height)
-                break  # the node is stopping: nothing after this was applied
-        return bad
+            for check in checks:
+                check.cancel()
 
     async def _answer(self, peer: str, from_height: int) -> bytes:
         """The peer's answer for `from_height`: the request made ahead if it is that one, else a new one."""
