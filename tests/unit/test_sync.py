@@ -26,7 +26,10 @@ from node.net.sync import (
     decode_batch,
     decode_status,
     encode_status,
+    first_invalid,
     serve_blocks,
+    signature_groups,
+    signature_items,
 )
 from storage import Store
 from tests.helpers.chain import CHAIN, certificate_for, key, make_genesis, next_block, transfer
@@ -55,6 +58,22 @@ def test_a_served_batch_decodes_to_the_stored_blocks_and_certificates(store: Sto
     for block, cert in blocks:
         assert block.encode() == store.load_block_bytes(block.height)
         assert cert == store.load_certificate(block.height)
+
+
+def test_signature_runs_are_whole_blocks_in_order_and_a_bad_verdict_names_its_block(store: Store) -> None:
+    _, blocks = decode_batch(serve_blocks(store, request(1), 64, 1 << 20), 1, CHAIN, 64)  # one tx a block
+    heights = [[b.height for b, _ in run] for run in signature_groups(blocks, 2)]
+    assert heights == [[1, 2], [3, 4], [5]]
+    assert [len(run) for run in signature_groups(blocks, 1)] == [1] * 5
+    assert [len(run) for run in signature_groups(blocks, 100)] == [5]
+    items = signature_items(blocks)
+    assert [(sender, signature) for sender, signature, _ in items] == \
+        [(b.txs[0].sender, b.txs[0].signature) for b, _ in blocks]
+    assert first_invalid(blocks, [True] * 5) is None
+    bad = first_invalid(blocks, [True, True, True, False, True])
+    assert bad is not None and bad.height == 4 and "transaction 0 has an invalid signature" in bad.reason
+    with pytest.raises(ValueError):
+        first_invalid(blocks, [True] * 4)  # a verdict missing is a bug, never a pass
 
 
 def test_serving_stops_at_the_batch_limit_the_payload_limit_and_the_head(store: Store) -> None:
