@@ -163,18 +163,45 @@ def serve_blocks(store: Store, data: bytes, max_blocks: int, max_payload_bytes: 
 def decode_batch(data: bytes, from_height: int, chain_id: str, max_blocks: int
                  ) -> tuple[int, list[tuple[Block, dict[str, Any]]]]:
     """(the peer's head height, [(block, certificate)]) from a sync answer; BadBatch if malformed."""
+    peer_tip, raws = split_batch(data, from_height, max_blocks)
+    blocks = decode_blocks(raws, from_height, chain_id, None)
+    check_peer_tip(peer_tip, from_height, len(blocks))
+    return peer_tip, blocks
+
+
+def split_batch(data: bytes, from_height: int, max_blocks: int) -> tuple[int, list[tuple[bytes, bytes]]]:
+    """(the peer's head height, [(block bytes, certificate bytes)]) from a sync answer, its framing
+    checked (BadBatch if malformed) and nothing in it decoded yet (`decode_blocks` does that)."""
     if not data.startswith(MAGIC) or len(data) < len(MAGIC) + _HEAD.size:
         raise BadBatch("the answer is not a sync batch")
     peer_tip, count = _HEAD.unpack_from(data, len(MAGIC))
     if count > max_blocks:
         raise BadBatch(f"the answer holds {count} blocks, more than the {max_blocks} asked for")
     offset = len(MAGIC) + _HEAD.size
-    out: list[tuple[Block, dict[str, Any]]] = []
-    prev_hash: str | None = None
+    out: list[tuple[bytes, bytes]] = []
     for i in range(count):
+        raw_block, offset = _take(data, offset, from_height + i)
+        raw_cert, offset = _take(data, offset, from_height + i)
+        out.append((raw_block, raw_cert))
+    if offset != len(data):
+        raise BadBatch("trailing bytes after the last block")
+    return peer_tip, out
+
+
+def check_peer_tip(peer_tip: int, from_height: int, count: int) -> None:
+    """BadBatch if a peer sent `count` blocks from `from_height` on but names a lower head."""
+    if count and peer_tip < from_height + count - 1:
+        raise BadBatch("the peer's head is below the blocks it sent")
+
+
+def decode_blocks(raws: Sequence[tuple[bytes, bytes]], from_height: int, chain_id: str, prev_hash: str | None
+                  ) -> list[tuple[Block, dict[str, Any]]]:
+    """Blocks `from_height`, `from_height + 1`, ... with their certificates, each structurally sound,
+    of this chain and linked to the one before it (the first to `prev_hash`, unless None); BadBatch
+    for the first that is not."""
+    out: list[tuple[Block, dict[str, Any]]] = []
+    for i, (raw_block, raw_cert) in enumerate(raws):
         height = from_height + i
-        raw_block, offset = _take(data, offset, height)
-        raw_cert, offset = _take(data, offset, height)
         try:
             decoded = decode_block(raw_block)
         except Rejected as exc:
@@ -196,11 +223,7 @@ def decode_batch(data: bytes, from_height: int, chain_id: str, max_blocks: int
             raise BadBatch(f"the certificate of block {height} is not an object", height)
         out.append((block, certificate))
         prev_hash = block.hash
-    if offset != len(data):
-        raise BadBatch("trailing bytes after the last block")
-    if out and peer_tip < out[-1][0].height:
-        raise BadBatch("the peer's head is below the blocks it sent")
-    return peer_tip, out
+    return out
 
 
 def _take(data: bytes, offset: int, height: int) -> tuple[bytes, int]:
@@ -225,7 +248,7 @@ def verify_batch(kind: str, validators: Sequence[str] | Callable[[int], Sequence
     once the blocks before it are committed and its set is known).
 
     `signatures=False` leaves the transaction signatures to the caller (`BlockSync` has them
-    checked in the signature workers, `signature_items` and `first_invalid`)."""
+    checked in the signature workers: `signature_items`, `first_invalid`)."""
     verifier = Ed25519Verifier()
     for n, (block, certificate) in enumerate(blocks):
         signers = validators(block.height) if callable(validators) else validators
@@ -258,24 +281,6 @@ def first_invalid(blocks: Sequence[tuple[Block, dict[str, Any]]], verdicts: Sequ
                                 block.height)
             position += 1
     return None
-
-
-def signature_groups(blocks: Sequence[tuple[Block, dict[str, Any]]], min_txs: int
-                     ) -> list[list[tuple[Block, dict[str, Any]]]]:
-    """`blocks` cut, in order, into runs of whole blocks of at least `min_txs` transactions each (the
-    last run may hold fewer): one signature-worker job per run, committed as soon as it passed."""
-    groups: list[list[tuple[Block, dict[str, Any]]]] = []
-    current: list[tuple[Block, dict[str, Any]]] = []
-    count = 0
-    for entry in blocks:
-        current.append(entry)
-        count += len(entry[0].txs)
-        if count >= min_txs:
-            groups.append(current)
-            current, count = [], 0
-    if current:
-        groups.append(current)
-    return groups
 
 
 # --- the syncer -----------------------------------------------------------------------------------
@@ -524,10 +529,10 @@ class BlockSync:
         return [peer for *_, peer in sorted(peers, reverse=True)]
 
     async def _fetch_and_apply(self, peer: str, from_height: int) -> bool:
-        """One batch from `peer`: fetched (or taken from the request made ahead), decoded and its
-        certificates checked on a worker thread, then its signatures checked in the signature
-        workers run by run while the runs that passed are already being committed; the next batch
-        is requested meanwhile. Nothing after a run that fails a check is handed to the core."""
+        """One batch from `peer`: fetched (or taken from the request made ahead), then decoded and
+        certified block by block, its signatures checked run by run in the workers and the runs
+        that passed committed, all three at once (`_check_and_apply`); the next batch is requested
+        meanwhile. Nothing after a block that fails a check is handed to the core."""
         head = self.heads.get(peer)
         claimed = head.height if head is not None else 0
         try:
@@ -544,7 +549,8 @@ class BlockSync:
         sets = {h: tuple(self._validators_at(h)) if h <= known else last_known
                 for h in range(from_height, from_height + self.settings.batch_blocks)}
         try:
-            peer_tip, blocks = await self._run_blocking(self._check, answer, from_height, sets, known)
+            peer_tip, raws = split_batch(answer, from_height, self.settings.batch_blocks)
+            check_peer_tip(peer_tip, from_height, len(raws))
         except BadBatch as exc:
             self.penalize(peer, exc.reason)
             return False
@@ -552,45 +558,85 @@ class BlockSync:
         head = self.heads.get(peer)
         if head is not None:
             head.height = peer_tip  # its answer is fresher than its last status
-        if not blocks:
-            if claimed >= from_height:
-                # An honest peer at `claimed` serves at least block `from_height`; one that does not
-                # claimed a height it does not have.
-                self.counters["claims_not_served"] += 1
-                self.penalize(peer, f"it claimed height {claimed} but served no block from {from_height}")
-            return False
-        next_height = blocks[-1][0].height + 1
-        if peer_tip >= next_height:
-            self._ask_ahead(peer, next_height)
-        self._verified_under = {block.hash: sets[block.height] for block, _ in blocks}
-        bad = await self._verify_and_apply(peer, blocks)
+        if raws and peer_tip >= from_height + len(raws):
+            self._ask_ahead(peer, from_height + len(raws))
+        self._verified_under = {}
+        bad, certified = await self._check_and_apply(raws, from_height, sets, known)
         if bad is not None:
             self._drop_ahead()
             self.penalize(peer, bad.reason)
+        elif certified == 0 and claimed >= from_height:
+            # An honest peer at `claimed` serves at least block `from_height`; one that does not
+            # claimed a height it does not have.
+            self.counters["claims_not_served"] += 1
+            self.penalize(peer, f"it claimed height {claimed} but served no block from {from_height}")
         return self._store.tip.height >= from_height
 
-    async def _verify_and_apply(self, peer: str, blocks: Sequence[tuple[Block, dict[str, Any]]]
-                                ) -> BadBatch | None:
-        """Check the signatures of `blocks` (every run at once, in the workers) and hand the runs to
-        the core one after the other, each once it passed and the one before it is committed (the
-        core must get them in order: it works through a run a block per turn); the first failure (a
-        bad signature, or a block the core refused) is returned and nothing after it is handed over."""
-        groups = signature_groups(blocks, self.settings.signature_job_txs)
-        checks = [asyncio.ensure_future(self._verify_signatures(signature_items(group))) for group in groups]
+    async def _check_and_apply(self, raws: Sequence[tuple[bytes, bytes]], from_height: int,
+                               sets: dict[int, tuple[str, ...]], known: int) -> tuple[BadBatch | None, int]:
+        """Decode and certify the batch block by block on a worker thread, send the signatures of
+        each run of blocks to the workers as soon as it is decoded, and hand the runs to the core one
+        after the other, each once it passed and the one before it is committed (the core must get
+        them in order: it works through a run a block per turn). Answers the first failure (a
+        malformed block or certificate, a bad signature, a block the core refused; nothing after it
+        is handed over) and how many blocks passed the certificate check."""
+        runs: asyncio.Queue[tuple[list[tuple[Block, dict[str, Any]]], asyncio.Future[list[bool]]] | BadBatch | None]
+        runs = asyncio.Queue()
+        checks: list[asyncio.Future[list[bool]]] = []
+        certified = 0
+
+        def send(run: list[tuple[Block, dict[str, Any]]]) -> None:
+            check = asyncio.ensure_future(self._verify_signatures(signature_items(run)))
+            checks.append(check)
+            runs.put_nowait((run, check))
+
+        async def decode() -> None:
+            nonlocal certified
+            prev_hash: str | None = None
+            run: list[tuple[Block, dict[str, Any]]] = []
+            count = 0
+            try:
+                for i, raw in enumerate(raws):
+                    passed = await self._run_blocking(self._certify, raw, from_height + i, prev_hash, sets, known)
+                    if not passed:
+                        break  # a later validator set's certificate, maybe: fetched again once it is known
+                    block = passed[0][0]
+                    self._verified_under[block.hash] = sets[block.height]
+                    certified += 1
+                    prev_hash = block.hash
+                    run.append(passed[0])
+                    count += len(block.txs)
+                    if count >= self.settings.signature_job_txs:
+                        send(run)
+                        run, count = [], 0
+                if run:
+                    send(run)
+                runs.put_nowait(None)
+            except BadBatch as exc:
+                if run:
+                    send(run)  # the blocks before the bad one are sound: checked and committed
+                runs.put_nowait(exc)
+
+        decoder = asyncio.ensure_future(decode())
         try:
-            for group, check in zip(groups, checks, strict=True):
-                bad = first_invalid(group, await check)
+            while (item := await runs.get()) is not None:
+                if isinstance(item, BadBatch):
+                    return item, certified
+                run, check = item
+                bad = first_invalid(run, await check)
                 if bad is not None:
-                    return bad
-                self._certified_height = max(self._certified_height, group[-1][0].height)
-                outcome = await self._apply(group)
+                    return bad, certified
+                self._certified_height = max(self._certified_height, run[-1][0].height)
+                outcome = await self._apply(run)
                 self.counters["blocks_applied"] += outcome.applied
                 self.counters["blocks_skipped"] += outcome.skipped
                 if outcome.error is not None:
                     # No height: the node is stopping, which is no peer's fault.
-                    return None if outcome.error_height is None else BadBatch(outcome.error, outcome.error_height)
-            return None
+                    bad = None if outcome.error_height is None else BadBatch(outcome.error, outcome.error_height)
+                    return bad, certified
+            return None, certified
         finally:
+            decoder.cancel()
             for check in checks:
                 check.cancel()
 
@@ -620,12 +666,13 @@ class BlockSync:
         if ahead is not None:
             ahead[2].cancel()
 
-    def _check(self, answer: bytes, from_height: int, sets: dict[int, tuple[str, ...]],
-               known: int) -> tuple[int, list[tuple[Block, dict[str, Any]]]]:
-        """Decode a batch and check its certificates (its signatures are `_verify_and_apply`'s)."""
-        peer_tip, blocks = decode_batch(answer, from_height, self._store.chain_id, self.settings.batch_blocks)
+    def _certify(self, raw: tuple[bytes, bytes], height: int, prev_hash: str | None,
+                 sets: dict[int, tuple[str, ...]], known: int) -> list[tuple[Block, dict[str, Any]]]:
+        """Block `height` decoded and its certificate checked ([] when it may be a later set's);
+        its signatures are `_check_and_apply`'s."""
+        blocks = decode_blocks([raw], height, self._store.chain_id, prev_hash)
         passed = verify_batch(self._kind, sets.__getitem__, blocks, known, signatures=False)
-        return peer_tip, blocks[:passed]
+        return blocks[:passed]
 
     def penalize(self, peer: str, reason: str) -> None:
         penalty = self._penalties.setdefault(peer, _Penalty())

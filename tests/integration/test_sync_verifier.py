@@ -26,7 +26,16 @@ from consensus.bft.messages import Kind, signing_bytes
 from ledger import keys
 from ledger.block import Block
 from ledger.genesis import Genesis
-from node.net.sync import BlockSync, PeerHead, SyncSettings, VerifySignatures, encode_status, serve_blocks
+from node.net.sync import (
+    MAGIC,
+    BlockSync,
+    PeerHead,
+    SyncSettings,
+    VerifySignatures,
+    encode_status,
+    serve_blocks,
+    split_batch,
+)
 from node.node import Node
 from p2p import RequestTimeout
 from storage import Store
@@ -279,3 +288,26 @@ async def test_a_long_chain_arrives_in_batches_asked_for_ahead_and_committed_in_
     assert asked == [1, 5, 9]  # each batch once, none skipped or asked twice
     assert sync.counters["batches_fetched_ahead"] == 2  # every batch after the first was asked for ahead
     assert sync.counters["blocks_applied"] == 9 and sync.counters["peers_penalized"] == 0
+
+
+async def test_a_malformed_block_mid_batch_stops_the_commits_at_the_block_before_it(chain: Chain) -> None:
+    """Blocks are decoded one by one while the earlier ones are checked and committed: block 4 of 6
+    is garbage, so blocks 1-3 are committed, nothing from block 4 on, and the peer is penalised."""
+    extend(chain, 6)
+
+    def garbled(payload: bytes) -> bytes:
+        answer = serve_blocks(chain.honest, payload, 64, MAX_PAYLOAD)
+        from_height = json.loads(payload)["from_height"]
+        peer_tip, raws = split_batch(answer, from_height, 64)
+        raws = [(b'{"header":{}}' if from_height + i == 4 else raw, cert) for i, (raw, cert) in enumerate(raws)]
+        body = b"".join(len(raw).to_bytes(4, "big") + raw + len(cert).to_bytes(4, "big") + cert
+                        for raw, cert in raws)
+        return MAGIC + peer_tip.to_bytes(8, "big") + len(raws).to_bytes(4, "big") + body
+
+    verify, _ = later_runs_answered_first()
+    settings = SyncSettings(penalty_s=30, signature_job_txs=1)
+    sync = make_sync(chain, {FORGER: garbled}, {FORGER: 6}, settings, verify)
+    assert await sync.sync_to(6)  # progress: blocks 1-3
+    assert chain.node.height == 3
+    assert sync.penalized_for_s(FORGER) > 0 and sync.counters["blocks_applied"] == 3
+    assert chain_hashes(chain.node.store) == chain_hashes(chain.honest)[:3]

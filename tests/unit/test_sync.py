@@ -28,7 +28,6 @@ from node.net.sync import (
     encode_status,
     first_invalid,
     serve_blocks,
-    signature_groups,
     signature_items,
 )
 from storage import Store
@@ -60,12 +59,8 @@ def test_a_served_batch_decodes_to_the_stored_blocks_and_certificates(store: Sto
         assert cert == store.load_certificate(block.height)
 
 
-def test_signature_runs_are_whole_blocks_in_order_and_a_bad_verdict_names_its_block(store: Store) -> None:
+def test_signatures_of_a_run_are_in_order_and_a_bad_verdict_names_its_block(store: Store) -> None:
     _, blocks = decode_batch(serve_blocks(store, request(1), 64, 1 << 20), 1, CHAIN, 64)  # one tx a block
-    heights = [[b.height for b, _ in run] for run in signature_groups(blocks, 2)]
-    assert heights == [[1, 2], [3, 4], [5]]
-    assert [len(run) for run in signature_groups(blocks, 1)] == [1] * 5
-    assert [len(run) for run in signature_groups(blocks, 100)] == [5]
     items = signature_items(blocks)
     assert [(sender, signature) for sender, signature, _ in items] == \
         [(b.txs[0].sender, b.txs[0].signature) for b, _ in blocks]
@@ -287,16 +282,16 @@ async def test_peers_whose_height_is_vouched_for_are_asked_before_a_lone_higher_
 
 async def test_blocks_with_valid_certificates_prove_a_height_a_lone_peer_claims(store: Store) -> None:
     """A lone peer's claim is not believed, but the certified blocks it serves are proof."""
-    served = [(block, certificate_for(block)) for block in (store.load_block(h) for h in range(1, 6))
-              if isinstance(block, Block)]
+    served = {block.height: (block, certificate_for(block))
+              for block in (store.load_block(h) for h in range(1, 6)) if isinstance(block, Block)}
 
-    async def verified(fn: Any, *args: Any) -> Any:
-        return HUGE, served  # stands for a batch that passed decode_batch and verify_batch
+    async def certified(fn: Any, raw: Any, height: int, *args: Any) -> Any:
+        return [served[height]]  # stands for a block that passed decoding and its certificate check
 
     gate, reported = asyncio.Event(), list[bool]()
     gate.set()
-    sync, _ = fetching_sync({peer_id(0): b"checked by `verified`"}, gate, reported, run_blocking=verified,
-                            height=0)
+    sync, _ = fetching_sync({peer_id(0): serve_blocks(store, request(1), 64, 1 << 20)}, gate, reported,
+                            run_blocking=certified, height=0)
     sync.on_status(peer_id(0), encode_status(HUGE, "ab" * 32))
     assert sync.status()["blocks_behind"] == 0
     assert await sync.sync_to(HUGE) is False  # apply refuses (see fetching_sync): the tip stays at 0
