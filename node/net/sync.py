@@ -23,16 +23,17 @@ height; the peer answers as many as fit in one p2p payload, each with its commit
     b"LSYNC1\\n" + u64 peer head height + u32 count + count * (u32 len + block bytes,
                                                                  u32 len + certificate JSON)
 
-Checking. Off the event loop (a worker thread): each block decodes structurally, follows the
-previous one, is of this chain, and its certificate proves it final under the validator set in
-force at its height (`consensus.factory.verify_certificate`). Every transaction signature is then
-checked in the signature worker processes (`verify_signatures`, the node's `SignatureChecks`): the
-batch is cut into runs of whole blocks of at least `signature_job_txs` transactions, all sent at
-once so that every worker is busy, and each run is handed to the core as soon as it and every run
-before it passed, one run after the other (the core must get them in height order), while the
-later runs are still being checked. The first run with a bad signature ends the batch: nothing from
-it on is handed over. Meanwhile the next batch is already requested from the same peer (when its
-answer said it has more), so no round trip is waited for between batches.
+Checking. Block by block, off the event loop (a worker thread): each block decodes structurally,
+follows the previous one, is of this chain, and its certificate proves it final under the
+validator set in force at its height (`consensus.factory.verify_certificate`). As soon as a run of
+whole blocks of at least `signature_job_txs` transactions is decoded, its signatures go to the
+signature worker processes (`verify_signatures`, the node's `SignatureChecks`), and each run is
+handed to the core once it and every run before it passed, one run after the other (the core must
+get them in height order): decoding, signature checks and commits of one batch overlap. The first
+block that fails a check (malformed, uncertified, a bad signature) ends the batch: the runs before
+it are committed, nothing from it on is handed over. Meanwhile the next batch is already requested
+from the same peer (when its answer said it has more), so no round trip is waited for between
+batches.
 The set of a height is known from committed state up to tip + ACTIVATION_DELAY (`ledger.valset`);
 a block above that is checked under the last set known, and the core checks its certificate
 again before storing it if, by then, the set in force at its height turned out to be another
