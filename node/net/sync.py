@@ -581,7 +581,8 @@ class BlockSync:
         them in order: it works through a run a block per turn). Answers the first failure (a
         malformed block or certificate, a bad signature, a block the core refused; nothing after it
         is handed over) and how many blocks passed the certificate check."""
-        runs: asyncio.Queue[tuple[list[tuple[Block, dict[str, Any]]], asyncio.Future[list[bool]]] | BadBatch | None]
+        # A run and its signature check; then None (the end), or the exception decoding ended with.
+        runs: asyncio.Queue[tuple[list[tuple[Block, dict[str, Any]]], asyncio.Future[list[bool]]] | Exception | None]
         runs = asyncio.Queue()
         checks: list[asyncio.Future[list[bool]]] = []
         certified = 0
@@ -613,8 +614,8 @@ class BlockSync:
                 if run:
                     send(run)
                 runs.put_nowait(None)
-            except BadBatch as exc:
-                if run:
+            except Exception as exc:  # a BadBatch is the peer's; anything else ends the sync task below
+                if run and isinstance(exc, BadBatch):
                     send(run)  # the blocks before the bad one are sound: checked and committed
                 runs.put_nowait(exc)
 
@@ -623,6 +624,8 @@ class BlockSync:
             while (item := await runs.get()) is not None:
                 if isinstance(item, BadBatch):
                     return item, certified
+                if isinstance(item, Exception):
+                    raise item
                 run, check = item
                 bad = first_invalid(run, await check)
                 if bad is not None:

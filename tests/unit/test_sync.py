@@ -310,3 +310,18 @@ def test_gossip_batches_respect_the_count_and_byte_limits() -> None:
     batches = [json.loads(b) for b in sent]
     assert [len(b) for b in batches] == [2, 2, 1]  # the byte limit binds before the count limit
     assert [t["body"]["nonce"] for b in batches for t in b] == [0, 1, 2, 3, 4]
+
+
+async def test_an_unexpected_error_while_decoding_ends_the_sync_instead_of_hanging_it(store: Store) -> None:
+    """Only a BadBatch is the peer's fault; anything else raised while a block is decoded and
+    certified (a bug) must reach the sync task, which the node supervises, not leave it waiting."""
+    async def broken(fn: Any, *args: Any) -> Any:
+        raise RuntimeError("a bug in a check")
+
+    gate, reported = asyncio.Event(), list[bool]()
+    gate.set()
+    sync, _ = fetching_sync({peer_id(i): serve_blocks(store, request(1), 64, 1 << 20) for i in range(3)}, gate,
+                            reported, run_blocking=broken, height=0)
+    sync.on_status(peer_id(0), encode_status(5, "ab" * 32))
+    with pytest.raises(RuntimeError, match="a bug in a check"):
+        await asyncio.wait_for(sync.sync_to(5), timeout=30)
