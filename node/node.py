@@ -162,7 +162,8 @@ class Node:
                 validators=self.valsets.at(store.tip.height + 1), known_validators=self.valsets.ever(),
                 validators_at=self.valsets.at, known_through=self.valsets.known_through,
                 deliver=self.deliver, receive_txs=self.intake.receive_txs, apply_synced=self._apply_synced,
-                run_blocking=self.checks.run_blocking, sync_hint=self._sync_hint, spawn=self._spawn,
+                run_blocking=self.checks.run_blocking, sync_hint=self._sync_hint,
+                verify_signatures=self.checks.verify_items, spawn=self._spawn,
             )
             self.intake.is_validator = self.network.is_validator
             self.runtime.core.synced_check = self._synced_check

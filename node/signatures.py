@@ -1,13 +1,15 @@
 """`SignatureChecks`: where the node verifies Ed25519 signatures off its event loop.
 
 Signature worker processes (`node.sigworkers`, `verify_processes` of them) when configured, else
-a small thread pool; the same threads run block sync's certificate checks (`run_blocking`).
+a small thread pool; the same threads run block sync's certificate checks (`run_blocking`), and
+block sync's signature checks go to the workers too (`verify_items`).
 Correctness never depends on the workers: a lost worker's job is checked on the node.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -53,6 +55,20 @@ class SignatureChecks:
         if self._pool is None:
             return fn(*args)
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    async def verify_items(self, items: list[tuple[str, bytes, bytes]]) -> list[bool]:
+        """One verdict per (address, signature, signed bytes), as one job: in a worker process, a
+        worker thread, or here before `start()`. Block sync hands it runs of blocks, many at once,
+        so that every worker is busy while the core commits the runs already checked. No items: the
+        workers are started, if they are not running yet (block sync asks so while it fetches)."""
+        if not items:
+            if self.workers is not None:
+                with contextlib.suppress(WorkerLost):
+                    await self.workers.warm_up()
+            return []
+        if self._pool is None:
+            return keys.verify_many(items)
+        return await self._job(items)
 
     async def verify(self, txs: list[Transaction]) -> list[bool | None] | None:
         """Check signatures in the worker processes (or threads), skipping known ones.

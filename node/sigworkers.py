@@ -121,6 +121,11 @@ class SignatureWorkers:
         finally:
             worker.items -= len(items)
 
+    async def warm_up(self) -> None:
+        """Start the workers not running yet, ahead of a large job (block sync, once it fetches)."""
+        if not self._closed:
+            await self._least_loaded()
+
     async def _least_loaded(self) -> _Worker:
         if any(w is None or w.lost for w in self._workers):
             async with self._starting:  # concurrent first jobs must not each start a set of workers

@@ -37,7 +37,15 @@ from ledger.genesis import Genesis
 from node.config import ConfigError, NodeConfig
 from node.metrics import NodeMetrics
 from node.net.gossip import TxBatcher
-from node.net.sync import STATUS_TOPIC, SYNC_TOPIC, BlockSync, RefusedRequest, SyncSettings, encode_status
+from node.net.sync import (
+    STATUS_TOPIC,
+    SYNC_TOPIC,
+    BlockSync,
+    RefusedRequest,
+    SyncSettings,
+    VerifySignatures,
+    encode_status,
+)
 from p2p import P2PConfig, P2PNode, RequestRefused, TopicChannel
 from storage import Store
 
@@ -55,6 +63,7 @@ class PeerNetwork:
         logger: logging.Logger, deliver: Callable[[str, bytes], bool], receive_txs: Callable[[str, bytes], bool],
         apply_synced: Callable[[Sequence[tuple[Block, dict[str, Any]]]], Any],
         run_blocking: Callable[..., Any], sync_hint: Callable[[], int | None],
+        verify_signatures: VerifySignatures | None = None,
         p2p_config: P2PConfig | None = None,
         spawn: Callable[[Coroutine[Any, Any, None], str], asyncio.Task[None]] | None = None,
     ) -> None:
@@ -98,7 +107,7 @@ class PeerNetwork:
                 lag_grace_s=config.sync_lag_grace_s, penalty_s=config.sync_penalty_s,
                 status_interval_s=config.status_interval_s),
             on_syncing=lambda on: metrics.syncing.set(1 if on else 0), logger=logger,
-            validators_at=validators_at, known_through=known_through,
+            validators_at=validators_at, known_through=known_through, verify_signatures=verify_signatures,
         )
         self.p2p.register_handler(SYNC_TOPIC, self._serve_sync)
         self._collector = _NetworkCollector(self)

@@ -23,9 +23,17 @@ height; the peer answers as many as fit in one p2p payload, each with its commit
     b"LSYNC1\\n" + u64 peer head height + u32 count + count * (u32 len + block bytes,
                                                                  u32 len + certificate JSON)
 
-Checking. Off the event loop (a worker thread): each block decodes structurally, follows the
-previous one, is of this chain, its certificate proves it final under the validator set in force
-at its height (`consensus.factory.verify_certificate`), and every transaction signature is valid.
+Checking. Block by block, off the event loop (a worker thread): each block decodes structurally,
+follows the previous one, is of this chain, and its certificate proves it final under the
+validator set in force at its height (`consensus.factory.verify_certificate`). As soon as a run of
+whole blocks of at least `signature_job_txs` transactions is decoded, its signatures go to the
+signature worker processes (`verify_signatures`, the node's `SignatureChecks`), and each run is
+handed to the core once it and every run before it passed, one run after the other (the core must
+get them in height order): decoding, signature checks and commits of one batch overlap. The first
+block that fails a check (malformed, uncertified, a bad signature) ends the batch: the runs before
+it are committed, nothing from it on is handed over. Meanwhile the next batch is already requested
+from the same peer (when its answer said it has more), so no round trip is waited for between
+batches.
 The set of a height is known from committed state up to tip + ACTIVATION_DELAY (`ledger.valset`);
 a block above that is checked under the last set known, and the core checks its certificate
 again before storing it if, by then, the set in force at its height turned out to be another
@@ -56,6 +64,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from consensus.api import Ed25519Verifier
 from consensus.bft.rounds import max_faulty
 from consensus.factory import trusts_validators, verify_certificate
+from ledger import keys
 from ledger.block import Block, decode_block
 from ledger.encoding import canonical_json_trusted
 from ledger.errors import Rejected
@@ -155,18 +164,45 @@ def serve_blocks(store: Store, data: bytes, max_blocks: int, max_payload_bytes: 
 def decode_batch(data: bytes, from_height: int, chain_id: str, max_blocks: int
                  ) -> tuple[int, list[tuple[Block, dict[str, Any]]]]:
     """(the peer's head height, [(block, certificate)]) from a sync answer; BadBatch if malformed."""
+    peer_tip, raws = split_batch(data, from_height, max_blocks)
+    blocks = decode_blocks(raws, from_height, chain_id, None)
+    check_peer_tip(peer_tip, from_height, len(blocks))
+    return peer_tip, blocks
+
+
+def split_batch(data: bytes, from_height: int, max_blocks: int) -> tuple[int, list[tuple[bytes, bytes]]]:
+    """(the peer's head height, [(block bytes, certificate bytes)]) from a sync answer, its framing
+    checked (BadBatch if malformed) and nothing in it decoded yet (`decode_blocks` does that)."""
     if not data.startswith(MAGIC) or len(data) < len(MAGIC) + _HEAD.size:
         raise BadBatch("the answer is not a sync batch")
     peer_tip, count = _HEAD.unpack_from(data, len(MAGIC))
     if count > max_blocks:
         raise BadBatch(f"the answer holds {count} blocks, more than the {max_blocks} asked for")
     offset = len(MAGIC) + _HEAD.size
-    out: list[tuple[Block, dict[str, Any]]] = []
-    prev_hash: str | None = None
+    out: list[tuple[bytes, bytes]] = []
     for i in range(count):
+        raw_block, offset = _take(data, offset, from_height + i)
+        raw_cert, offset = _take(data, offset, from_height + i)
+        out.append((raw_block, raw_cert))
+    if offset != len(data):
+        raise BadBatch("trailing bytes after the last block")
+    return peer_tip, out
+
+
+def check_peer_tip(peer_tip: int, from_height: int, count: int) -> None:
+    """BadBatch if a peer sent `count` blocks from `from_height` on but names a lower head."""
+    if count and peer_tip < from_height + count - 1:
+        raise BadBatch("the peer's head is below the blocks it sent")
+
+
+def decode_blocks(raws: Sequence[tuple[bytes, bytes]], from_height: int, chain_id: str, prev_hash: str | None
+                  ) -> list[tuple[Block, dict[str, Any]]]:
+    """Blocks `from_height`, `from_height + 1`, ... with their certificates, each structurally sound,
+    of this chain and linked to the one before it (the first to `prev_hash`, unless None); BadBatch
+    for the first that is not."""
+    out: list[tuple[Block, dict[str, Any]]] = []
+    for i, (raw_block, raw_cert) in enumerate(raws):
         height = from_height + i
-        raw_block, offset = _take(data, offset, height)
-        raw_cert, offset = _take(data, offset, height)
         try:
             decoded = decode_block(raw_block)
         except Rejected as exc:
@@ -188,11 +224,7 @@ def decode_batch(data: bytes, from_height: int, chain_id: str, max_blocks: int
             raise BadBatch(f"the certificate of block {height} is not an object", height)
         out.append((block, certificate))
         prev_hash = block.hash
-    if offset != len(data):
-        raise BadBatch("trailing bytes after the last block")
-    if out and peer_tip < out[-1][0].height:
-        raise BadBatch("the peer's head is below the blocks it sent")
-    return peer_tip, out
+    return out
 
 
 def _take(data: bytes, offset: int, height: int) -> tuple[bytes, int]:
@@ -206,13 +238,18 @@ def _take(data: bytes, offset: int, height: int) -> tuple[bytes, int]:
 
 
 def verify_batch(kind: str, validators: Sequence[str] | Callable[[int], Sequence[str]],
-                 blocks: Sequence[tuple[Block, dict[str, Any]]], known_through: int | None = None) -> int:
+                 blocks: Sequence[tuple[Block, dict[str, Any]]], known_through: int | None = None,
+                 *, signatures: bool = True) -> int:
     """Raise BadBatch unless every certificate proves its block final (under `validators`, or the
-    set `validators(height)` gives) and every signature is valid; returns how many blocks passed.
+    set `validators(height)` gives) and, with `signatures`, every transaction signature is valid;
+    returns how many blocks passed.
 
     Above `known_through` the set is only a guess (the last one known): a certificate that fails
     there may be a later set's, so the batch ends before that block instead (it is fetched again
-    once the blocks before it are committed and its set is known)."""
+    once the blocks before it are committed and its set is known).
+
+    `signatures=False` leaves the transaction signatures to the caller (`BlockSync` has them
+    checked in the signature workers: `signature_items`, `first_invalid`)."""
     verifier = Ed25519Verifier()
     for n, (block, certificate) in enumerate(blocks):
         signers = validators(block.height) if callable(validators) else validators
@@ -220,11 +257,31 @@ def verify_batch(kind: str, validators: Sequence[str] | Callable[[int], Sequence
             if known_through is not None and block.height > known_through:
                 return n
             raise BadBatch(f"block {block.height} has an invalid commit certificate", block.height)
-        for index, tx in enumerate(block.txs):
-            if not tx.signature_valid():
-                raise BadBatch(f"block {block.height}: transaction {index} has an invalid signature",
-                               block.height)
+        if signatures:
+            for index, tx in enumerate(block.txs):
+                if not tx.signature_valid():
+                    raise BadBatch(f"block {block.height}: transaction {index} has an invalid signature",
+                                   block.height)
     return len(blocks)
+
+
+def signature_items(blocks: Sequence[tuple[Block, dict[str, Any]]]) -> list[tuple[str, bytes, bytes]]:
+    """(sender, signature, signed bytes) of every transaction of `blocks`, in order."""
+    return [(tx.sender, tx.signature, tx.signing_bytes) for block, _ in blocks for tx in block.txs]
+
+
+def first_invalid(blocks: Sequence[tuple[Block, dict[str, Any]]], verdicts: Sequence[bool]) -> BadBatch | None:
+    """The BadBatch naming the first transaction of `blocks` whose verdict is not True (None: all are)."""
+    if len(verdicts) != sum(len(block.txs) for block, _ in blocks):
+        raise ValueError("one verdict per transaction")
+    position = 0
+    for block, _ in blocks:
+        for index in range(len(block.txs)):
+            if verdicts[position] is not True:
+                return BadBatch(f"block {block.height}: transaction {index} has an invalid signature",
+                                block.height)
+            position += 1
+    return None
 
 
 # --- the syncer -----------------------------------------------------------------------------------
@@ -238,6 +295,9 @@ class SyncSettings:
     penalty_s: float = 30.0
     penalty_max_s: float = 600.0
     status_interval_s: float = 1.0
+    # Transactions per signature job: a fetched batch is cut into runs of whole blocks of at least
+    # this many, all checked at once in the signature workers, each run committed once it passed.
+    signature_job_txs: int = 512
 
 
 @dataclass
@@ -256,10 +316,13 @@ class _Penalty:
 Request = Callable[[str, str, bytes, float], Awaitable[bytes]]
 Apply = Callable[[Sequence[tuple[Block, dict[str, Any]]]], Awaitable[SyncOutcome]]
 RunBlocking = Callable[..., Awaitable[Any]]
+# (sender, signature, signed bytes) triples -> one verdict each (the node's signature workers).
+VerifySignatures = Callable[[list[tuple[str, bytes, bytes]]], Awaitable[list[bool]]]
 
 COUNTER_NAMES = (
     "status_in", "status_malformed", "requests_served", "requests_refused", "rounds", "requests_failed",
     "batches_fetched", "blocks_applied", "blocks_skipped", "peers_penalized", "claims_not_served",
+    "batches_fetched_ahead",
 )
 
 
@@ -272,8 +335,14 @@ class BlockSync:
                  on_syncing: Callable[[bool], None], logger: logging.Logger,
                  clock: Callable[[], float] = time.monotonic, rng: random.Random | None = None,
                  validators_at: Callable[[int], Sequence[str]] | None = None,
-                 known_through: Callable[[], int] | None = None) -> None:
+                 known_through: Callable[[], int] | None = None,
+                 verify_signatures: VerifySignatures | None = None) -> None:
         self._store = store
+        # Where transaction signatures are checked (default: keys.verify_many on a thread).
+        self._verify_signatures = verify_signatures or (lambda items: asyncio.to_thread(keys.verify_many, items))
+        # The next batch, requested from the same peer while this one is checked and committed:
+        # (peer, from height, the request).
+        self._ahead: tuple[str, int, asyncio.Task[bytes]] | None = None
         self._kind = kind
         # The set in force at a height, for heights up to known_through() (default: one set for ever).
         self._validators_at = validators_at or (lambda height: self._validators)
@@ -417,6 +486,9 @@ class BlockSync:
         self._report_syncing()
         start = self._store.tip.height
         self._log.debug("block sync: at %d, peers at %d", start, target)
+        # No signatures: the signature workers start (if they are not running) while the first batch
+        # is fetched and decoded, rather than after.
+        warm_up = asyncio.ensure_future(self._verify_signatures([]))
         try:
             while True:
                 own = self._store.tip.height
@@ -431,6 +503,9 @@ class BlockSync:
                 else:
                     break
         finally:
+            if not warm_up.done():
+                warm_up.cancel()
+            self._drop_ahead()
             self.syncing = False
             self._report_syncing()
         end = self._store.tip.height
@@ -455,12 +530,14 @@ class BlockSync:
         return [peer for *_, peer in sorted(peers, reverse=True)]
 
     async def _fetch_and_apply(self, peer: str, from_height: int) -> bool:
-        request = SyncRequest(from_height=from_height, max_blocks=self.settings.batch_blocks)
+        """One batch from `peer`: fetched (or taken from the request made ahead), then decoded and
+        certified block by block, its signatures checked run by run in the workers and the runs
+        that passed committed, all three at once (`_check_and_apply`); the next batch is requested
+        meanwhile. Nothing after a block that fails a check is handed to the core."""
         head = self.heads.get(peer)
         claimed = head.height if head is not None else 0
         try:
-            answer = await self._request(peer, SYNC_TOPIC, request.model_dump_json().encode(),
-                                         self.settings.request_timeout_s)
+            answer = await self._answer(peer, from_height)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the transport's typed failures: no answer is no fault
@@ -473,7 +550,8 @@ class BlockSync:
         sets = {h: tuple(self._validators_at(h)) if h <= known else last_known
                 for h in range(from_height, from_height + self.settings.batch_blocks)}
         try:
-            peer_tip, blocks = await self._run_blocking(self._check, answer, from_height, sets, known)
+            peer_tip, raws = split_batch(answer, from_height, self.settings.batch_blocks)
+            check_peer_tip(peer_tip, from_height, len(raws))
         except BadBatch as exc:
             self.penalize(peer, exc.reason)
             return False
@@ -481,27 +559,124 @@ class BlockSync:
         head = self.heads.get(peer)
         if head is not None:
             head.height = peer_tip  # its answer is fresher than its last status
-        if not blocks:
-            if claimed >= from_height:
-                # An honest peer at `claimed` serves at least block `from_height`; one that does not
-                # claimed a height it does not have.
-                self.counters["claims_not_served"] += 1
-                self.penalize(peer, f"it claimed height {claimed} but served no block from {from_height}")
-            return False
-        self._certified_height = max(self._certified_height, blocks[-1][0].height)
-        self._verified_under = {block.hash: sets[block.height] for block, _ in blocks}
-        outcome = await self._apply(blocks)
-        self.counters["blocks_applied"] += outcome.applied
-        self.counters["blocks_skipped"] += outcome.skipped
-        if outcome.error is not None and outcome.error_height is not None:
-            self.penalize(peer, outcome.error)
+        if raws and peer_tip >= from_height + len(raws):
+            self._ask_ahead(peer, from_height + len(raws))
+        self._verified_under = {}
+        bad, certified = await self._check_and_apply(raws, from_height, sets, known)
+        if bad is not None:
+            self._drop_ahead()
+            self.penalize(peer, bad.reason)
+        elif certified == 0 and claimed >= from_height:
+            # An honest peer at `claimed` serves at least block `from_height`; one that does not
+            # claimed a height it does not have.
+            self.counters["claims_not_served"] += 1
+            self.penalize(peer, f"it claimed height {claimed} but served no block from {from_height}")
         return self._store.tip.height >= from_height
 
-    def _check(self, answer: bytes, from_height: int, sets: dict[int, tuple[str, ...]],
-               known: int) -> tuple[int, list[tuple[Block, dict[str, Any]]]]:
-        peer_tip, blocks = decode_batch(answer, from_height, self._store.chain_id, self.settings.batch_blocks)
-        passed = verify_batch(self._kind, sets.__getitem__, blocks, known)
-        return peer_tip, blocks[:passed]
+    async def _check_and_apply(self, raws: Sequence[tuple[bytes, bytes]], from_height: int,
+                               sets: dict[int, tuple[str, ...]], known: int) -> tuple[BadBatch | None, int]:
+        """Decode and certify the batch block by block on a worker thread, send the signatures of
+        each run of blocks to the workers as soon as it is decoded, and hand the runs to the core one
+        after the other, each once it passed and the one before it is committed (the core must get
+        them in order: it works through a run a block per turn). Answers the first failure (a
+        malformed block or certificate, a bad signature, a block the core refused; nothing after it
+        is handed over) and how many blocks passed the certificate check."""
+        # A run and its signature check; then None (the end), or the exception decoding ended with.
+        runs: asyncio.Queue[tuple[list[tuple[Block, dict[str, Any]]], asyncio.Future[list[bool]]] | Exception | None]
+        runs = asyncio.Queue()
+        checks: list[asyncio.Future[list[bool]]] = []
+        certified = 0
+
+        def send(run: list[tuple[Block, dict[str, Any]]]) -> None:
+            check = asyncio.ensure_future(self._verify_signatures(signature_items(run)))
+            checks.append(check)
+            runs.put_nowait((run, check))
+
+        async def decode() -> None:
+            nonlocal certified
+            prev_hash: str | None = None
+            run: list[tuple[Block, dict[str, Any]]] = []
+            count = 0
+            try:
+                for i, raw in enumerate(raws):
+                    passed = await self._run_blocking(self._certify, raw, from_height + i, prev_hash, sets, known)
+                    if not passed:
+                        break  # a later validator set's certificate, maybe: fetched again once it is known
+                    block = passed[0][0]
+                    self._verified_under[block.hash] = sets[block.height]
+                    certified += 1
+                    prev_hash = block.hash
+                    run.append(passed[0])
+                    count += len(block.txs)
+                    if count >= self.settings.signature_job_txs:
+                        send(run)
+                        run, count = [], 0
+                if run:
+                    send(run)
+                runs.put_nowait(None)
+            except Exception as exc:  # a BadBatch is the peer's; anything else ends the sync task below
+                if run and isinstance(exc, BadBatch):
+                    send(run)  # the blocks before the bad one are sound: checked and committed
+                runs.put_nowait(exc)
+
+        decoder = asyncio.ensure_future(decode())
+        try:
+            while (item := await runs.get()) is not None:
+                if isinstance(item, BadBatch):
+                    return item, certified
+                if isinstance(item, Exception):
+                    raise item
+                run, check = item
+                bad = first_invalid(run, await check)
+                if bad is not None:
+                    return bad, certified
+                self._certified_height = max(self._certified_height, run[-1][0].height)
+                outcome = await self._apply(run)
+                self.counters["blocks_applied"] += outcome.applied
+                self.counters["blocks_skipped"] += outcome.skipped
+                if outcome.error is not None:
+                    # No height: the node is stopping, which is no peer's fault.
+                    bad = None if outcome.error_height is None else BadBatch(outcome.error, outcome.error_height)
+                    return bad, certified
+            return None, certified
+        finally:
+            decoder.cancel()
+            for check in checks:
+                check.cancel()
+
+    async def _answer(self, peer: str, from_height: int) -> bytes:
+        """The peer's answer for `from_height`: the request made ahead if it is that one, else a new one."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            if ahead[:2] == (peer, from_height):
+                self.counters["batches_fetched_ahead"] += 1
+                return await ahead[2]
+            ahead[2].cancel()
+        request = SyncRequest(from_height=from_height, max_blocks=self.settings.batch_blocks)
+        return await self._request(peer, SYNC_TOPIC, request.model_dump_json().encode(),
+                                   self.settings.request_timeout_s)
+
+    def _ask_ahead(self, peer: str, from_height: int) -> None:
+        self._drop_ahead()
+        request = SyncRequest(from_height=from_height, max_blocks=self.settings.batch_blocks)
+        task = asyncio.ensure_future(self._request(peer, SYNC_TOPIC, request.model_dump_json().encode(),
+                                                   self.settings.request_timeout_s))
+        # Its failure, if nobody takes it, is nobody's concern: retrieve it so asyncio does not log it.
+        task.add_done_callback(lambda t: None if t.cancelled() else t.exception())
+        self._ahead = (peer, from_height, task)
+
+    def _drop_ahead(self) -> None:
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            ahead[2].cancel()
+
+    def _certify(self, raw: tuple[bytes, bytes], height: int, prev_hash: str | None,
+                 sets: dict[int, tuple[str, ...]], known: int) -> list[tuple[Block, dict[str, Any]]]:
+        """Block `height` decoded and its certificate checked ([] when it may be a later set's);
+        its signatures are `_check_and_apply`'s."""
+        blocks = decode_blocks([raw], height, self._store.chain_id, prev_hash)
+        passed = verify_batch(self._kind, sets.__getitem__, blocks, known, signatures=False)
+        return blocks[:passed]
 
     def penalize(self, peer: str, reason: str) -> None:
         penalty = self._penalties.setdefault(peer, _Penalty())

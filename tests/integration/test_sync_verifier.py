@@ -11,6 +11,8 @@ peer is asked; a peer that merely does not answer is skipped without penalty.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
@@ -24,11 +26,20 @@ from consensus.bft.messages import Kind, signing_bytes
 from ledger import keys
 from ledger.block import Block
 from ledger.genesis import Genesis
-from node.net.sync import BlockSync, PeerHead, SyncSettings, encode_status, serve_blocks
+from node.net.sync import (
+    MAGIC,
+    BlockSync,
+    PeerHead,
+    SyncSettings,
+    VerifySignatures,
+    encode_status,
+    serve_blocks,
+    split_batch,
+)
 from node.node import Node
 from p2p import RequestTimeout
 from storage import Store
-from tests.helpers.chain import next_block
+from tests.helpers.chain import next_block, resigned
 from tests.helpers.nodes import pay
 
 pytestmark = pytest.mark.timeout(60)
@@ -76,7 +87,8 @@ async def chain(tmp_path: Path) -> AsyncIterator[Chain]:
 Peer = Callable[[bytes], bytes]
 
 
-def make_sync(c: Chain, peers: dict[str, Peer], heads: dict[str, int]) -> BlockSync:
+def make_sync(c: Chain, peers: dict[str, Peer], heads: dict[str, int], settings: SyncSettings | None = None,
+              verify_signatures: VerifySignatures | None = None) -> BlockSync:
     async def request(peer: str, topic: str, payload: bytes, timeout_s: float) -> bytes:
         assert topic == "sync"
         return peers[peer](payload)
@@ -87,8 +99,9 @@ def make_sync(c: Chain, peers: dict[str, Peer], heads: dict[str, int]) -> BlockS
     apply: Callable[..., Awaitable[Any]] = c.node.runtime.apply_synced
     sync = BlockSync(store=c.node.store, kind="pbft", validators=c.genesis.validator_ids, request=request,
                      apply=apply, run_blocking=run_blocking, sync_hint=lambda: None,
-                     max_payload_bytes=lambda: MAX_PAYLOAD, settings=SyncSettings(penalty_s=30),
-                     on_syncing=lambda on: None, logger=logging.getLogger("test.sync"))
+                     max_payload_bytes=lambda: MAX_PAYLOAD, settings=settings or SyncSettings(penalty_s=30),
+                     on_syncing=lambda on: None, logger=logging.getLogger("test.sync"),
+                     verify_signatures=verify_signatures)
     for peer, height in heads.items():
         sync.on_status(peer, encode_status(height, "00" * 32))
     return sync
@@ -204,3 +217,97 @@ async def test_blocks_the_node_already_committed_are_skipped(chain: Chain) -> No
     sync.heads[HONEST] = PeerHead(3, "00" * 32, sync.heads[HONEST].seen_at)
     assert await sync.sync_to(3)
     assert chain_hashes(chain.node.store) == chain_hashes(chain.honest)
+
+
+def extend(c: Chain, to_height: int) -> None:
+    """More certified blocks on the honest chain, two transfers each."""
+    for height in range(c.honest.tip.height + 1, to_height + 1):
+        txs = [pay(c.accounts[0], height - 1, c.accounts[1], 10), pay(c.accounts[2], height - 1, c.accounts[0], 5)]
+        block, execution = next_block(c.honest, txs, c.validators[height % 4].address)
+        c.honest.save_block(block, certificate(block, c.validators[:3]), execution)
+
+
+def later_runs_answered_first() -> tuple[VerifySignatures, list[int]]:
+    """A signature checker whose jobs finish in reverse order of asking (the workers run in
+    parallel: a later run may be checked before an earlier one); records the order answered."""
+    answered: list[int] = []
+    asked = [0]
+
+    async def verify(items: list[tuple[str, bytes, bytes]]) -> list[bool]:
+        if not items:
+            return []  # the syncer's "start the workers" while it fetches
+        index = asked[0]
+        asked[0] += 1
+        for _ in range(4 * (20 - index)):  # yield: the runs asked later answer first
+            await asyncio.sleep(0)
+        answered.append(index)
+        return keys.verify_many(items)
+
+    return verify, answered
+
+
+async def test_a_bad_signature_mid_batch_stops_the_commits_at_the_block_before_it(chain: Chain) -> None:
+    """A peer swaps one signature in block 4 of 6 (the block hash, and so its certificate, still
+    hold: a signature is not part of a transaction's hash). With one block per signature run, all
+    runs checked at once and answered out of order, blocks 1-3 are committed, block 4 and the
+    valid blocks after it are not, and the peer is penalised; the honest peer completes the chain."""
+    extend(chain, 6)
+
+    def swapped_signature(height: int, block: Block, cert: dict[str, Any]) -> tuple[Block, dict[str, Any]]:
+        if height != 4:
+            return block, cert
+        txs = (block.txs[0], resigned(block.txs[1], chain.accounts[0]))
+        return Block(block.header, txs), cert
+
+    verify, answered = later_runs_answered_first()
+    settings = SyncSettings(penalty_s=30, signature_job_txs=1)
+    sync = make_sync(chain, {FORGER: forging_peer(chain, swapped_signature)}, {FORGER: 6}, settings, verify)
+    assert await sync.sync_to(6)  # progress: blocks 1-3
+    assert answered[0] != 0  # the runs were checked together, not one after the other
+    assert chain.node.height == 3
+    assert chain_hashes(chain.node.store) == chain_hashes(chain.honest)[:3]
+    assert sync.penalized_for_s(FORGER) > 0 and sync.counters["blocks_applied"] == 3
+    sync2 = make_sync(chain, {HONEST: honest_peer(chain)}, {HONEST: 6}, settings, verify)
+    assert await sync2.sync_to(6)
+    assert chain_hashes(chain.node.store) == chain_hashes(chain.honest)
+
+
+async def test_a_long_chain_arrives_in_batches_asked_for_ahead_and_committed_in_order(chain: Chain) -> None:
+    extend(chain, 9)
+    verify, _ = later_runs_answered_first()
+    asked: list[int] = []
+
+    def counting(payload: bytes) -> bytes:
+        asked.append(json.loads(payload)["from_height"])
+        return serve_blocks(chain.honest, payload, 64, MAX_PAYLOAD)
+
+    settings = SyncSettings(penalty_s=30, batch_blocks=4, signature_job_txs=3)  # runs of two blocks
+    sync = make_sync(chain, {HONEST: counting}, {HONEST: 9}, settings, verify)
+    assert await sync.sync_to(9)
+    assert chain_hashes(chain.node.store) == chain_hashes(chain.honest)
+    assert asked == [1, 5, 9]  # each batch once, none skipped or asked twice
+    assert sync.counters["batches_fetched_ahead"] == 2  # every batch after the first was asked for ahead
+    assert sync.counters["blocks_applied"] == 9 and sync.counters["peers_penalized"] == 0
+
+
+async def test_a_malformed_block_mid_batch_stops_the_commits_at_the_block_before_it(chain: Chain) -> None:
+    """Blocks are decoded one by one while the earlier ones are checked and committed: block 4 of 6
+    is garbage, so blocks 1-3 are committed, nothing from block 4 on, and the peer is penalised."""
+    extend(chain, 6)
+
+    def garbled(payload: bytes) -> bytes:
+        answer = serve_blocks(chain.honest, payload, 64, MAX_PAYLOAD)
+        from_height = json.loads(payload)["from_height"]
+        peer_tip, raws = split_batch(answer, from_height, 64)
+        raws = [(b'{"header":{}}' if from_height + i == 4 else raw, cert) for i, (raw, cert) in enumerate(raws)]
+        body = b"".join(len(raw).to_bytes(4, "big") + raw + len(cert).to_bytes(4, "big") + cert
+                        for raw, cert in raws)
+        return MAGIC + peer_tip.to_bytes(8, "big") + len(raws).to_bytes(4, "big") + body
+
+    verify, _ = later_runs_answered_first()
+    settings = SyncSettings(penalty_s=30, signature_job_txs=1)
+    sync = make_sync(chain, {FORGER: garbled}, {FORGER: 6}, settings, verify)
+    assert await sync.sync_to(6)  # progress: blocks 1-3
+    assert chain.node.height == 3
+    assert sync.penalized_for_s(FORGER) > 0 and sync.counters["blocks_applied"] == 3
+    assert chain_hashes(chain.node.store) == chain_hashes(chain.honest)[:3]

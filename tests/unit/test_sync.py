@@ -26,7 +26,9 @@ from node.net.sync import (
     decode_batch,
     decode_status,
     encode_status,
+    first_invalid,
     serve_blocks,
+    signature_items,
 )
 from storage import Store
 from tests.helpers.chain import CHAIN, certificate_for, key, make_genesis, next_block, transfer
@@ -55,6 +57,18 @@ def test_a_served_batch_decodes_to_the_stored_blocks_and_certificates(store: Sto
     for block, cert in blocks:
         assert block.encode() == store.load_block_bytes(block.height)
         assert cert == store.load_certificate(block.height)
+
+
+def test_signatures_of_a_run_are_in_order_and_a_bad_verdict_names_its_block(store: Store) -> None:
+    _, blocks = decode_batch(serve_blocks(store, request(1), 64, 1 << 20), 1, CHAIN, 64)  # one tx a block
+    items = signature_items(blocks)
+    assert [(sender, signature) for sender, signature, _ in items] == \
+        [(b.txs[0].sender, b.txs[0].signature) for b, _ in blocks]
+    assert first_invalid(blocks, [True] * 5) is None
+    bad = first_invalid(blocks, [True, True, True, False, True])
+    assert bad is not None and bad.height == 4 and "transaction 0 has an invalid signature" in bad.reason
+    with pytest.raises(ValueError):
+        first_invalid(blocks, [True] * 4)  # a verdict missing is a bug, never a pass
 
 
 def test_serving_stops_at_the_batch_limit_the_payload_limit_and_the_head(store: Store) -> None:
@@ -268,16 +282,16 @@ async def test_peers_whose_height_is_vouched_for_are_asked_before_a_lone_higher_
 
 async def test_blocks_with_valid_certificates_prove_a_height_a_lone_peer_claims(store: Store) -> None:
     """A lone peer's claim is not believed, but the certified blocks it serves are proof."""
-    served = [(block, certificate_for(block)) for block in (store.load_block(h) for h in range(1, 6))
-              if isinstance(block, Block)]
+    served = {block.height: (block, certificate_for(block))
+              for block in (store.load_block(h) for h in range(1, 6)) if isinstance(block, Block)}
 
-    async def verified(fn: Any, *args: Any) -> Any:
-        return HUGE, served  # stands for a batch that passed decode_batch and verify_batch
+    async def certified(fn: Any, raw: Any, height: int, *args: Any) -> Any:
+        return [served[height]]  # stands for a block that passed decoding and its certificate check
 
     gate, reported = asyncio.Event(), list[bool]()
     gate.set()
-    sync, _ = fetching_sync({peer_id(0): b"checked by `verified`"}, gate, reported, run_blocking=verified,
-                            height=0)
+    sync, _ = fetching_sync({peer_id(0): serve_blocks(store, request(1), 64, 1 << 20)}, gate, reported,
+                            run_blocking=certified, height=0)
     sync.on_status(peer_id(0), encode_status(HUGE, "ab" * 32))
     assert sync.status()["blocks_behind"] == 0
     assert await sync.sync_to(HUGE) is False  # apply refuses (see fetching_sync): the tip stays at 0
@@ -296,3 +310,18 @@ def test_gossip_batches_respect_the_count_and_byte_limits() -> None:
     batches = [json.loads(b) for b in sent]
     assert [len(b) for b in batches] == [2, 2, 1]  # the byte limit binds before the count limit
     assert [t["body"]["nonce"] for b in batches for t in b] == [0, 1, 2, 3, 4]
+
+
+async def test_an_unexpected_error_while_decoding_ends_the_sync_instead_of_hanging_it(store: Store) -> None:
+    """Only a BadBatch is the peer's fault; anything else raised while a block is decoded and
+    certified (a bug) must reach the sync task, which the node supervises, not leave it waiting."""
+    async def broken(fn: Any, *args: Any) -> Any:
+        raise RuntimeError("a bug in a check")
+
+    gate, reported = asyncio.Event(), list[bool]()
+    gate.set()
+    sync, _ = fetching_sync({peer_id(i): serve_blocks(store, request(1), 64, 1 << 20) for i in range(3)}, gate,
+                            reported, run_blocking=broken, height=0)
+    sync.on_status(peer_id(0), encode_status(5, "ab" * 32))
+    with pytest.raises(RuntimeError, match="a bug in a check"):
+        await asyncio.wait_for(sync.sync_to(5), timeout=30)
