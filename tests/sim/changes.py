@@ -29,7 +29,7 @@ from ledger.tx import Propose, Transaction, Vote, sign_tx
 COMMITTEE = 3
 LIFETIME_BLOCKS = 100_000  # proposals never expire in a seed: every change must go through
 MAX_CHANGES = 3
-MAX_GAP_TICKS = 40  # ticks between a change coming into force and the next proposal
+MAX_GAP_TICKS = 20  # ticks between a change coming into force and the next proposal
 RESUBMIT_TICKS = 20
 ACTIONS = ("add-validator", "remove-validator", "rotate-validator-key")
 
@@ -63,7 +63,7 @@ def make_schedule(rng: random.Random, n: int, faulty: frozenset[int], chaos_tick
     members = list(range(n))
     out: list[Change] = []
     for step in range(rng.randint(1, MAX_CHANGES)):
-        gap = rng.randrange(max(1, chaos_ticks // 4)) if step == 0 else rng.randrange(MAX_GAP_TICKS)
+        gap = rng.randrange(max(1, chaos_ticks // 8)) if step == 0 else rng.randrange(MAX_GAP_TICKS)
         options = ["rotate-validator-key"]
         if n not in members and not any(c.action == "add-validator" for c in out):
             options.append("add-validator")

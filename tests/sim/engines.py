@@ -27,10 +27,12 @@ from ledger.genesis import Genesis
 from node.core.validators import ValidatorSets
 from storage import KeyValueStore, Store
 from tests.sim.broken import (
+    ActivatesOneHeightLate,
     ChecksBeforeTheCommitIsStored,
     CommitsOnTwoF,
     ForgetsItsHardState,
     IgnoresPreparedCertificate,
+    KeepsTheOldQuorum,
     NeverAsksItsChecker,
     NeverChangesRound,
     NeverSkipsAProposer,
@@ -163,10 +165,13 @@ ENGINES: dict[str, EngineSpec] = {
     "pbft-checks-ahead": _bft("pbft-checks-ahead", ChecksBeforeTheCommitIsStored, verify_certificate),
     "pbft-never-skips": _bft("pbft-never-skips", NeverSkipsAProposer, verify_certificate),
     "pbft-own-seals-schedule": _bft("pbft-own-seals-schedule", SchedulesFromItsOwnSeals, verify_certificate),
+    "pbft-old-quorum": _bft("pbft-old-quorum", KeepsTheOldQuorum, verify_certificate),
     "raft": EngineSpec("raft", RaftEngine, raft_verify_certificate, max_faulty=lambda n: (n - 1) // 2,
                        describe=describe_raft, empty_block_after_round_0=False, consensus="raft"),
 }
 # Broken node parts around the real engines (see tests/sim/broken.py).
+ENGINES["pbft-late-activation"] = dataclasses.replace(ENGINES["pbft"], name="pbft-late-activation",
+                                                      odd_valsets=ActivatesOneHeightLate)
 for _base in ("pbft", "raft"):
     ENGINES[f"{_base}-unsynced-blocks"] = dataclasses.replace(
         ENGINES[_base], name=f"{_base}-unsynced-blocks", store_backend=UnsyncedBlockBatches)

@@ -466,6 +466,8 @@ class World:
                 for peer, payload in node.adversary.spontaneous():
                     self._transmit(node.index, self.by_id[peer], payload)
             self._run(node)  # the core's tick is due: the clock moved on
+        if self.changes is not None:
+            self._check_engine_sets()
         self.now += 1
 
     def _clock(self) -> float:
@@ -529,6 +531,25 @@ class World:
                 self._power_loss(node)
                 self.trace(f"STOP {node.name} to restart it with its new key")
                 self._restart(node)
+
+    def _check_engine_sets(self) -> None:
+        """valset: every honest engine works on its height with the set the chain put in force there
+        (its size, whether this node has a seat, and a proposer from it)."""
+        for node in self.nodes:
+            if node.core is None or not node.honest:
+                continue
+            status = node.core.engine.status()
+            height = status.get("height")
+            if not isinstance(height, int) or "validators" not in status or height >= len(self.sets):
+                continue
+            in_force = self.set_at(height)
+            proposer = status.get("proposer")
+            if status["validators"] != len(in_force) or status.get("is_validator") != (node.id in in_force) \
+                    or (proposer is not None and proposer not in in_force):
+                raise Violation("valset", f"{node.name}'s engine works on height {height} with {status['validators']} "
+                                f"validators (a seat: {status.get('is_validator')}, proposer "
+                                f"{str(proposer)[:8]}), but the chain put {len(in_force)} in force there "
+                                f"(a seat: {node.id in in_force})")
 
     def _take_new_key(self, node: SimNode) -> None:
         rotation = self.rotations.get(node.index)
