@@ -22,8 +22,8 @@ from consensus.raft import RaftEngine
 from consensus.raft import messages as raft_messages
 from consensus.raft import verify_certificate as raft_verify_certificate
 from ledger.block import Block
-from node.core.machine import NodeCore
 from ledger.genesis import Genesis
+from node.core.machine import NodeCore
 from node.core.validators import ValidatorSets
 from storage import KeyValueStore, Store
 from tests.sim.broken import (

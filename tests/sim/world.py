@@ -522,7 +522,8 @@ class World:
         if tx is not None:
             change = self.changes.change
             assert change is not None
-            self.trace(f"COMMITTEE offers {type(tx.payload).__name__.lower()} of step {self.changes.step}: {change.action} n{change.node}")
+            what = type(tx.payload).__name__.lower()
+            self.trace(f"COMMITTEE offers {what} of step {self.changes.step}: {change.action} n{change.node}")
             self._offer(tx)
         for index, (effective, _) in sorted(self.rotations.items()):
             node = self.nodes[index]
@@ -836,7 +837,7 @@ class World:
             return {h: self.validators for h in range(start, start + SYNC_BATCH)}, self.validators
         try:
             through = sets.known_through()
-            known = {h: sets.at(h) for h in range(start, through + 1)}
+            known: dict[int, Sequence[str]] = {h: sets.at(h) for h in range(start, through + 1)}
             return known, sets.at(through)
         except StorageError as exc:
             self._storage_failed(node, exc)
