@@ -60,6 +60,20 @@ and "one-back", whose validator restarts at `CALM_RESTART_AT`, checks
 A (re)started engine gets the proposers of the last blocks in its store, as the daemon's does, and
 block sync's `ChainAdvanced` (sent by the core) carries the synced blocks' proposers.
 
+Validator-set changes (`valset`, see `tests.sim.changes`): the genesis has a committee, the spare
+node n follows as an observer, and the committee's schedule runs through the real chain. Each
+node reads the set of every height from its own committed state (`node.core.validators.
+ValidatorSets`, handed to its engine, executor, block sync and the core's last check of synced
+blocks, as the daemon does). The world keeps the set of each height as the honest chain fixes it
+(read from the committed state of the first honest node to decide the height two below), and
+    certificate  is judged under that set of the block's height
+    valset       the set changes exactly at the height the committee's change says, to exactly
+                 the set it says; and every honest engine works on its height with that height's
+                 set (its size, whether the node has a seat, a proposer from the set)
+    liveness     counts consensus decisions by a quorum of the set in force at the end
+A rotated node is restarted with its new key once its chain reaches the change (as an operator
+would); the removed ones keep running as observers.
+
 Then the liveness phase: partitions heal, drops stop, crashed nodes restart (except those down
 for good, so that at most f nodes remain faulty counting the Byzantine ones), and within
 `liveness_bound_timeouts` times the seed's largest round timeout every live honest node must
