@@ -25,8 +25,9 @@ ENGINES_WITH_CHANGES`), in which case those seeds ran without changes.
 Modules: `world` (the cluster, faults and checkers), `node` (one validator's real parts and the
 hooks the simulator keeps on its disk handle and transport), `runner` (seeds, CLI, the crash
 storm), `engines` (the registry), `byzantine` (the BFT adversary), `broken` (engines and node parts
-that must fail), `changes` (validator-set change schedules and the committee), `crypto` (fast HMAC signatures standing in for Ed25519 in consensus messages;
-transactions are real Ed25519-signed ones).
+that must fail), `changes` (validator-set change schedules and the committee), `crypto` (fast
+HMAC signatures standing in for Ed25519 in consensus messages; transactions are real Ed25519-signed
+ones).
 
 Adding an engine (the extension point): register an `EngineSpec` under its genesis name in
 `tests/sim/engines.py` ENGINES, e.g. for Raft

@@ -31,7 +31,6 @@ LIFETIME_BLOCKS = 100_000  # proposals never expire in a seed: every change must
 MAX_CHANGES = 3
 MAX_GAP_TICKS = 20  # ticks between a change coming into force and the next proposal
 RESUBMIT_TICKS = 20
-ACTIONS = ("add-validator", "remove-validator", "rotate-validator-key")
 
 
 def committee_key(member: int) -> keys.PrivateKey:
@@ -51,7 +50,7 @@ def committee_governance() -> GenesisGovernance:
 
 @dataclass(frozen=True)
 class Change:
-    action: str  # one of ACTIONS
+    action: str  # add-validator, remove-validator or rotate-validator-key
     node: int  # the node it concerns (the spare for an add)
     gap: int  # ticks to wait, after the previous change is in force (or from the start), to propose it
     new_id: str = ""  # a rotation's new node id
@@ -136,7 +135,7 @@ class Driver:
         proof = new.sign(valset.rotation_message(self.chain_id, old, new.address)).hex()
         return {"node_id": old, "new_node_id": new.address, "proof": proof}
 
-    def committed(self, height: int, hashes: set[str], now: int) -> Change | None:
+    def committed(self, height: int, hashes: set[str]) -> Change | None:
         """The honest chain decided block `height` holding `hashes`; returns the change that this
         block decided (its vote is in it), whose set is then due at height + ACTIVATION_DELAY."""
         change = self.change

@@ -585,7 +585,7 @@ class World:
         finally:
             node.disk.faults = faults
         self.sets.append(upcoming)
-        decided = driver.committed(height, {tx.hash for tx in block.txs}, self.now)
+        decided = driver.committed(height, {tx.hash for tx in block.txs})
         if decided is not None:
             if upcoming != driver.expected():
                 raise Violation("valset", f"block {height} decided {decided.action} of n{decided.node}, but the "
