@@ -13,12 +13,21 @@ consensus (counted apart from block sync) within a bound.
     ./scripts/simulate --engine pbft --nodes 4 --seed 17 --trace  # replay one seed, readable
     ./scripts/simulate --engine pbft --nodes 7 --harsh --seeds 0-99 --counters --jobs 2
     ./scripts/simulate --engine pbft --nodes 4 --scenario one-down --seeds 0-9  # see world's doc
+    ./scripts/simulate --engine pbft --nodes 4 --valset --seeds 0-999  # validator-set changes too
+
+`--valset` is a profile of its own, not part of the default mix (so that every existing seed replays
+as it did): the genesis gets a committee whose keys the simulator holds, one more node follows the
+chain as an observer, and each seed's schedule (`changes`) adds it, removes validators and rotates
+keys by real governance transactions during the faults. The summary line counts the changes that
+came into force, and says so when the chain refused them (Raft today: `ledger.valset.
+ENGINES_WITH_CHANGES`), in which case those seeds ran without changes.
 
 Modules: `world` (the cluster, faults and checkers), `node` (one validator's real parts and the
 hooks the simulator keeps on its disk handle and transport), `runner` (seeds, CLI, the crash
 storm), `engines` (the registry), `byzantine` (the BFT adversary), `broken` (engines and node parts
-that must fail), `crypto` (fast HMAC signatures standing in for Ed25519 in consensus messages;
-transactions are real Ed25519-signed ones).
+that must fail), `changes` (validator-set change schedules and the committee), `crypto` (fast
+HMAC signatures standing in for Ed25519 in consensus messages; transactions are real Ed25519-signed
+ones).
 
 Adding an engine (the extension point): register an `EngineSpec` under its genesis name in
 `tests/sim/engines.py` ENGINES, e.g. for Raft

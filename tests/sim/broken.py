@@ -8,6 +8,10 @@ Three break the node rather than the engine: a store whose block batches are not
 loses a block the node already acknowledged), a core that lets an action list's messages leave
 before its `Persist` (a crash in between makes the node forget what it just signed), and a core
 that shrugs off a failed durable write and goes on instead of halting.
+
+Two get validator-set changes wrong (run with `--valset`): an engine that keeps the quorum of the set
+it started with after a change, and one node whose reader of each height's set puts a change in
+force one height late.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from consensus.bft.messages import Claim, Message
 from consensus.bft.rounds import ProposerSchedule, max_faulty, proposer_index
 from ledger.block import Block
 from node.core.machine import NodeCore
+from node.core.validators import ValidatorSets
 from storage import KeyValueStore, StorageError, WriteBatch
 from storage.store import BLOCK
 
@@ -178,3 +183,28 @@ class SchedulesFromItsOwnSeals(BftEngine):
 
     def _proposer(self, round: int) -> int:
         return self._sealed[(self._hs.height + round) % len(self._sealed)]
+
+
+class KeepsTheOldQuorum(BftEngine):
+    """Takes up each new validator set (its members, proposer order and this node's seat) but keeps
+    counting the quorum of the set it started with, as if the quorum were a constant of the
+    engine: after an add, blocks are decided by fewer votes than the new set's quorum."""
+
+    def __init__(self, ctx: EngineContext, schedule: ProposerSchedule | None = None) -> None:
+        self._first_quorum: int | None = None
+        super().__init__(ctx, schedule=schedule)
+
+    def quorum(self, n: int) -> int:
+        if self._first_quorum is None:
+            self._first_quorum = super().quorum(n)
+        return self._first_quorum
+
+
+class ActivatesOneHeightLate(ValidatorSets):
+    """A node's reader of the set of each height that puts every change in force one height after
+    the ledger rules do (as if it counted the delay from the block after the deciding one): for one
+    height it decides, votes and checks certificates under the old set while the others use the
+    new one."""
+
+    def at(self, height: int) -> tuple[str, ...]:
+        return super().at(max(1, height - 1))

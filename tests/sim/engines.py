@@ -22,13 +22,17 @@ from consensus.raft import RaftEngine
 from consensus.raft import messages as raft_messages
 from consensus.raft import verify_certificate as raft_verify_certificate
 from ledger.block import Block
+from ledger.genesis import Genesis
 from node.core.machine import NodeCore
-from storage import KeyValueStore
+from node.core.validators import ValidatorSets
+from storage import KeyValueStore, Store
 from tests.sim.broken import (
+    ActivatesOneHeightLate,
     ChecksBeforeTheCommitIsStored,
     CommitsOnTwoF,
     ForgetsItsHardState,
     IgnoresPreparedCertificate,
+    KeepsTheOldQuorum,
     NeverAsksItsChecker,
     NeverChangesRound,
     NeverSkipsAProposer,
@@ -63,7 +67,9 @@ class EngineSpec:
     make: Callable[[EngineContext], Engine]
     verify_certificate: Callable[[Block, Any, Sequence[str], Verifier], bool]
     max_faulty: Callable[[int], int]  # f for n nodes: Byzantine for BFT, crashed for Raft
-    describe: Callable[[bytes, Sequence[str]], MessageInfo | None]
+    # Summarises a wire message; it is given the set in force at a height (message authors are
+    # indices into their height's set).
+    describe: Callable[[bytes, Callable[[int], Sequence[str]]], MessageInfo | None]
     adversary: Callable[[AdversaryContext], Adversary] | None = None  # None: no Byzantine faults
     behaviours: tuple[str, ...] = ()
     checker_once: bool = True  # the engine promises one BlockChecker call per distinct block
@@ -77,13 +83,17 @@ class EngineSpec:
     # The BFT round-0 proposer schedule the engine runs, None for engines without one: an engine
     # is started with the proposers of as many recent blocks as it reads (as node/node.py does).
     schedule: ProposerSchedule | None = None
+    # The reader of each height's validator set that one honest node uses on a chain whose set
+    # changes (a broken one in bite tests); None: the node's own `ValidatorSets`, as on every node.
+    odd_valsets: Callable[[Store, Genesis], ValidatorSets] | None = None
 
 
-def describe_bft(data: bytes, validators: Sequence[str]) -> MessageInfo | None:
+def describe_bft(data: bytes, validators_at: Callable[[int], Sequence[str]]) -> MessageInfo | None:
     try:
         msg = decode(data)
     except DecodeError:
         return None
+    validators = validators_at(msg.height)
     author = validators[msg.author] if msg.author < len(validators) else ""
     text = f"{msg.kind.name} h={msg.height} r={msg.round} {msg.digest[:8]}"
     if msg.kind == Kind.ROUND_CHANGE:
@@ -94,7 +104,7 @@ def describe_bft(data: bytes, validators: Sequence[str]) -> MessageInfo | None:
     return MessageInfo(author, slot, f"{msg.digest}/{msg.prepared_round}", text)
 
 
-def describe_raft(data: bytes, validators: Sequence[str]) -> MessageInfo | None:
+def describe_raft(data: bytes, validators_at: Callable[[int], Sequence[str]]) -> MessageInfo | None:
     """Raft messages are not signed, but each names its sender and the engine checks that against
     the authenticated peer. Votes: a RequestVote is the candidate's vote for itself, a granted
     VoteResponse a vote for the candidate; one per term. Entries: a leader sends one block per
@@ -155,10 +165,13 @@ ENGINES: dict[str, EngineSpec] = {
     "pbft-checks-ahead": _bft("pbft-checks-ahead", ChecksBeforeTheCommitIsStored, verify_certificate),
     "pbft-never-skips": _bft("pbft-never-skips", NeverSkipsAProposer, verify_certificate),
     "pbft-own-seals-schedule": _bft("pbft-own-seals-schedule", SchedulesFromItsOwnSeals, verify_certificate),
+    "pbft-old-quorum": _bft("pbft-old-quorum", KeepsTheOldQuorum, verify_certificate),
     "raft": EngineSpec("raft", RaftEngine, raft_verify_certificate, max_faulty=lambda n: (n - 1) // 2,
                        describe=describe_raft, empty_block_after_round_0=False, consensus="raft"),
 }
 # Broken node parts around the real engines (see tests/sim/broken.py).
+ENGINES["pbft-late-activation"] = dataclasses.replace(ENGINES["pbft"], name="pbft-late-activation",
+                                                      odd_valsets=ActivatesOneHeightLate)
 for _base in ("pbft", "raft"):
     ENGINES[f"{_base}-unsynced-blocks"] = dataclasses.replace(
         ENGINES[_base], name=f"{_base}-unsynced-blocks", store_backend=UnsyncedBlockBatches)

@@ -22,6 +22,7 @@ from consensus.api import ChainTip, Engine
 from ledger.block import Block
 from node.core.executor import BlockExecutor
 from node.core.machine import CommittedBlock, NodeCore
+from node.core.validators import ValidatorSets
 from node.metrics import NodeMetrics
 from storage import DiskError, KeyValueStore, MemoryDisk, Store, WriteBatch
 from tests.sim.crypto import HmacSigner
@@ -53,6 +54,7 @@ class SimNode:
     core: NodeCore | None = None
     checker: CountingChecker | None = None
     backend: SimBackend | None = None  # the handle its store writes through, while it is up
+    valsets: ValidatorSets | None = None  # its reader of each height's set (chains with a committee)
     # What the commit listener acknowledged, in height order: nothing of it may be lost by a crash.
     chain: list[tuple[Block, dict[str, Any]]] = field(default_factory=list)
     consensus_commits: int = 0

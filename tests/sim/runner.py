@@ -45,20 +45,25 @@ class SeedResult:
     liveness_ticks: int | None
     counters: dict[str, int]
     scenario: str = "mixed"
+    valset: bool = False
+    changes: tuple[str, ...] = ()  # validator-set changes that came into force, e.g. "add n4 at 12"
+    valset_skipped: str = ""  # why the chain refused the seed's changes (then it ran without them)
 
     def replay_command(self) -> str:
         harsh = " --harsh" if self.harsh else ""
         scenario = f" --scenario {self.scenario}" if self.scenario != "mixed" else ""
-        return (f"./scripts/simulate --engine {self.engine} --nodes {self.nodes}{harsh}{scenario} "
+        valset = " --valset" if self.valset else ""
+        return (f"./scripts/simulate --engine {self.engine} --nodes {self.nodes}{harsh}{scenario}{valset} "
                 f"--seed {self.seed} --trace")
 
 
 def run_seed(engine: str, nodes: int, seed: int, trace: Callable[[str], None] | None = None,
-             chaos_ticks: int = CHAOS_TICKS, harsh: bool = False, scenario: str = "mixed") -> SeedResult:
+             chaos_ticks: int = CHAOS_TICKS, harsh: bool = False, scenario: str = "mixed",
+             valset: bool = False) -> SeedResult:
     spec = ENGINES[engine]
     world = World(spec, nodes, seed, chaos_ticks, LIVENESS_HEIGHTS, LIVENESS_BOUND_MAX_TIMEOUTS,
                   MAX_STEPS_PER_NODE * nodes * max(1, world_ticks(scenario, chaos_ticks) // chaos_ticks), trace,
-                  harsh, scenario)
+                  harsh, scenario, valset)
     violation, kind = "", ""
     try:
         world.run()
@@ -73,7 +78,8 @@ def run_seed(engine: str, nodes: int, seed: int, trace: Callable[[str], None] | 
     return SeedResult(engine, nodes, seed, harsh, not violation, violation, kind,
                       min(n.height for n in honest), world.stats.commits, world.stats.consensus_commits,
                       world.stats.synced_commits, world.stats.halts, world.stats.deliveries,
-                      world.now, world.stats.liveness_ticks, world.stats.counters, scenario)
+                      world.now, world.stats.liveness_ticks, world.stats.counters, scenario, valset,
+                      tuple(world.changes.done) if world.changes is not None else (), world.valset_skipped)
 
 
 def world_ticks(scenario: str, chaos_ticks: int) -> int:
@@ -106,14 +112,14 @@ def storm(spec: EngineSpec, n: int, seed: int,
     return None
 
 
-def _run_one(args: tuple[str, int, int, int, bool, str]) -> SeedResult:
-    engine, nodes, seed, chaos_ticks, harsh, scenario = args
-    return run_seed(engine, nodes, seed, chaos_ticks=chaos_ticks, harsh=harsh, scenario=scenario)
+def _run_one(args: tuple[str, int, int, int, bool, str, bool]) -> SeedResult:
+    engine, nodes, seed, chaos_ticks, harsh, scenario, valset = args
+    return run_seed(engine, nodes, seed, chaos_ticks=chaos_ticks, harsh=harsh, scenario=scenario, valset=valset)
 
 
 def run_seeds(engine: str, nodes: int, seeds: range, jobs: int = 1, chaos_ticks: int = CHAOS_TICKS,
-              harsh: bool = False, scenario: str = "mixed") -> Iterator[SeedResult]:
-    work = [(engine, nodes, s, chaos_ticks, harsh, scenario) for s in seeds]
+              harsh: bool = False, scenario: str = "mixed", valset: bool = False) -> Iterator[SeedResult]:
+    work = [(engine, nodes, s, chaos_ticks, harsh, scenario, valset) for s in seeds]
     if jobs <= 1:
         yield from map(_run_one, work)
         return
@@ -155,16 +161,25 @@ def main(argv: list[str] | None = None) -> int:
                         help="mixed: the random fault mix; down / down-restart: plus one validator crashed "
                              "for good / for long; one-down / one-back: calm, one validator down from the "
                              "start (for good / restarting), checking round changes / that it rejoins")
+    parser.add_argument("--valset", action="store_true",
+                        help="a committee changes the validator set during the faults: adds a node that "
+                             "followed as an observer, removes and rotates validators (see tests/sim/changes.py)")
     args = parser.parse_args(argv)
     if args.nodes < 1:
         parser.error("--nodes must be at least 1")
     if args.trace and args.seed is None:
         parser.error("--trace needs --seed N")
+    if args.valset and args.scenario in CALM_SCENARIOS:
+        parser.error(f"--valset goes with the fault mix, not with the calm scenario {args.scenario!r}")
     if args.seed is not None:
         trace = print if args.trace else None
-        result = run_seed(args.engine, args.nodes, args.seed, trace, args.chaos_ticks, args.harsh, args.scenario)
+        result = run_seed(args.engine, args.nodes, args.seed, trace, args.chaos_ticks, args.harsh, args.scenario,
+                          args.valset)
         status = "ok" if result.ok else f"FAIL {result.violation}"
         scenario = f" {args.scenario}" if args.scenario != "mixed" else ""
+        if args.valset:
+            scenario += " valset" + (f" ({', '.join(result.changes) or 'no change in force'})"
+                                     if not result.valset_skipped else f" (skipped: {result.valset_skipped})")
         print(f"{args.engine} n={args.nodes}{scenario} seed {args.seed} ({RUNS}): {status}; "
               f"heights {result.heights}, "
               f"{result.consensus_commits} consensus + {result.synced_commits} synced commits, "
@@ -178,9 +193,16 @@ def main(argv: list[str] | None = None) -> int:
     heights = deliveries = count = consensus = synced = halts = 0
     worst_liveness = 0
     counters: dict[str, int] = {}
+    changes: dict[str, int] = {}
+    skipped: dict[str, int] = {}
     for result in run_seeds(args.engine, args.nodes, args.seeds, args.jobs, args.chaos_ticks, args.harsh,
-                            args.scenario):
+                            args.scenario, args.valset):
         count += 1
+        for change in result.changes:
+            kind = change.split()[0]
+            changes[kind] = changes.get(kind, 0) + 1
+        if result.valset_skipped:
+            skipped[result.valset_skipped] = skipped.get(result.valset_skipped, 0) + 1
         heights += result.heights
         deliveries += result.deliveries
         consensus += result.consensus_commits
@@ -195,9 +217,17 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
     elapsed = time.monotonic() - started
     profile = (" harsh" if args.harsh else "") + (f" {args.scenario}" if args.scenario != "mixed" else "")
+    if args.valset:
+        profile += " valset"
+        done = ", ".join(f"{changes.get(k, 0)} {k}" for k in ("add", "remove", "rotate"))
+        valset_note = f"validator-set changes in force: {done}; "
+        valset_note += "".join(f"changes SKIPPED in {k} seeds, the chain refuses them ({why}); "
+                               for why, k in sorted(skipped.items()))
+    else:
+        valset_note = ""
     print(f"{args.engine} n={args.nodes}{profile} seeds {args.seeds.start}-{args.seeds.stop - 1} ({RUNS}): "
           f"{count - len(failures)} passed, {len(failures)} failed; {heights} honest blocks, "
-          f"{consensus} consensus + {synced} synced commits, {halts} disk halts, "
+          f"{consensus} consensus + {synced} synced commits, {halts} disk halts, {valset_note}"
           f"{deliveries} deliveries, slowest liveness {worst_liveness} ticks; {elapsed:.1f}s")
     if args.counters:
         for name in sorted(counters):

@@ -24,9 +24,9 @@ from tests.sim.world import Violation, World
 SAFETY = ("agreement", "continuity")
 
 
-def first_failure(engine: str, seeds: range, harsh: bool = False) -> SeedResult:
+def first_failure(engine: str, seeds: range, harsh: bool = False, valset: bool = False) -> SeedResult:
     for seed in seeds:
-        result = run_seed(engine, 4, seed, harsh=harsh)
+        result = run_seed(engine, 4, seed, harsh=harsh, valset=valset)
         if not result.ok:
             return result
     raise AssertionError(f"{engine}: no violation found in seeds {seeds.start}-{seeds.stop - 1}")
@@ -131,3 +131,21 @@ def test_a_schedule_nodes_disagree_on_is_caught_as_lost_liveness_never_as_a_fork
     the simulator sees is lost liveness."""
     kinds = [r.kind for r in (run_seed("pbft-own-seals-schedule", 4, s) for s in range(60)) if not r.ok]
     assert kinds and set(kinds) == {"liveness"}, kinds
+
+
+def test_an_engine_that_keeps_the_old_quorum_after_a_change_is_caught_by_the_certificate_checker() -> None:
+    """Once the spare joins (n 4 -> 5, quorum 3 -> 4), an engine still counting 3 votes decides blocks
+    whose certificates do not prove them under the set in force at their height."""
+    found = first_failure("pbft-old-quorum", range(20), valset=True)
+    assert found.kind == "certificate", found.violation
+    assert "validators in force at its height" in found.violation
+
+
+def test_a_node_that_activates_a_change_one_height_late_is_caught() -> None:
+    """For one height the node's engine works with the old set while the chain has put the new one in
+    force: the valset checker compares every honest engine's set (its size, its seat, its proposer)
+    with the chain's. A late rotation is invisible in those when the node is not the one rotated: it
+    only fails to verify the new key's votes, which costs liveness when another validator is faulty
+    too, and the liveness phase reports that."""
+    kinds = [r.kind for r in (run_seed("pbft-late-activation", 4, s, valset=True) for s in range(20)) if not r.ok]
+    assert kinds.count("valset") >= 10 and set(kinds) <= {"valset", "liveness"}, kinds

@@ -60,6 +60,20 @@ and "one-back", whose validator restarts at `CALM_RESTART_AT`, checks
 A (re)started engine gets the proposers of the last blocks in its store, as the daemon's does, and
 block sync's `ChainAdvanced` (sent by the core) carries the synced blocks' proposers.
 
+Validator-set changes (`valset`, see `tests.sim.changes`): the genesis has a committee, the spare
+node n follows as an observer, and the committee's schedule runs through the real chain. Each
+node reads the set of every height from its own committed state (`node.core.validators.
+ValidatorSets`, handed to its engine, executor, block sync and the core's last check of synced
+blocks, as the daemon does). The world keeps the set of each height as the honest chain fixes it
+(read from the committed state of the first honest node to decide the height two below), and
+    certificate  is judged under that set of the block's height
+    valset       the set changes exactly at the height the committee's change says, to exactly
+                 the set it says; and every honest engine works on its height with that height's
+                 set (its size, whether the node has a seat, a proposer from the set)
+    liveness     counts consensus decisions by a quorum of the set in force at the end
+A rotated node is restarted with its new key once its chain reaches the change (as an operator
+would); the removed ones keep running as observers.
+
 Then the liveness phase: partitions heal, drops stop, crashed nodes restart (except those down
 for good, so that at most f nodes remain faulty counting the Byzantine ones), and within
 `liveness_bound_timeouts` times the seed's largest round timeout every live honest node must
@@ -75,26 +89,31 @@ import hashlib
 import heapq
 import random
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
 from consensus.api import EngineConfig, EngineContext
-from ledger import keys
+from consensus.observer import ObserverEngine
+from ledger import governance, keys
 from ledger.block import Block
 from ledger.errors import Rejected
 from ledger.genesis import Genesis, Validator
+from ledger.state import StateOverlay
 from ledger.tx import Record, Transaction, sign_tx
+from ledger.valset import ACTIVATION_DELAY
 from node.core.executor import BlockExecutor, BuildLimits
 from node.core.machine import Box, CommittedBlock, CoreSettings
 from node.core.mempool import Mempool, MempoolLimits
+from node.core.validators import ValidatorSets
 from node.metrics import NodeMetrics
 from node.node import recent_proposers
 from storage import DiskFaults, KeyValueStore, MemoryBackend, MemoryDisk, StorageError, Store
 from storage.backend import prefix_stop
 from storage.store import STATE
 from tests.sim.byzantine import POISON_APP_HASH, AdversaryContext
+from tests.sim.changes import COMMITTEE, Change, Driver, committee_governance, committee_key, make_schedule
 from tests.sim.crypto import HmacSigner, HmacVerifier, node_id
 from tests.sim.engines import EngineSpec
 from tests.sim.node import CountingChecker, SimBackend, SimCrash, SimListener, SimNode, SimTransport, Violation
@@ -289,10 +308,14 @@ def sim_tx(number: int) -> Transaction:
     return sign_tx(sender_key(number % SENDERS), CHAIN_ID, number // SENDERS, Record(f"doc-{number}", digest))
 
 
-def sim_genesis(spec: EngineSpec, validators: list[str]) -> Genesis:
+def sim_genesis(spec: EngineSpec, validators: list[str], committee: bool = False) -> Genesis:
+    """The simulated chain; with `committee`, one whose committee (keys held by the simulator, see
+    `tests.sim.changes`) can change its validator set."""
+    members = tuple((committee_key(m).address, 1) for m in range(COMMITTEE)) if committee else ()
     return Genesis(CHAIN_ID, GENESIS_TIME_MS, spec.consensus,
                    tuple(Validator(v, f"n{i}") for i, v in enumerate(validators)),
-                   tuple((sender_key(s).address, 1_000_000) for s in range(SENDERS)))
+                   tuple((sender_key(s).address, 1_000_000) for s in range(SENDERS)) + members,
+                   committee_governance() if committee else None)
 
 
 @lru_cache(maxsize=16384)
@@ -318,7 +341,7 @@ class Stats:
 class World:
     def __init__(self, spec: EngineSpec, n: int, seed: int, chaos_ticks: int, liveness_heights: int,
                  liveness_bound_timeouts: int, max_steps: int, trace: Callable[[str], None] | None = None,
-                 harsh: bool = False, scenario: str = "mixed") -> None:
+                 harsh: bool = False, scenario: str = "mixed", valset: bool = False) -> None:
         master = random.Random(seed)
         self.scenario = scenario
         if scenario in CALM_SCENARIOS:
@@ -334,10 +357,13 @@ class World:
         self.rng = random.Random(master.getrandbits(64))
         self.now = 0
         self.stats = Stats()
-        self.validators = [node_id(i) for i in range(n)]
-        self.verifier = HmacVerifier(self.validators)
-        self.by_id = {v: i for i, v in enumerate(self.validators)}
-        self.genesis = sim_genesis(spec, self.validators)
+        self.validators = [node_id(i) for i in range(n)]  # the genesis set
+        self.genesis = sim_genesis(spec, self.validators, committee=valset)
+        # Validator-set changes (`tests.sim.changes`): the spare node n, an observer at first, and the
+        # schedule, drawn after everything else so that the rest of the seed is what it is without.
+        self.valset_skipped = valset_refusal(self.genesis) if valset else ""
+        changes = valset and not self.valset_skipped
+        everyone = self.validators + ([node_id(n)] if changes else [])
         self.senders = {sender_key(s).address: s for s in range(SENDERS)}
         byzantine = dict(self.plan.byzantine)
         self.nodes: list[SimNode] = []
@@ -346,9 +372,24 @@ class World:
                            random.Random(master.getrandbits(64)))
             if i in byzantine and spec.adversary is not None:
                 node.adversary = spec.adversary(AdversaryContext(
-                    i, vid, node.signer, CHAIN_ID, self.validators, random.Random(master.getrandbits(64)),
+                    i, vid, node.signer, CHAIN_ID, everyone, random.Random(master.getrandbits(64)),
                     byzantine[i], self._status_of(node)))
             self.nodes.append(node)
+        schedule: tuple[Change, ...] = ()
+        if changes:
+            faulty = frozenset(byzantine) | {c.node for c in self.plan.crashes if c.down_ticks is None} \
+                | {d.node for d in self.plan.disk_faults}
+            schedule = make_schedule(random.Random(master.getrandbits(64)), n, faulty, chaos_ticks)
+            self.nodes.append(SimNode(n, everyone[n], f"n{n}", HmacSigner(everyone[n]), None, MemoryDisk(f"n{n}"),
+                                      NodeMetrics(), random.Random(master.getrandbits(64))))
+        self.changes = Driver(CHAIN_ID, schedule, list(everyone), list(range(n))) if changes else None
+        ids = everyone + [c.new_id for c in schedule if c.new_id]
+        self.verifier = HmacVerifier(ids)
+        self.by_id = {v: i for i, v in enumerate(everyone)}  # every id a node ever has -> the node
+        self.by_id.update({c.new_id: c.node for c in schedule if c.new_id})
+        # The set in force at each height, from the honest committed chain (index: height).
+        self.sets: list[tuple[str, ...]] = [tuple(self.validators)] * (1 + ACTIVATION_DELAY)
+        self.rotations: dict[int, tuple[int, str]] = {}  # node -> (activation height, its new id)
         self.decided: dict[int, tuple[str, str]] = {}  # height -> (block hash, first honest node)
         self.signed: dict[tuple[str, tuple[Any, ...]], str] = {}  # (node, slot) -> content
         self.network: list[tuple[int, float, int, int, int, bytes]] = []  # (due, order, seq, src, dst, data)
@@ -391,9 +432,12 @@ class World:
         target = self.heal_height + self.liveness_heights
         while True:
             live = [n for n in self.nodes if n.honest and not n.down_forever]
-            quorum = min(self.n - self.spec.max_faulty(self.n), len(live))
+            # Consensus decisions by a quorum of the set in force (deciding the next height).
+            final = self.set_at(len(self.decided) + 1)
+            voters = [n for n in live if n.id in final]
+            quorum = min(len(final) - self.spec.max_faulty(len(final)), len(voters))
             behind = [n for n in live if n.height < target]
-            deciding = [n for n in live if n.decided_after_heal > 0]
+            deciding = [n for n in voters if n.decided_after_heal > 0]
             if not behind and len(deciding) >= quorum:
                 break
             if self.now - start >= self.liveness_bound_ticks:
@@ -424,7 +468,9 @@ class World:
             self._resubmit()
         if self.now % SYNC_INTERVAL_TICKS == 0:
             self._sync()
-        order = list(range(self.n))
+        if self.changes is not None:
+            self._drive_changes()
+        order = list(range(len(self.nodes)))
         self.rng.shuffle(order)
         for index in order:
             node = self.nodes[index]
@@ -434,6 +480,8 @@ class World:
                 for peer, payload in node.adversary.spontaneous():
                     self._transmit(node.index, self.by_id[peer], payload)
             self._run(node)  # the core's tick is due: the clock moved on
+        if self.changes is not None:
+            self._check_engine_sets()
         self.now += 1
 
     def _clock(self) -> float:
@@ -474,11 +522,90 @@ class World:
             if self.stats.steps > self.max_steps:
                 raise Violation("budget", f"more than {self.max_steps} core steps: a message storm?")
 
+    # --- validator-set changes (see tests.sim.changes) ----------------------------------------------
+
+    def set_at(self, height: int) -> Sequence[str]:
+        """The set in force at `height` as the honest committed chain fixes it (above the heights it
+        fixes so far: the last one it fixes)."""
+        sets = self.sets
+        return sets[height] if 0 <= height < len(sets) else sets[-1]
+
+    def _drive_changes(self) -> None:
+        assert self.changes is not None
+        tx = self.changes.due(self.now)
+        if tx is not None:
+            change = self.changes.change
+            assert change is not None
+            what = type(tx.payload).__name__.lower()
+            self.trace(f"COMMITTEE offers {what} of step {self.changes.step}: {change.action} n{change.node}")
+            self._offer(tx)
+        for index, (effective, _) in sorted(self.rotations.items()):
+            node = self.nodes[index]
+            if node.core is not None and not node.down_forever and node.height >= effective - 1:
+                # The operator restarts the node with its new key as its chain reaches the change.
+                self._power_loss(node)
+                self.trace(f"STOP {node.name} to restart it with its new key")
+                self._restart(node)
+
+    def _check_engine_sets(self) -> None:
+        """valset: every honest engine works on its height with the set the chain put in force there
+        (its size, whether this node has a seat, and a proposer from it)."""
+        for node in self.nodes:
+            if node.core is None or not node.honest:
+                continue
+            status = node.core.engine.status()
+            height = status.get("height")
+            if not isinstance(height, int) or "validators" not in status or height >= len(self.sets):
+                continue
+            in_force = self.set_at(height)
+            proposer = status.get("proposer")
+            if status["validators"] != len(in_force) or status.get("is_validator") != (node.id in in_force) \
+                    or (proposer is not None and proposer not in in_force):
+                raise Violation("valset", f"{node.name}'s engine works on height {height} with {status['validators']} "
+                                f"validators (a seat: {status.get('is_validator')}, proposer "
+                                f"{str(proposer)[:8]}), but the chain put {len(in_force)} in force there "
+                                f"(a seat: {node.id in in_force})")
+
+    def _take_new_key(self, node: SimNode) -> None:
+        rotation = self.rotations.get(node.index)
+        if rotation is not None and node.height >= rotation[0] - 1:
+            del self.rotations[node.index]
+            node.id, node.signer = rotation[1], HmacSigner(rotation[1])
+            self.trace(f"{node.name} takes its new key {node.id[:8]} (in force from height {rotation[0]})")
+
+    def _follow_changes(self, node: SimNode, block: Block, store: Store) -> None:
+        """The honest chain decided `block`: read the set of height + ACTIVATION_DELAY from the committed
+        state of the node that decided it first, and check it against the committee's schedule."""
+        driver = self.changes
+        assert driver is not None and len(self.sets) == block.height + ACTIVATION_DELAY
+        height = block.height
+        faults, node.disk.faults = node.disk.faults, DiskFaults()  # the simulator's own read
+        try:
+            upcoming = tuple(ValidatorSets(store, self.genesis).at(height + ACTIVATION_DELAY))
+        finally:
+            node.disk.faults = faults
+        self.sets.append(upcoming)
+        decided = driver.committed(height, {tx.hash for tx in block.txs})
+        if decided is not None:
+            if upcoming != driver.expected():
+                raise Violation("valset", f"block {height} decided {decided.action} of n{decided.node}, but the "
+                                f"set of height {driver.effective} is {[v[:8] for v in upcoming]}, not "
+                                f"{[v[:8] for v in driver.expected()]}")
+            if decided.new_id:
+                self.rotations[decided.node] = (driver.effective, decided.new_id)
+            self.trace(f"CHANGE decided in block {height}: {decided.action} n{decided.node}, in force from "
+                       f"height {driver.effective} (n={len(upcoming)})")
+        elif upcoming != self.sets[-2]:
+            raise Violation("valset", f"the set changed at height {height + ACTIVATION_DELAY} without a change "
+                            f"decided in block {height}")
+        if driver.phase == "force" and height >= driver.effective:
+            driver.in_force(self.now)
+
     # --- the network -------------------------------------------------------------------------------
 
     def _send(self, node: SimNode, to: str | None, data: bytes) -> None:
         if node.honest:
-            info = self.spec.describe(data, self.validators)
+            info = self.spec.describe(data, self.set_at)
             if info is not None and info.slot is not None and info.author == node.id:
                 key = (node.id, info.slot)
                 before = self.signed.setdefault(key, info.content)
@@ -488,7 +615,7 @@ class World:
         if node.adversary is not None:
             pairs = node.adversary.outgoing(to, data)
         elif to is None:
-            pairs = [(v, data) for v in self.validators if v != node.id]
+            pairs = [(other.id, data) for other in self.nodes if other is not node]
         else:
             pairs = [(to, data)]
         for dst, payload in pairs:
@@ -515,15 +642,15 @@ class World:
             return
         self.stats.deliveries += 1
         if self._trace is not None:
-            info = self.spec.describe(data, self.validators)
+            info = self.spec.describe(data, self.set_at)
             what = info.text if info is not None else f"<{len(data)} undecodable bytes>"
-            if info is not None and info.author and info.author != self.validators[src]:
+            if info is not None and info.author and info.author != self.nodes[src].id:
                 what += f" (signed as n{self.by_id.get(info.author, '?')})"
             self.trace(f"n{src} -> {node.name}  {what}")
         if node.adversary is not None:
             for peer, payload in node.adversary.received(data):
                 self._transmit(node.index, self.by_id[peer], payload)
-        node.core.post_received(self.validators[src], data)
+        node.core.post_received(self.nodes[src].id, data)
         self._run(node)
 
     def _connected(self, a: int, b: int) -> bool:
@@ -535,7 +662,7 @@ class World:
         return True
 
     def _start_partition(self, partition: Partition) -> None:
-        n = self.n
+        n = len(self.nodes)
         if partition.kind == "isolate_decider":
             self.armed.append(partition)  # cuts off the next node that decides, see _commit
             return
@@ -610,14 +737,19 @@ class World:
             raise Violation("halt", f"{node.name} acknowledged block {committed.block.height} after a failed "
                             f"disk operation ({node.disk_error})")
         how = f"synced from {self._sync_source}" if committed.synced else "consensus"
-        self._record_commit(node, committed.block, committed.certificate, how, committed.synced)
+        assert node.core is not None
+        self._record_commit(node, committed.block, committed.certificate, how, committed.synced, node.core.store)
 
     def _record_commit(self, node: SimNode, block: Block, certificate: dict[str, Any], how: str,
-                       synced: bool) -> None:
+                       synced: bool, store: Store) -> None:
         height = block.height
-        if not self.spec.verify_certificate(block, certificate, self.validators, self.verifier):
-            raise Violation("certificate", f"{node.name} committed block {height} {block.hash[:8]} with an "
-                            f"invalid certificate {certificate}")
+        # Under the set in force at the block's height (from the honest chain; a Byzantine node may
+        # be ahead of what the honest chain has fixed, and is then judged by its agreement only).
+        if (node.honest or height < len(self.sets)) \
+                and not self.spec.verify_certificate(block, certificate, self.set_at(height), self.verifier):
+            raise Violation("certificate", f"{node.name} committed block {height} {block.hash[:8]} with a "
+                            f"certificate not valid under the {len(self.set_at(height))} validators in force "
+                            f"at its height: {certificate}")
         last_hash = node.chain[-1][0].hash if node.chain else self.genesis.hash()
         if height != node.height + 1 or block.header.prev_hash != last_hash:
             raise Violation("continuity", f"{node.name} committed {block.hash[:8]} at height {height} on top "
@@ -628,6 +760,8 @@ class World:
                 raise Violation("agreement", f"at height {height} honest {first[1]} committed {first[0][:8]} "
                                 f"but honest {node.name} committed {block.hash[:8]}")
             if first[1] == node.name:
+                if self.changes is not None:
+                    self._follow_changes(node, block, store)
                 for tx in block.txs:
                     sender = self.senders.get(tx.sender)
                     if sender is not None:
@@ -666,7 +800,7 @@ class World:
             if not ahead:
                 continue
             peer = self.rng.choice(ahead)
-            blocks = self._fetch(peer, node.height + 1)
+            blocks = self._fetch(peer, node, node.height + 1)
             if not blocks or node.core is None:
                 continue
             reply: Box[Any] = Box()
@@ -677,10 +811,18 @@ class World:
             if reply.answered and reply.result.error is not None:
                 self.trace(f"{node.name} refused synced blocks from {peer.name}: {reply.result.error}")
 
-    def _fetch(self, peer: SimNode, start: int) -> list[tuple[Block, dict[str, Any]]]:
+    def _fetch(self, peer: SimNode, node: SimNode, start: int) -> list[tuple[Block, dict[str, Any]]]:
+        """Certified blocks from `peer`'s store for `node`, checked as the node's syncer checks them:
+        each certificate under the set `node` knows for its height; above the heights its committed
+        state fixes, under the last set it knows, and the batch ends at the first block that fails
+        there (its core checks the rest again, see `_start`)."""
         assert peer.core is not None
         store = peer.core.store
         out: list[tuple[Block, dict[str, Any]]] = []
+        sets = self._sets_for_sync(node, start)
+        if sets is None:
+            return []
+        known, guess = sets
         try:
             for height in range(start, min(peer.height, start + SYNC_BATCH - 1) + 1):
                 block = store.load_block(height)
@@ -688,15 +830,32 @@ class World:
                 if block is None or certificate is None:
                     raise Violation("durability", f"{peer.name} acknowledged block {height} but its store "
                                     f"does not have it")
-                if not self.spec.verify_certificate(block, certificate, self.validators, self.verifier) \
+                signers = known.get(height, guess)
+                if not self.spec.verify_certificate(block, certificate, signers, self.verifier) \
                         or not all(self._verify(tx) for tx in block.txs):
-                    self.trace(f"block {height} from {peer.name} fails verification: not synced")
+                    if height in known:
+                        self.trace(f"block {height} from {peer.name} fails verification: not synced")
                     break
                 out.append((block, certificate))
         except StorageError as exc:
             self._storage_failed(peer, exc)
             return []
         return out
+
+    def _sets_for_sync(self, node: SimNode, start: int) -> tuple[dict[int, Sequence[str]], Sequence[str]] | None:
+        """The sets `node` knows for the heights from `start` on (its committed state fixes them up to
+        its head + ACTIVATION_DELAY), and the last of them, its guess for the heights above; None
+        when reading its state failed (it halts)."""
+        sets = node.valsets
+        if sets is None:  # a chain without a committee: the genesis set at every height
+            return {h: self.validators for h in range(start, start + SYNC_BATCH)}, self.validators
+        try:
+            through = sets.known_through()
+            known: dict[int, Sequence[str]] = {h: sets.at(h) for h in range(start, through + 1)}
+            return known, sets.at(through)
+        except StorageError as exc:
+            self._storage_failed(node, exc)
+            return None
 
     # --- crashes, restarts and disk faults ---------------------------------------------------------
 
@@ -716,9 +875,15 @@ class World:
             store = self._open_store(node)
             self._check_acknowledged(node, store)
             restored = store.load_engine()
+            # The set of each height from committed state, as the daemon reads it; only on a chain with
+            # a committee (without one the set is the genesis set at every height, and the simulation
+            # of such chains reads nothing more than it always did).
+            sets = self._valsets_of(node, store) if self.changes is not None else None
+            n_next = len(sets.at(store.tip.height + 1)) if sets is not None else self.n
             # What the daemon hands its engine: the proposers of the last blocks in the store.
             schedule = self.spec.schedule
-            recent = recent_proposers(store, schedule.window_blocks(self.n) if schedule is not None else 0)
+            recent = recent_proposers(store, schedule.window_blocks(n_next) if schedule is not None else 0)
+            observer = sets is not None and node.id not in sets.at(store.tip.height + 1)
         except StorageError as exc:
             if node.disk_error is None:
                 raise Violation("durability", f"{node.name} cannot reopen its store: {exc}") from exc
@@ -727,23 +892,51 @@ class World:
             return
         mempool = Mempool(store, CHAIN_ID, MempoolLimits(max_txs=MAX_MEMPOOL, tx_ttl_s=1e9), self._clock_s,
                           self._verify)
+        at = sets.at if sets is not None else None
         executor = BlockExecutor(store, mempool, node.id, self.genesis.validator_ids,
                                  BuildLimits(MAX_TXS_PER_BLOCK, 1 << 22, 10_000,
-                                             self.spec.empty_block_after_round_0), self._clock_ms)
+                                             self.spec.empty_block_after_round_0), self._clock_ms, validators_at=at)
         checker = CountingChecker(executor, store, node.name)
         ctx = EngineContext(CHAIN_ID, self.validators, node.signer, self.verifier, checker, store.tip,
-                            node.rng, restored, self.plan.config, recent_proposers=recent)
+                            node.rng, restored, self.plan.config, recent_proposers=recent, validators_at=at)
         try:
-            engine = self.spec.make(ctx)
+            # As the daemon: under an engine without a passive mode, a node outside the set observes.
+            engine = ObserverEngine(ctx) if observer and self.spec.consensus == "raft" else self.spec.make(ctx)
+        except StorageError as exc:  # reading the set of its next height failed
+            if node.disk_error is None:
+                raise Violation("storage", f"{node.name}'s engine could not start: {exc}") from exc
+            self._power_loss(node)
+            self._halted_for_good(node, f"its store failed while starting: {exc}")
+            return
         except Exception as exc:
             self.trace(traceback.format_exc())
             raise Violation("engine_raised", f"{node.name} failed to start from its disk: {exc!r}") from exc
         settings = CoreSettings(tick_s=1.0, max_inbox=MAX_INBOX, full_block_txs=MAX_TXS_PER_BLOCK)
         node.checker = checker
+        node.valsets = sets
         node.core = self.spec.core(engine, store, executor, mempool, node.metrics, settings, clock=self._clock,
                                    listener=SimListener(node, self._on_commit),
                                    transport=SimTransport(node, self._send))
+        if sets is not None:
+            node.core.synced_check = self._synced_check(sets)
         node.core.start_clock()
+
+    def _valsets_of(self, node: SimNode, store: Store) -> ValidatorSets:
+        """The node's reader of the set of each height (a broken one for one node in bite tests)."""
+        odd = self.spec.odd_valsets
+        if odd is not None and node.index == min(n.index for n in self.nodes if n.honest):
+            return odd(store, self.genesis)
+        return ValidatorSets(store, self.genesis)
+
+    def _synced_check(self, sets: ValidatorSets) -> Callable[[Block, dict[str, Any]], str | None]:
+        """The daemon's last check of a synced block, in the core, once the state before it is
+        committed: its certificate under the set in force at its height."""
+        def check(block: Block, certificate: dict[str, Any]) -> str | None:
+            expected = sets.at(block.height)
+            if self.spec.verify_certificate(block, certificate, expected, self.verifier):
+                return None
+            return f"its certificate is not valid under the {len(expected)} validators in force at its height"
+        return check
 
     def _check_acknowledged(self, node: SimNode, store: Store) -> None:
         """Durability: every block the node acknowledged is in its reopened store, unchanged."""
@@ -759,7 +952,7 @@ class World:
             block, certificate = store.load_block(height), store.load_certificate(height)
             if block is None or certificate is None:
                 raise Violation("durability", f"{node.name}'s store misses block {height} below its head")
-            self._record_commit(node, block, certificate, "found in its store after a restart", False)
+            self._record_commit(node, block, certificate, "found in its store after a restart", False, store)
 
     def _schedule_crash(self, crash: Crash) -> None:
         node = self.nodes[crash.node]
@@ -804,6 +997,7 @@ class World:
     def _restart(self, node: SimNode) -> None:
         if node.core is not None or node.down_forever:
             return
+        self._take_new_key(node)
         self._start(node)
         if node.core is not None:
             self.restart_heights[node.index] = node.height
@@ -922,6 +1116,19 @@ class World:
     def trace(self, line: str) -> None:
         if self._trace is not None:
             self._trace(f"t={self.now:5d}  {line}")
+
+
+def valset_refusal(genesis: Genesis) -> str:
+    """Why the chain refuses validator-set changes (its own rule, asked of its genesis state), or ""."""
+    store = Store(MemoryBackend(MemoryDisk("probe")), genesis)
+    try:
+        governance.ACTIONS["add-validator"].check(StateOverlay(store.state, genesis.chain_id),
+                                                  {"node_id": node_id(1 << 20), "p2p_url": "ws://127.0.0.1:1"})
+    except Rejected as exc:
+        return exc.message
+    finally:
+        store.close()
+    return ""
 
 
 def state_digest(backend: KeyValueStore) -> str:
