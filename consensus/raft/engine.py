@@ -9,10 +9,12 @@ go beyond the paper, and why:
   on them leaves (§5.1, Figure 2 "persistent state"). Entries are deleted only once committed *and*
   stored (committed in an earlier step), `RaftLimits.retained_entries` blocks behind.
 - One block in flight. The runtime builds a proposal on top of its committed state, so a leader
-  asks for block h+1 only once h is committed. A new leader that holds uncommitted entries first
-  appends an empty block of its own term, built here (it needs no state: the app hash of an empty
-  block is `chain_app_hash(parent.app_hash, {})`; its timestamp is the parent's plus 1 ms); that is
-  the usual no-op which lets it commit older entries by the current-term rule (§5.4.2, Figure 8).
+  asks for block h+1 only once h is committed, and every block is built by the executor from
+  executed state. A new leader that holds uncommitted entries needs an entry of its own term to
+  commit them by the current-term rule (§5.4.2, Figure 8); instead of the paper's empty no-op
+  appended above them (whose app hash it could not know without executing them: a height may
+  change state by itself, e.g. a validator-set change coming into force), it *re-stamps* its last
+  entry: the same block, with its own term (docs/validators.md, "Raft: membership changes").
 - Commit certificates. When a leader advances its commit index it signs each newly committed block
   (see `consensus.raft.certificate`); followers receive these signatures in AppendEntries, verify
   them against their own entry, and commit only with one in hand.
@@ -94,8 +96,6 @@ from consensus.raft.messages import (
     encode_sync_hint,
     encode_vote_response,
 )
-from ledger.block import make_block
-from ledger.state import chain_app_hash
 from ledger.valset import ACTIVATION_DELAY
 
 # Beyond every height: the horizon of a chain whose validator set never changes.
@@ -253,8 +253,8 @@ class RaftEngine:
     # - a node's election height is the height its first entry as leader would take:
     #   min(last index + 1, horizon). It campaigns only when it belongs to the set of every height
     #   from its commit + 1 to there, and counts (pre-)votes from that height's set only;
-    # - a new leader whose election height is its last index (its log reaches the horizon) cannot
-    #   append a no-op above it: it re-stamps its last entry with its own term instead (same block);
+    # - a new leader with uncommitted entries re-stamps its last entry with its own term (same
+    #   block) rather than appending a no-op above it (see the module docstring);
     # - a leader proposes height h only when it is in C(h), and steps down once it is not;
     # - messages from outside C(stored + 1) and C(stored + 2) are dropped, and a commit signature
     #   counts only from a member of its height's set.
@@ -436,10 +436,7 @@ class RaftEngine:
         self._txs_pending = True  # look at the mempool once; it may have filled while we followed
         self._count("became_leader")
         if self._log.last_index > self._commit:
-            if self._election_height() > self._log.last_index:
-                self._append_noop()
-            else:
-                self._restamp_last()
+            self._restamp_last()
         self._replicate_all()
         self._maybe_commit()
         self._maybe_propose()
@@ -756,20 +753,15 @@ class RaftEngine:
         return True
 
     def _restamp_last(self) -> None:
-        """The new leader's entry of its own term (what the no-op is for, §5.4.2) at its last index
-        rather than above it: that entry is at the horizon, so the set of the height above is not
-        known yet. The block stays the same, only its term changes; see docs/validators.md."""
+        """The new leader's entry of its own term (what the paper's no-op is for, §5.4.2) at its last
+        index rather than above it: a block above would need the state after the uncommitted ones
+        (which this node has not executed) for its app hash, and may lie above the horizon, where
+        the set is not known yet. The block stays the same, only its term changes; see
+        docs/validators.md."""
         entry = self._log.entry(self._log.last_index)
         self._truncate_from(entry.index)
         self._append(Entry(self._term, entry.block))
         self._count("restamped_entries")
-
-    def _append_noop(self) -> None:
-        parent = self._log.entry(self._log.last_index).block.header
-        block = make_block(self._chain_id, parent.height + 1, self._log.hash_at(parent.height),
-                           parent.timestamp + 1, self._me, (), chain_app_hash(parent.app_hash, {}))
-        self._append(Entry(self._term, block))
-        self._count("noop_blocks")
 
     def _sync_progress(self) -> None:
         """Follow the set: a newcomer gets a progress record (probed from the end of the log), a

@@ -19,8 +19,9 @@ consensus (counted apart from block sync) within a bound.
 as it did): the genesis gets a committee whose keys the simulator holds, one more node follows the
 chain as an observer, and each seed's schedule (`changes`) adds it, removes validators and rotates
 keys by real governance transactions during the faults. The summary line counts the changes that
-came into force, and says so when the chain refused them (Raft today: `ledger.valset.
-ENGINES_WITH_CHANGES`), in which case those seeds ran without changes.
+came into force, and says so when the chain refused them (then those seeds ran without changes).
+Under Raft the schedules draw no one-step rotation (the chain's rule refuses it: single-server
+changes only; `world.rotation_refusal`).
 
 Modules: `world` (the cluster, faults and checkers), `node` (one validator's real parts and the
 hooks the simulator keeps on its disk handle and transport), `runner` (seeds, CLI, the crash

@@ -56,18 +56,23 @@ class Change:
     new_id: str = ""  # a rotation's new node id
 
 
-def make_schedule(rng: random.Random, n: int, faulty: frozenset[int], chaos_ticks: int) -> tuple[Change, ...]:
+def make_schedule(rng: random.Random, n: int, faulty: frozenset[int], chaos_ticks: int,
+                  rotations: bool = True) -> tuple[Change, ...]:
     """One to MAX_CHANGES changes over validators 0..n-1 and the spare n. `faulty`: nodes that are
-    Byzantine or down for good, whose keys are never rotated (nobody would restart them)."""
+    Byzantine or down for good, whose keys are never rotated (nobody would restart them).
+    `rotations`: whether the chain rotates a key in one step (not under Raft's single-server
+    changes); without, the schedule adds and removes only, and ends early when neither is possible."""
     members = list(range(n))
     out: list[Change] = []
     for step in range(rng.randint(1, MAX_CHANGES)):
         gap = rng.randrange(max(1, chaos_ticks // 8)) if step == 0 else rng.randrange(MAX_GAP_TICKS)
-        options = ["rotate-validator-key"]
+        options = ["rotate-validator-key"] if rotations else []
         if n not in members and not any(c.action == "add-validator" for c in out):
             options.append("add-validator")
         if len(members) > n:
             options.append("remove-validator")
+        if not options:
+            break
         action = rng.choice(options)
         if action == "add-validator":
             members.append(n)

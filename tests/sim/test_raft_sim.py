@@ -55,7 +55,7 @@ def test_raft_5_validators_150_seeds() -> None:
         for name, value in result.counters.items():
             counters[name] = counters.get(name, 0) + value
     # Not a vacuous pass: the paths that only faults reach are taken.
-    for name in ("pre_vote_refused", "vote_refused", "append_rejected", "noop_blocks",
+    for name in ("pre_vote_refused", "vote_refused", "append_rejected", "restamped_entries",
                  "leader_lost_quorum", "stepped_down_behind_chain", "stale_term"):
         assert counters.get(name, 0) > 0, name
 

@@ -95,8 +95,7 @@ from functools import lru_cache
 from typing import Any
 
 from consensus.api import EngineConfig, EngineContext
-from consensus.observer import ObserverEngine
-from ledger import governance, keys
+from ledger import governance, keys, valset
 from ledger.block import Block
 from ledger.errors import Rejected
 from ledger.genesis import Genesis, Validator
@@ -379,7 +378,8 @@ class World:
         if changes:
             faulty = frozenset(byzantine) | {c.node for c in self.plan.crashes if c.down_ticks is None} \
                 | {d.node for d in self.plan.disk_faults}
-            schedule = make_schedule(random.Random(master.getrandbits(64)), n, faulty, chaos_ticks)
+            schedule = make_schedule(random.Random(master.getrandbits(64)), n, faulty, chaos_ticks,
+                                     rotations=not rotation_refusal(self.genesis))
             self.nodes.append(SimNode(n, everyone[n], f"n{n}", HmacSigner(everyone[n]), None, MemoryDisk(f"n{n}"),
                                       NodeMetrics(), random.Random(master.getrandbits(64))))
         self.changes = Driver(CHAIN_ID, schedule, list(everyone), list(range(n))) if changes else None
@@ -883,7 +883,6 @@ class World:
             # What the daemon hands its engine: the proposers of the last blocks in the store.
             schedule = self.spec.schedule
             recent = recent_proposers(store, schedule.window_blocks(n_next) if schedule is not None else 0)
-            observer = sets is not None and node.id not in sets.at(store.tip.height + 1)
         except StorageError as exc:
             if node.disk_error is None:
                 raise Violation("durability", f"{node.name} cannot reopen its store: {exc}") from exc
@@ -900,8 +899,9 @@ class World:
         ctx = EngineContext(CHAIN_ID, self.validators, node.signer, self.verifier, checker, store.tip,
                             node.rng, restored, self.plan.config, recent_proposers=recent, validators_at=at)
         try:
-            # As the daemon: under an engine without a passive mode, a node outside the set observes.
-            engine = ObserverEngine(ctx) if observer and self.spec.consensus == "raft" else self.spec.make(ctx)
+            # As the daemon: both engines have a passive seat, so a node outside the set runs the same
+            # engine, follows, and takes up its vote at the height its key enters the set.
+            engine = self.spec.make(ctx)
         except StorageError as exc:  # reading the set of its next height failed
             if node.disk_error is None:
                 raise Violation("storage", f"{node.name}'s engine could not start: {exc}") from exc
@@ -1124,6 +1124,22 @@ def valset_refusal(genesis: Genesis) -> str:
     try:
         governance.ACTIONS["add-validator"].check(StateOverlay(store.state, genesis.chain_id),
                                                   {"node_id": node_id(1 << 20), "p2p_url": "ws://127.0.0.1:1"})
+    except Rejected as exc:
+        return exc.message
+    finally:
+        store.close()
+    return ""
+
+
+def rotation_refusal(genesis: Genesis) -> str:
+    """Why the chain refuses a one-step key rotation (Raft: single-server changes only), or ""."""
+    store = Store(MemoryBackend(MemoryDisk("probe")), genesis)
+    new = keys.PrivateKey.from_seed(hashlib.sha256(b"ledgerd-sim-rotation-probe").digest())
+    old = genesis.validator_ids[0]
+    proof = new.sign(valset.rotation_message(genesis.chain_id, old, new.address)).hex()
+    try:
+        governance.ACTIONS["rotate-validator-key"].check(StateOverlay(store.state, genesis.chain_id),
+                                                         {"node_id": old, "new_node_id": new.address, "proof": proof})
     except Rejected as exc:
         return exc.message
     finally:
