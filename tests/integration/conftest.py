@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 from collections.abc import Iterator
@@ -11,8 +12,10 @@ import pytest
 
 @pytest.fixture
 def restore_process_state() -> Iterator[None]:
-    """run_node is written for a process of its own: undo its signal and logging set-up afterwards."""
+    """run_node is written for a process of its own: undo its signal, logging and garbage-collector
+    set-up (`cli.start.tune_gc`) afterwards."""
     saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    thresholds = gc.get_threshold()
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
     try:
@@ -22,3 +25,5 @@ def restore_process_state() -> Iterator[None]:
             signal.signal(sig, handler)
         root.handlers[:] = handlers
         root.setLevel(level)
+        gc.unfreeze()
+        gc.set_threshold(*thresholds)
