@@ -326,9 +326,11 @@ class RaftEngine:
         if not self._eligible():
             # A learner (added, not yet in force), a removed validator or an observer: it follows
             # the leader's appends or block sync, and never campaigns.
+            # Its timer keeps running (appends from a leader reset it): the lease by which it refuses
+            # pre-votes must expire when the leader is gone, or a set whose new member it is (it
+            # votes there) could never elect anyone.
             if self._role is not Role.FOLLOWER:
                 self._become_follower(self._term, None)
-            self._election_elapsed = 0
             return
         if self._leader is not None and self._leader not in self._set_at(self._stored_commit + 1):
             # Our leader has left the set: it has stepped down (or will not be heard any more), so

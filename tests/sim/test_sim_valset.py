@@ -60,3 +60,13 @@ def test_raft_adds_and_removes_but_never_rotates_in_one_step() -> None:
     kinds = [c.split()[0] for r in done for c in r.changes]
     assert kinds.count("add") >= 10 and kinds.count("remove") >= 5 and "rotate" not in kinds, kinds
     assert all(not r.valset_skipped for r in done)
+
+
+def test_raft_seeds_where_a_new_member_once_kept_the_old_leaders_lease_for_ever() -> None:
+    """Seeds that stalled: two of five validators down for good, the spare added (n=6, a majority is
+    four), and the leader gone before the change was in force. The newcomer, a learner until then,
+    reset its election timer on every tick, so the lease of the leader it last heard never expired
+    and it refused every pre-vote of the height whose set it was in: nobody could be elected."""
+    for seed in (111, 229, 410):
+        result = run_seed("raft", 5, seed, valset=True)
+        assert result.ok, (seed, result.violation)
