@@ -17,6 +17,7 @@ import asyncio
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +35,31 @@ PROGRESS_TTY_S = 0.5
 PROGRESS_LINE_S = 2.0
 RETRY_CODES = frozenset({"mempool_full", "too_many_subscribers", "shutting_down", "nonce_too_far"})
 WS_RECONNECT_S = 0.5
+
+
+async def follow_blocks(session: aiohttp.ClientSession, node: str, ready: asyncio.Event,
+                        on_block: Callable[[dict[str, Any]], None]) -> None:
+    """Follow `node`'s /v1/events for ever, handing every block event to `on_block`: set `ready` once
+    subscribed, and after a lost connection subscribe again from the next height, so no block is
+    missed or counted twice."""
+    url = node.replace("http", "ws", 1) + "/v1/events"
+    next_height: int | None = None
+    while True:
+        query = f"?from_height={next_height}" if next_height is not None else ""
+        try:
+            async with session.ws_connect(url + query, heartbeat=10.0) as ws:
+                ready.set()
+                async for msg in ws:
+                    if msg.type != aiohttp.WSMsgType.TEXT:
+                        break
+                    event = msg.json()
+                    if event.get("type") != "block":
+                        break
+                    next_height = int(event["height"]) + 1
+                    on_block(event)
+        except (aiohttp.ClientError, TimeoutError, ValueError):
+            pass
+        await asyncio.sleep(WS_RECONNECT_S)
 
 
 @dataclass
@@ -174,26 +200,9 @@ class Bench:
     # --- commits ------------------------------------------------------------------------------------
 
     async def _follow(self, session: aiohttp.ClientSession, ready: asyncio.Event) -> None:
-        url = self.nodes[0].replace("http", "ws", 1) + "/v1/events"
-        next_height: int | None = None
-        while True:
-            query = f"?from_height={next_height}" if next_height is not None else ""
-            try:
-                async with session.ws_connect(url + query, heartbeat=10.0) as ws:
-                    ready.set()
-                    async for msg in ws:
-                        if msg.type != aiohttp.WSMsgType.TEXT:
-                            break
-                        event = msg.json()
-                        if event.get("type") != "block":
-                            break
-                        next_height = int(event["height"]) + 1
-                        self._on_block(event)
-            except (aiohttp.ClientError, TimeoutError, ValueError):
-                pass
-            await asyncio.sleep(WS_RECONNECT_S)
+        await follow_blocks(session, self.nodes[0], ready, self._on_block)
 
-    def _on_block(self, event: dict[str, object]) -> None:
+    def _on_block(self, event: dict[str, Any]) -> None:
         now = time.monotonic()
         txs = event.get("txs")
         if not isinstance(txs, list):

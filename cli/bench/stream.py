@@ -23,7 +23,7 @@ from typing import IO, Any
 
 import aiohttp
 
-from cli.bench.load import MAX_BATCH, RETRY_CODES
+from cli.bench.load import MAX_BATCH, RETRY_CODES, follow_blocks
 from cli.bench.setup import signed_transfers
 from cli.bench.stats import rss_mb
 from ledger import keys
@@ -33,7 +33,6 @@ CHUNKS_AHEAD = 4  # chunks the signer may be ahead of the sender (bounds the mem
 WORKERS_PER_NODE = 6
 HTTP_TIMEOUT_S = 30.0
 RETRY_AFTER_S = 0.5
-WS_RECONNECT_S = 0.5
 
 Chunk = list[tuple[int, bytes]]  # (sender index, the transaction's canonical JSON)
 
@@ -182,29 +181,15 @@ class Stream:
         self.c.refusals[code] = self.c.refusals.get(code, 0) + count
 
     async def _follow(self, session: aiohttp.ClientSession, ready: asyncio.Event) -> None:
-        url = self.nodes[0].replace("http", "ws", 1) + "/v1/events"
-        next_height: int | None = None
-        while True:
-            query = f"?from_height={next_height}" if next_height is not None else ""
-            try:
-                async with session.ws_connect(url + query, heartbeat=10.0) as ws:
-                    ready.set()
-                    async for msg in ws:
-                        if msg.type != aiohttp.WSMsgType.TEXT:
-                            break
-                        event = json.loads(msg.data)
-                        if event.get("type") != "block":
-                            break
-                        next_height = int(event["height"]) + 1
-                        txs = event.get("txs")
-                        self.c.height = int(event["height"])
-                        if isinstance(txs, list) and txs:
-                            self.c.committed += len(txs)
-                            self.c.failed += sum(1 for t in txs if t.get("status") != "committed")
-                            self.c.last_commit_s = time.monotonic()
-            except (aiohttp.ClientError, TimeoutError, ValueError):
-                pass
-            await asyncio.sleep(WS_RECONNECT_S)
+        await follow_blocks(session, self.nodes[0], ready, self._on_block)
+
+    def _on_block(self, event: dict[str, Any]) -> None:
+        self.c.height = int(event["height"])
+        txs = event.get("txs")
+        if isinstance(txs, list) and txs:
+            self.c.committed += len(txs)
+            self.c.failed += sum(1 for t in txs if t.get("status") != "committed")
+            self.c.last_commit_s = time.monotonic()
 
     def _sample(self, now: float) -> None:
         row = {"t_s": round(now - self.t0, 3), "committed": self.c.committed, "failed": self.c.failed,
