@@ -14,6 +14,7 @@ import json
 import threading
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -45,9 +46,10 @@ class ObservedCluster(Cluster):
         self.started = []
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ObservedCluster]:
-    c = ObservedCluster(tmp_path_factory.mktemp("observer"))
+@contextmanager
+def running(c: ObservedCluster) -> Iterator[ObservedCluster]:
+    """Every node of `c` started (validators and observer) and the validators in a full mesh; every
+    node stopped afterwards, also when the test failed."""
     try:
         for k in range(N + 1):
             c.start(k)
@@ -58,6 +60,12 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ObservedCluste
         yield c
     finally:
         c.reap()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ObservedCluster]:
+    with running(ObservedCluster(tmp_path_factory.mktemp("observer"))) as c:
+        yield c
 
 
 def _load(cluster: ObservedCluster, stop: threading.Event, committed: list[str]) -> None:

@@ -21,38 +21,21 @@ from typing import Any
 import pytest
 
 from ledger import keys
-from tests.integration.test_governance_cluster import START_TIMEOUT_S, N, wait_for
-from tests.integration.test_observer_cluster import OBSERVER, ObservedCluster, _load
+from tests.integration.test_governance_cluster import N, wait_for
+from tests.integration.test_observer_cluster import OBSERVER, ObservedCluster, _load, running
+from tests.integration.test_valset_cluster import decide
 
 pytestmark = pytest.mark.timeout(300)
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ObservedCluster]:
-    c = ObservedCluster(tmp_path_factory.mktemp("raftvalset"), consensus="raft")
-    try:
-        for k in range(N + 1):
-            c.start(k)
-        for k in range(N + 1):
-            c.wait_ready(k)
-        wait_for(lambda: all(sum(p["connected"] for p in c.client(k).status()["peers"]) == N - 1
-                             for k in range(N)), START_TIMEOUT_S, "a full mesh of validators")
+    with running(ObservedCluster(tmp_path_factory.mktemp("raftvalset"), consensus="raft")) as c:
         yield c
-    finally:
-        c.reap()
 
 
 def members(cluster: ObservedCluster) -> list[str]:
     return [str(p) for p in sorted((cluster.net / "committee").glob("member*.pem"))]
-
-
-def decide(cluster: ObservedCluster, *args: str) -> dict[str, Any]:
-    proposed = cluster.gov("propose", *args, "--key", members(cluster)[0], "--wait")
-    voted = cluster.gov("vote", proposed["proposal"], "--approve", "--key", members(cluster)[1], "--wait", node=1)
-    assert voted["status"] == "executed", voted
-    shown: dict[str, Any] = cluster.gov("show", proposed["proposal"])
-    assert shown["effective_height"] == shown["executed_height"] + 2
-    return shown
 
 
 def engine(cluster: ObservedCluster, k: int) -> dict[str, Any]:

@@ -22,25 +22,16 @@ from typing import Any
 import pytest
 
 from ledger import keys
-from tests.integration.test_governance_cluster import START_TIMEOUT_S, N, wait_for
-from tests.integration.test_observer_cluster import OBSERVER, ObservedCluster, _load, _raw
+from tests.integration.test_governance_cluster import N, wait_for
+from tests.integration.test_observer_cluster import OBSERVER, ObservedCluster, _load, _raw, running
 
 pytestmark = pytest.mark.timeout(300)
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ObservedCluster]:
-    c = ObservedCluster(tmp_path_factory.mktemp("valset"))
-    try:
-        for k in range(N + 1):
-            c.start(k)
-        for k in range(N + 1):
-            c.wait_ready(k)
-        wait_for(lambda: all(sum(p["connected"] for p in c.client(k).status()["peers"]) == N - 1
-                             for k in range(N)), START_TIMEOUT_S, "a full mesh of validators")
+    with running(ObservedCluster(tmp_path_factory.mktemp("valset"))) as c:
         yield c
-    finally:
-        c.reap()
 
 
 def seals(cluster: ObservedCluster, k: int, height: int) -> set[str]:
