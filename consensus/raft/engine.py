@@ -250,9 +250,10 @@ class RaftEngine:
     #   append up to it), so every entry's set is known where it is stored;
     # - the entry at h is committed when a majority of C(h) stores it, and a leader commits through
     #   h only when that holds for every height from its commit to h;
-    # - a node's election height is the height its first entry as leader would take:
-    #   min(last index + 1, horizon). It campaigns only when it belongs to the set of every height
-    #   from its commit + 1 to there, and counts (pre-)votes from that height's set only;
+    # - a node's election height is the height its first entry as leader would take: its last
+    #   index when that entry is uncommitted (it is re-stamped), else the next; at most the
+    #   horizon. It campaigns only when it belongs to the set of every height from its commit + 1
+    #   to there, and counts (pre-)votes from that height's set only;
     # - a new leader with uncommitted entries re-stamps its last entry with its own term (same
     #   block) rather than appending a no-op above it (see the module docstring);
     # - a leader proposes height h only when it is in C(h), and steps down once it is not;
@@ -292,7 +293,10 @@ class RaftEngine:
         return tuple(v for v in self._members() if v != self._me)
 
     def _election_height(self) -> int:
-        return min(self._log.last_index + 1, self._horizon())
+        """The height of this node's first entry if it won now: its last entry, re-stamped, when that
+        is uncommitted (`_become_leader`), else the next height; never above the horizon."""
+        last = self._log.last_index
+        return min(last if last > self._commit else last + 1, self._horizon())
 
     def _electorate(self) -> tuple[str, ...]:
         return self._set_at(self._election_height())
