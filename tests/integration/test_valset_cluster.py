@@ -110,6 +110,10 @@ def test_add_an_observer_then_retire_a_validator_under_load(cluster: ObservedClu
     for k in live:
         wait_for(lambda k=k: [v["node_id"] for v in cluster.client(k).status()["validators"]] == expected, 60,
                  f"node{k} to show the new set")
+    # The loader saw its last transaction committed on one node; the others may be a block behind.
+    top = max(cluster.height(k) for k in live)
+    for k in live:
+        wait_for(lambda k=k: cluster.height(k) >= top, 60, f"node{k} at height {top}")
     height = min(cluster.height(k) for k in live)
     hashes = [cluster.get(0, f"/v1/blocks/{h}")["hash"] for h in range(1, height + 1)]
     for k in live[1:]:
