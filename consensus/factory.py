@@ -25,12 +25,15 @@ class EngineKind(NamedTuple):
     # How many of the last committed blocks' proposers the engine reads (`EngineContext.recent_proposers`),
     # for n validators.
     history_blocks: Callable[[int], int] = lambda n: 0
+    # (height, block bytes) of a received engine message that carries a block whose transactions'
+    # signatures the node must check, else None; None for an engine that checks none of them.
+    carried_block: Callable[[bytes], tuple[int, bytes] | None] | None = None
 
 
 # Read-only: one registry for every node in the process.
 ENGINES: Mapping[str, EngineKind] = MappingProxyType({
     "pbft": EngineKind(bft.BftEngine, bft.verify_certificate, trusts_validators=False,
-                       history_blocks=ProposerSchedule().window_blocks),
+                       history_blocks=ProposerSchedule().window_blocks, carried_block=bft.carried_block),
     "raft": EngineKind(raft.RaftEngine, raft.verify_certificate, trusts_validators=True),
 })
 
@@ -50,6 +53,11 @@ def make_engine(kind: str, ctx: EngineContext) -> Engine:
 def trusts_validators(kind: str) -> bool:
     """True when engine `kind` assumes crash faults only, so validators' word is taken (see `EngineKind`)."""
     return _kind(kind).trusts_validators
+
+
+def carried_block_reader(kind: str) -> Callable[[bytes], tuple[int, bytes] | None] | None:
+    """How to find the block a received message of engine `kind` carries (see `EngineKind`)."""
+    return _kind(kind).carried_block
 
 
 def history_blocks(kind: str, n: int) -> int:

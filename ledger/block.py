@@ -212,6 +212,14 @@ def decode_block_header(data: bytes) -> BlockHeader:
     return decode_block(data).header
 
 
+def block_transactions(data: bytes, memo: DecodeMemo | None = None) -> tuple[Transaction, ...] | None:
+    """The transactions of a block in its canonical encoding, decoded as `decode_block` would
+    (through `memo`) but without checking the block itself; None for anything else. For work that
+    may start before the block is checked (fetching signature verdicts), never for a decision."""
+    fast = _decode_canonical_block(data, 100_000, memo)
+    return None if fast is None else fast[1]
+
+
 def decode_block(data: bytes, max_txs: int = 100_000, memo: DecodeMemo | None = None) -> Block:
     """Decode a block's bytes and check its internal consistency (tx_count, tx_root); `memo`
     answers transactions decoded before (a proposal's, met first in gossip)."""

@@ -49,12 +49,22 @@ class NodeMetrics:
     def watch_engine(self, counters: Callable[[], Mapping[str, int]]) -> None:
         """Export the consensus engine's own counters (round timeouts, elections, dropped messages by
         reason, ...) as `ledgerd_engine_events_total{event}`, read at scrape time."""
-        self.registry.register(_EngineCollector(counters))
+        self.registry.register(_CountsCollector(
+            "ledgerd_engine_events", "Consensus engine events (round timeouts, round changes, elections, "
+            "dropped messages by reason), by event", "event", counters))
 
     def watch_liveness(self, read: Callable[[], Mapping[str, float]]) -> None:
         """Export the node's liveness figures (`LIVENESS_GAUGES`) as `ledgerd_<name>`, read at scrape
         time so they are current even when nobody asks /v1/status."""
         self.registry.register(_LivenessCollector(read))
+
+    def watch_signatures(self, counts: Callable[[], Mapping[str, int]]) -> None:
+        """Export transaction signature checks by where they ran as
+        `ledgerd_signatures_verified_total{where}`, read at scrape time: `inline` (on the event
+        loop), `workers` (the signature workers), `shared` (waited for a check already in flight
+        instead of checking again), `block_check` (a proposal's transactions not checked before)."""
+        self.registry.register(_CountsCollector(
+            "ledgerd_signatures_verified", "Transaction signatures checked, by where", "where", counts))
 
     def observe_commit(self, height: int, tx_count: int, seconds: float) -> None:
         self.height.set(height)
@@ -69,15 +79,15 @@ class NodeMetrics:
         return generate_latest(self.registry)
 
 
-class _EngineCollector(Collector):
-    def __init__(self, counters: Callable[[], Mapping[str, int]]) -> None:
-        self._counters = counters
+class _CountsCollector(Collector):
+    """One counter family with one label, from a mapping read at scrape time."""
+
+    def __init__(self, name: str, help_text: str, label: str, counts: Callable[[], Mapping[str, int]]) -> None:
+        self._name, self._help, self._label, self._counts = name, help_text, label, counts
 
     def collect(self) -> Iterator[CounterMetricFamily]:
-        family = CounterMetricFamily("ledgerd_engine_events", "Consensus engine events (round timeouts, "
-                                     "round changes, elections, dropped messages by reason), by event",
-                                     labels=["event"])
-        for name, value in sorted(self._counters().items()):
+        family = CounterMetricFamily(self._name, self._help, labels=[self._label])
+        for name, value in sorted(self._counts().items()):
             family.add_metric([name], value)
         yield family
 

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from consensus.api import Ed25519Signer, Ed25519Verifier, Engine, EngineConfig, EngineContext
-from consensus.factory import history_blocks, make_engine, trusts_validators, verify_certificate
+from consensus.factory import carried_block_reader, history_blocks, make_engine, trusts_validators, verify_certificate
 from ledger import governance, keys, valset
 from ledger.block import Block, decode_block_header
 from ledger.errors import Rejected
@@ -54,6 +54,7 @@ from node.intake import TxGossip, TxIntake
 from node.liveness import Liveness, quorum_of
 from node.metrics import NodeMetrics
 from node.net.cluster import PeerNetwork
+from node.prefetch import ProposalPrefetch
 from node.reads import ChainReads
 from node.runtime import CommittedBlock, Runtime, SyncOutcome, Transport
 from node.service import SubmitOutcome, TxStatus
@@ -143,6 +144,13 @@ class Node:
         )
         self.checks = SignatureChecks(self.mempool, metrics, logger, processes=config.verify_processes,
                                       name=self.node_id[:8])
+        # PBFT: a proposal's unknown transaction signatures are checked in the workers before the
+        # engine sees it, sharing checks already in flight for gossip (node.prefetch).
+        carried = carried_block_reader(genesis.consensus)
+        self.prefetch = None if carried is None else ProposalPrefetch(
+            carried, self.checks, self.mempool, self.decode_memo, lambda: self.store.tip.height + 1,
+            self.runtime.post_received, logger)
+        metrics.watch_signatures(lambda: {**self.checks.counts, "block_check": self.executor.signatures_verified})
         # Raft assumes crash faults only: a transaction a peer gossips was verified by the validator
         # that took it from a client, and is not verified again here (see consensus.factory).
         self.intake = TxIntake(config, self.mempool, self.runtime, self.checks, metrics, logger,
@@ -286,6 +294,8 @@ class Node:
         self._runtime_task = self._spawn(self._run(), "runtime")
         self._tasks = [self._spawn(self.intake.run_gossip_intake(), "tx-gossip"),
                        self._spawn(self.intake.run_regossip(), "tx-regossip")]
+        if self.prefetch is not None:
+            self._tasks.append(self._spawn(self.prefetch.run(), "proposal-prefetch"))
         self.log.info("node started", extra={"fields": {
             "chain_id": self.chain_id, "height": self.height, "consensus": self.genesis.consensus}})
 
@@ -418,6 +428,8 @@ class Node:
 
     def deliver(self, peer: str, data: bytes) -> bool:
         """An engine message from an authenticated peer; False when it was dropped (inbox full)."""
+        if self.prefetch is not None and self._state == "running":
+            return self.prefetch.deliver(peer, data)
         return self.runtime.post_received(peer, data)
 
     async def _apply_synced(self, blocks: Sequence[tuple[Block, dict[str, Any]]]) -> SyncOutcome:

@@ -15,5 +15,6 @@ dropped and counted in `engine.counters` (keys `dropped_<reason>`), never raised
 
 from consensus.bft.certificate import verify_certificate
 from consensus.bft.engine import BftEngine, BftLimits
+from consensus.bft.messages import carried_block
 
-__all__ = ["BftEngine", "BftLimits", "verify_certificate"]
+__all__ = ["BftEngine", "BftLimits", "carried_block", "verify_certificate"]

@@ -231,6 +231,18 @@ def decode(data: bytes, max_votes: int = 1024) -> Message:
     return msg
 
 
+def carried_block(data: bytes) -> tuple[int, bytes] | None:
+    """(height, block bytes) of a frame that carries a block (a proposal, a round change with its
+    prepared block, a decided block), or None for any other frame or one that does not decode.
+    Checks nothing else: what the node's runtime uses to start checking a block's transaction
+    signatures off its event loop before the engine sees the message (`node.prefetch`)."""
+    try:
+        msg = decode(data)
+    except DecodeError:
+        return None
+    return (msg.height, msg.block_bytes) if msg.block_bytes else None
+
+
 def _check_shape(msg: Message) -> None:
     kind = msg.kind
     if kind != Kind.ROUND_CHANGE and msg.prepared_round != -1:
