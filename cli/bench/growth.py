@@ -42,24 +42,25 @@ def first_last(samples: Sequence[dict[str, Any]], fraction: float = 0.1) -> tupl
     return tps_between(samples, 0.0, fraction), tps_between(samples, 1.0 - fraction, 1.0)
 
 
-def rss_at(samples: Sequence[dict[str, Any]], committed: float, node: int) -> float | None:
-    """Node `node`'s RSS at the first sample with at least `committed` transactions committed."""
+def rss_at(samples: Sequence[dict[str, Any]], committed: float, node: int, key: str = "rss_mb") -> float | None:
+    """Node `node`'s RSS (or the sample's `key`, such as "rss_anon_mb") at the first sample with at
+    least `committed` transactions committed."""
     for sample in samples:
         if sample["committed"] >= committed:
-            value = sample["rss_mb"][node]
+            value = sample.get(key, [None] * (node + 1))[node]
             return None if value is None else float(value)
     return None
 
 
-def rss_growth_last_half(samples: Sequence[dict[str, Any]]) -> list[float | None]:
-    """Per node, MiB of resident memory gained from half the final committed count to the end
-    (negative when it shrank; None where a reading is missing)."""
+def rss_growth_last_half(samples: Sequence[dict[str, Any]], key: str = "rss_mb") -> list[float | None]:
+    """Per node, MiB of resident memory (or `key`) gained from half the final committed count to
+    the end (negative when it shrank; None where a reading is missing)."""
     if not samples:
         return []
     total = samples[-1]["committed"]
     out: list[float | None] = []
     for node in range(len(samples[-1]["rss_mb"])):
-        middle, end = rss_at(samples, total / 2, node), samples[-1]["rss_mb"][node]
+        middle, end = rss_at(samples, total / 2, node, key), rss_at(samples, total, node, key)
         out.append(None if middle is None or end is None else round(float(end) - middle, 1))
     return out
 

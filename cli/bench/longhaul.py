@@ -112,6 +112,13 @@ def measure(args: argparse.Namespace, cluster: LocalCluster) -> dict[str, Any]:
         "rss_mb_half": [rss_at(samples, samples[-1]["committed"] / 2, k) for k in range(cluster.validators)],
         "rss_mb_end": samples[-1]["rss_mb"],
         "rss_mb_growth_last_half": rss_growth_last_half(samples), "rss_mb_peak": peak_rss(samples),
+        # The node's own memory, without LevelDB's table files mapped from disk (those pages grow
+        # with the database read, are shared with the page cache and can be dropped by the kernel).
+        "rss_anon_mb_start": samples[0].get("rss_anon_mb"),
+        "rss_anon_mb_half": [rss_at(samples, samples[-1]["committed"] / 2, k, "rss_anon_mb")
+                             for k in range(cluster.validators)],
+        "rss_anon_mb_end": samples[-1].get("rss_anon_mb"),
+        "rss_anon_mb_growth_last_half": rss_growth_last_half(samples, "rss_anon_mb"),
         "final_height": height, "chain_txs": chain_txs, "leveldb_bytes": data,
         "leveldb_bytes_per_tx": round(sum(data) / len(data) / chain_txs, 1) if chain_txs else None,
         "restart_serving_s": round(serving - started, 2), "restart_caught_up_s": round(caught_up - started, 2),
@@ -147,6 +154,12 @@ def report_md(r: dict[str, Any], png: str | None) -> str:
         f"| RSS MiB per node at the end | {mib(r['rss_mb_end'])} |",
         f"| RSS growth MiB over the last half, per node | {mib(r['rss_mb_growth_last_half'])} |",
         f"| peak RSS MiB sampled, per node | {mib(r['rss_mb_peak'])} |",
+        f"| anonymous RSS MiB per node (RssAnon: without LevelDB files mapped from disk) at the start "
+        f"| {mib(r.get('rss_anon_mb_start') or [])} |",
+        f"| ... at half the transactions | {mib(r.get('rss_anon_mb_half') or [])} |",
+        f"| ... at the end | {mib(r.get('rss_anon_mb_end') or [])} |",
+        f"| anonymous RSS growth MiB over the last half, per node "
+        f"| {mib(r.get('rss_anon_mb_growth_last_half') or [])} |",
         f"| LevelDB MiB per node | {mib([b / 2**20 for b in r['leveldb_bytes']])} |",
         f"| LevelDB bytes per committed transaction (mean of nodes) | {r['leveldb_bytes_per_tx']} |",
         f"| restart of the last validator: `ledgerd start` until GET /v1/status answers | "

@@ -82,11 +82,18 @@ def cpu_percent(before: CpuSample | None, after: CpuSample | None) -> float | No
 def peak_rss_mb(pid: int) -> float | None:
     """VmHWM (resident-set high-water mark) in MiB, summed over the process and its live workers
     (an upper bound: their peaks need not coincide), or None when unavailable."""
+    return _status_mb(pid, "VmHWM")
+
+
+def _status_mb(pid: int, field: str) -> float | None:
+    """A kB field of /proc/PID/status in MiB, summed over the process and its live workers, or
+    None when it is gone or not Linux."""
     total = None
+    prefix = field + ":"
     for member in family(pid):
         try:
             for line in Path(f"/proc/{member}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
+                if line.startswith(prefix):
                     total = (total or 0.0) + int(line.split()[1]) / 1024
         except (OSError, ValueError, IndexError):
             continue
@@ -94,14 +101,11 @@ def peak_rss_mb(pid: int) -> float | None:
 
 
 def rss_mb(pid: int) -> float | None:
-    """VmRSS (resident memory now) in MiB, summed over the process and its live workers, or None
-    when it is gone or not Linux."""
-    total = None
-    for member in family(pid):
-        try:
-            for line in Path(f"/proc/{member}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total = (total or 0.0) + int(line.split()[1]) / 1024
-        except (OSError, ValueError, IndexError):
-            continue
-    return None if total is None else round(total, 1)
+    """VmRSS (resident memory now) in MiB, summed over the process and its live workers."""
+    return _status_mb(pid, "VmRSS")
+
+
+def rss_anon_mb(pid: int) -> float | None:
+    """RssAnon in MiB (the resident part of the process's own memory, without files mapped from
+    disk such as LevelDB's table files, whose pages the kernel can drop), summed likewise."""
+    return _status_mb(pid, "RssAnon")

@@ -25,7 +25,7 @@ import aiohttp
 
 from cli.bench.load import MAX_BATCH, RETRY_CODES, follow_blocks
 from cli.bench.setup import signed_transfers
-from cli.bench.stats import rss_mb
+from cli.bench.stats import rss_anon_mb, rss_mb
 from ledger import keys
 
 CHUNK = 5000  # transfers signed and handed over at a time
@@ -194,7 +194,8 @@ class Stream:
     def _sample(self, now: float) -> None:
         row = {"t_s": round(now - self.t0, 3), "committed": self.c.committed, "failed": self.c.failed,
                "height": self.c.height, "sent": self.c.sent, "accepted": self.c.accepted,
-               "dropped": self.c.dropped, "rss_mb": [rss_mb(p) for p in self.pids]}
+               "dropped": self.c.dropped, "rss_mb": [rss_mb(p) for p in self.pids],
+               "rss_anon_mb": [rss_anon_mb(p) for p in self.pids]}
         self.samples.append(row)
         if self.samples_file is not None:
             self.samples_file.write(json.dumps(row, separators=(",", ":")) + "\n")

@@ -278,3 +278,23 @@ def test_committed_governance_reads_follow_every_block_that_writes_them() -> Non
         assert store.state.get(flags) == value
         assert store.state.get(policy) == writes[policy]
     assert store.state.get(b"ga" + bytes.fromhex(BOB.address)) is None
+
+
+def test_leveldb_tables_carry_a_bloom_filter_so_reads_of_absent_keys_skip_them(tmp_path: Path) -> None:
+    """Every table the node's LevelDB writes has a Bloom filter block (most reads of a key that is
+    not there, such as a transfer to a new account, then touch no table file), and a key that is
+    there is still found."""
+    db = PlyvelBackend.open(tmp_path / "db")
+    for chunk in range(6):  # more than the 4 MiB write buffer, so memtables are flushed to tables
+        batch = WriteBatch()
+        batch.put_all((f"acct/{chunk:02d}/{i:06d}".encode(), bytes(1024)) for i in range(1000))
+        db.write(batch, sync=False)
+    db.close()
+    db = PlyvelBackend.open(tmp_path / "db")  # flushes the log to a table on open
+    try:
+        assert db.get(b"acct/03/000500") == bytes(1024) and db.get(b"acct/99/000000") is None
+    finally:
+        db.close()
+    tables = sorted((tmp_path / "db").glob("*.ldb"))
+    assert tables, "no table was written"
+    assert all(b"filter.leveldb.BuiltinBloomFilter2" in t.read_bytes() for t in tables)
