@@ -231,11 +231,16 @@ def decode(data: bytes, max_votes: int = 1024) -> Message:
     return msg
 
 
+_NO_BLOCK = frozenset((Kind.PREPARE, Kind.COMMIT))
+
+
 def carried_block(data: bytes) -> tuple[int, bytes] | None:
     """(height, block bytes) of a frame that carries a block (a proposal, a round change with its
     prepared block, a decided block), or None for any other frame or one that does not decode.
     Checks nothing else: what the node's runtime uses to start checking a block's transaction
     signatures off its event loop before the engine sees the message (`node.prefetch`)."""
+    if len(data) <= len(MAGIC) or data[len(MAGIC)] in _NO_BLOCK:
+        return None  # most frames are votes: not decoded twice
     try:
         msg = decode(data)
     except DecodeError:

@@ -6,6 +6,7 @@ the block must come out the same, an invalid signature included."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -54,8 +55,11 @@ async def handed_on(posted: Posted) -> None:
     raise AssertionError("the proposal was not handed on within 20 s")
 
 
+Parts = tuple[BlockExecutor, Mempool, SignatureChecks]
+
+
 @pytest.fixture
-async def parts(store: Store) -> AsyncIterator[tuple[BlockExecutor, Mempool, SignatureChecks]]:
+async def parts(store: Store) -> AsyncIterator[Parts]:
     executor, mempool = make(store)
     checks = SignatureChecks(mempool, NodeMetrics(), LOG, processes=2, name="test")
     checks.start()
@@ -78,8 +82,6 @@ def proposal(block: Block, height: int = 1) -> bytes:
                        block_bytes=block.encode()))
 
 
-Parts = tuple[BlockExecutor, Mempool, SignatureChecks]
-
 
 async def test_a_check_already_in_flight_is_waited_for_not_repeated(parts: Parts) -> None:
     _, _, checks = parts
@@ -93,63 +95,66 @@ async def test_a_check_already_in_flight_is_waited_for_not_repeated(parts: Parts
     assert checks.counts["workers"] == N + VERIFY_INLINE_BELOW and checks.counts["shared"] == 20
 
 
-def prefetcher(store: Store, mempool: Mempool, checks: SignatureChecks, posted: Posted) -> ProposalPrefetch:
+@pytest.fixture
+def prefetch(store: Store, parts: Parts) -> tuple[ProposalPrefetch, Posted]:
+    """A prefetcher whose task is not running: nothing it queues moves on."""
+    _, mempool, checks = parts
+    posted = Posted()
     return ProposalPrefetch(bft.carried_block, checks, mempool, DecodeMemo(), lambda: store.tip.height + 1,
-                            posted, LOG)
+                            posted, LOG), posted
+
+
+@pytest.fixture
+async def running(prefetch: tuple[ProposalPrefetch, Posted]) -> AsyncIterator[tuple[ProposalPrefetch, Posted]]:
+    task = asyncio.create_task(prefetch[0].run())
+    try:
+        yield prefetch
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def test_a_proposal_reaches_the_engine_with_its_signatures_checked(
-        store: Store, parts: Parts) -> None:
-    executor, mempool, checks = parts
-    posted = Posted()
-    prefetch = prefetcher(store, mempool, checks, posted)
-    task = asyncio.create_task(prefetch.run())
-    try:
-        block = foreign_block(store, payments())
-        frame = proposal(block)
-        assert prefetch.deliver("peer1", frame)
-        assert posted.messages == []  # held until its signatures are checked
-        await handed_on(posted)
-        assert posted.messages == [("peer1", frame)] and prefetch.prefetched == 1
-        assert checks.counts["workers"] == N
-        # The engine's check of the block then verifies nothing on the event loop.
-        assert executor.check_block(block, store.tip) is None
-        assert executor.signatures_verified == 0
-    finally:
-        task.cancel()
+        store: Store, parts: Parts, running: tuple[ProposalPrefetch, Posted]) -> None:
+    executor, _, checks = parts
+    prefetch, posted = running
+    block = foreign_block(store, payments())
+    frame = proposal(block)
+    assert prefetch.deliver("peer1", frame)
+    assert posted.messages == []  # held until its signatures are checked
+    await handed_on(posted)
+    assert posted.messages == [("peer1", frame)] and prefetch.prefetched == 1
+    assert checks.counts["workers"] == N
+    # The engine's check of the block then verifies nothing on the event loop.
+    assert executor.check_block(block, store.tip) is None
+    assert executor.signatures_verified == 0
 
 
 async def test_an_invalid_signature_is_still_refused_by_the_block_check(
-        store: Store, parts: Parts) -> None:
-    executor, mempool, checks = parts
-    posted = Posted()
-    prefetch = prefetcher(store, mempool, checks, posted)
-    task = asyncio.create_task(prefetch.run())
-    try:
-        txs = payments(bad=N - 1)
-        block = foreign_block(store, txs)
-        assert prefetch.deliver("peer1", proposal(block))
-        await handed_on(posted)
-        assert not mempool.is_verified(txs[-1]) and all(mempool.is_verified(tx) for tx in txs[:-1])
-        verdict = executor.check_block(block, store.tip)
-        assert verdict is not None and "invalid signature" in verdict
-        assert executor.signatures_verified == 1  # only the one the workers found invalid
-    finally:
-        task.cancel()
+        store: Store, parts: Parts, running: tuple[ProposalPrefetch, Posted]) -> None:
+    executor, mempool, _ = parts
+    prefetch, posted = running
+    txs = payments(bad=N - 1)
+    block = foreign_block(store, txs)
+    assert prefetch.deliver("peer1", proposal(block))
+    await handed_on(posted)
+    assert not mempool.is_verified(txs[-1]) and all(mempool.is_verified(tx) for tx in txs[:-1])
+    verdict = executor.check_block(block, store.tip)
+    assert verdict is not None and "invalid signature" in verdict
+    assert executor.signatures_verified == 1  # only the one the workers found invalid
 
 
 async def test_what_it_need_not_hold_goes_straight_to_the_engine(
-        store: Store, parts: Parts) -> None:
-    _, mempool, checks = parts
-    posted = Posted()
-    prefetch = prefetcher(store, mempool, checks, posted)  # its task is not running: nothing it queues moves
+        store: Store, prefetch: tuple[ProposalPrefetch, Posted]) -> None:
+    held_back, posted = prefetch  # its task is not running: nothing it queues moves
     block = foreign_block(store, payments())
     vote = encode(sign(Ed25519Signer(V1), CHAIN, Kind.PREPARE, 1, 0, 1, block.hash))
     small = foreign_block(store, payments()[:VERIFY_INLINE_BELOW - 1])
     for frame in (vote, proposal(block, height=2), proposal(small), b"not a frame"):
-        assert prefetch.deliver("peer1", frame)
+        assert held_back.deliver("peer1", frame)
         assert posted.messages[-1] == ("peer1", frame)  # at once: no block for the next height worth it
-    assert prefetch.deliver("peer1", proposal(block))
+    assert held_back.deliver("peer1", proposal(block))
     held = len(posted.messages)
-    assert prefetch.deliver("peer1", proposal(block))  # one message per peer waits at a time
+    assert held_back.deliver("peer1", proposal(block))  # one message per peer waits at a time
     assert len(posted.messages) == held + 1
