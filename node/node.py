@@ -418,6 +418,7 @@ class Node:
         self._timeouts_at_commit = self._round_timeouts()
         if self.network is not None:
             self.network.set_validators(self.valsets.at(self.store.tip.height + 1))
+            self.network.announce_commit()
         self.feed.on_commit(committed)
 
     def _round_timeouts(self) -> int:

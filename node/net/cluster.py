@@ -5,7 +5,9 @@ Topics:
     consensus   engine messages, both ways (`p2p.TopicChannel` is the runtime's transport)
     txs         batches of transactions this node admitted from clients (`node.net.gossip.TxBatcher`);
                 received ones go to the node's gossip intake and are never passed on
-    status      this node's head, broadcast every `status_interval_s` (`node.net.sync`)
+    status      this node's head, broadcast every `status_interval_s`, and sent to the observers
+                as soon as a block is committed (`announce_commit`), so that they fetch it at once
+                (`node.net.sync`)
     sync        request/response: blocks with their certificates, for peers that are behind
 
 `PeerNetwork` owns its tasks (status announcements, the block syncer, the gossip batcher) and the
@@ -108,7 +110,9 @@ class PeerNetwork:
                 status_interval_s=config.status_interval_s),
             on_syncing=lambda on: metrics.syncing.set(1 if on else 0), logger=logger,
             validators_at=validators_at, known_through=known_through, verify_signatures=verify_signatures,
+            me=key.address,
         )
+        self._announce_queued = False
         self.p2p.register_handler(SYNC_TOPIC, self._serve_sync)
         self._collector = _NetworkCollector(self)
         metrics.registry.register(self._collector)
@@ -162,6 +166,23 @@ class PeerNetwork:
             self._validators = frozenset(validators) - {self._me}
             self.p2p.set_validators(validators)
             self.sync.set_validators(validators)
+
+    def announce_commit(self) -> None:
+        """A block was committed: tell the connected observers this node's new head, once per turn
+        of the event loop however many blocks were committed in it (block sync commits runs)."""
+        if self._started and not self._announce_queued:
+            self._announce_queued = True
+            asyncio.get_running_loop().call_soon(self._announce_to_observers)
+
+    def _announce_to_observers(self) -> None:
+        self._announce_queued = False
+        if not self._started:
+            return
+        tip = self._store.tip
+        status = encode_status(tip.height, tip.block_hash)
+        for peer in self.connected_peers():
+            if peer not in self._validators:
+                self.p2p.send(peer, STATUS_TOPIC, status)
 
     def is_validator(self, peer: str) -> bool:
         return peer in self._validators

@@ -1,10 +1,13 @@
 """Block sync: how a node that is behind fetches final blocks from its peers, and serves its own.
 
 Heights. Every node broadcasts a small status (`{"height", "hash"}` of its head) on the "status"
-topic every `status_interval_s`; `BlockSync` keeps the last one of each peer. A node syncs when a
-peer is two or more blocks ahead, when it has been one block behind for `sync_lag_grace_s` without
-committing anything (a missed commit that consensus alone will not repair), or when the engine
-asks for it (Raft's `needs_sync` in `status()`).
+topic every `status_interval_s`, and a validator also sends it to its observers as soon as it
+commits a block (`PeerNetwork.announce_commit`); `BlockSync` keeps the last one of each peer. A
+validator syncs when a peer is two or more blocks ahead, when it has been one block behind for
+`sync_lag_grace_s` without committing anything (a missed commit that consensus alone will not
+repair), or when the engine asks for it (Raft's `needs_sync` in `status()`). A node that is not a
+validator of the set in force (an observer) takes part in no consensus, so it syncs as soon as a
+peer is one block ahead: a commit announcement brings it the block within one round trip.
 
 A status is a claim, and a faulty validator may claim any height. A single claim is enough to
 *try* fetching from that peer (every block fetched is checked against its certificate), but the
@@ -336,8 +339,9 @@ class BlockSync:
                  clock: Callable[[], float] = time.monotonic, rng: random.Random | None = None,
                  validators_at: Callable[[int], Sequence[str]] | None = None,
                  known_through: Callable[[], int] | None = None,
-                 verify_signatures: VerifySignatures | None = None) -> None:
+                 verify_signatures: VerifySignatures | None = None, me: str | None = None) -> None:
         self._store = store
+        self._me = me  # this node's id: not in the set in force means it only follows (an observer)
         # Where transaction signatures are checked (default: keys.verify_many on a thread).
         self._verify_signatures = verify_signatures or (lambda items: asyncio.to_thread(keys.verify_many, items))
         # The next batch, requested from the same peer while this one is checked and committed:
@@ -378,6 +382,14 @@ class BlockSync:
         # How many distinct validators must report a height before this node takes it as the
         # network's: f + 1 includes an honest one. A crash-fault engine trusts its validators' word.
         self._vouchers = 1 if trusts_validators(self._kind) else max_faulty(len(self._validators)) + 1
+        # How far ahead a peer must be before syncing starts at once: a validator one block behind is
+        # usually still committing that block by consensus; an observer never is.
+        self._lead_to_sync = 1 if self.following_only else 2
+
+    @property
+    def following_only(self) -> bool:
+        """True when this node is no validator of the set in force: blocks reach it by sync alone."""
+        return self._me is not None and self._me not in self._validator_set
 
     def verified_under(self, block_hash: str) -> tuple[str, ...] | None:
         """The validator set a synced block's certificate was checked under (None: not by this syncer)."""
@@ -392,7 +404,7 @@ class BlockSync:
             return
         self.counters["status_in"] += 1
         self.heads[peer] = PeerHead(message.height, message.hash, self._clock())
-        if message.height >= self._store.tip.height + 2:
+        if message.height >= self._store.tip.height + self._lead_to_sync:
             self._wakeup.set()
 
     def serve(self, data: bytes) -> bytes:
@@ -460,7 +472,7 @@ class BlockSync:
         if target <= own:
             self._behind_since = None
             return None
-        if target >= own + 2 or (hint is not None and hint > own):
+        if target >= own + self._lead_to_sync or (hint is not None and hint > own):
             return target
         if self._behind_since is None:
             self._behind_since = now
