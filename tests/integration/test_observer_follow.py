@@ -53,10 +53,11 @@ async def test_an_observer_has_each_block_without_waiting_for_the_periodic_statu
     for nonce in range(3):
         tx = pay(alice, nonce, bob)
         assert [o.code for o in await validators[nonce % N].service.submit([tx.to_json()])] == ["accepted"]
-        await eventually(lambda: validators[0].store.tip.height >= nonce + 1, f"block {nonce + 1} on node0")
+        await eventually(lambda n=nonce: validators[0].store.tip.height >= n + 1, f"block {nonce + 1} on node0")
         height = validators[0].store.tip.height
-        await eventually(lambda: observer.store.tip.height >= height, f"the observer at height {height}",
+        await eventually(lambda h=height: observer.store.tip.height >= h, f"the observer at height {height}",
                          timeout_s=20.0)
-        assert observer.store.height_of_block(validators[0].store.tip.block_hash) == height
+        mine, theirs = observer.store.load_block(height), validators[0].store.load_block(height)
+        assert mine is not None and theirs is not None and mine.hash == theirs.hash
     assert observer.network.sync.counters["blocks_applied"] >= 3
     await asyncio.sleep(0)  # nothing pending on the loop when the stack closes the nodes
