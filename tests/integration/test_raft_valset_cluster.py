@@ -1,7 +1,8 @@
 """Validator-set changes on a Raft cluster of real `ledgerd start` processes under an outside
 client's load, driven with the CLI like the runbook (docs/validators.md): the observer written by
 `ledgerd testnet --observers 1` follows as a learner, is voted in with `add-validator` (the dry run
-shows Raft's figures) and from its activation height its copies count: with two of the five
+shows Raft's figures; a validator is killed with `kill -9` while it is decided and restarted once it
+is in force) and from its activation height its copies count: with two of the five
 validators killed, the other three (it among them) still commit. An original validator is then
 retired with `remove-validator`, the chain carries on without it, a one-step key rotation is
 refused with the two-step way to do it, and the retired node, wiped, syncs from genesis through
@@ -61,10 +62,16 @@ def test_a_learner_joins_counts_then_an_original_retires(cluster: ObservedCluste
         dry = cluster.gov("propose", "add-validator", "--node-id", new_id, "--p2p-url", url, "--name",
                           "observer0", "--key", members(cluster)[0], "--dry-run")
         assert dry["validator_set_after"]["summary"] == "after this change n=5, f=2, quorum 3"
-        added = decide(cluster, "add-validator", "--node-id", new_id, "--p2p-url", url, "--name", "observer0")
+        # node2 is killed (kill -9) while the change is being decided and restarted once it is in
+        # force: four of five run meanwhile, and node2 takes the new set up from its stored chain.
+        added = decide(cluster, "add-validator", "--node-id", new_id, "--p2p-url", url, "--name", "observer0",
+                       before_vote=lambda: kill(cluster, 2))
         at = added["effective_height"]
         wait_for(lambda: cluster.client(OBSERVER).status()["role"] == "validator", 60,
                  "the observer to be a validator")
+        wait_for(lambda: cluster.height(0) >= at + 2, 60, "blocks under the new set without node2")
+        cluster.start(2)
+        cluster.wait_ready(2)
         for k in range(N + 1):
             wait_for(lambda k=k: cluster.height(k) >= at + 2, 60, f"node{k} past the activation height")
         voter = engine(cluster, OBSERVER)

@@ -1,6 +1,7 @@
 """Validator-set changes on a PBFT cluster of real `ledgerd start` processes under an outside
 client's load, driven with the CLI like the runbook (docs/validators.md): an observer written by
-`ledgerd testnet --observers 1` is voted in with `add-validator` and signs blocks from its
+`ledgerd testnet --observers 1` is voted in with `add-validator` (a validator is killed with
+`kill -9` while the change is decided, and restarted after it is in force) and signs blocks from its
 activation height; an original validator is then retired with `remove-validator` and killed
 (`kill -9`); another one's key is rotated (`rotate-validator-key`, the node restarted with the new
 key); every node shows the new set, one chain, nothing acknowledged lost, supply conserved, and a
@@ -16,7 +17,7 @@ import json
 import shutil
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -39,14 +40,24 @@ def seals(cluster: ObservedCluster, k: int, height: int) -> set[str]:
     return {s["validator"] for s in block["certificate"]["seals"]}
 
 
-def decide(cluster: ObservedCluster, *args: str) -> dict[str, Any]:
+def decide(cluster: ObservedCluster, *args: str, before_vote: Callable[[], None] | None = None) -> dict[str, Any]:
+    """Propose a change with committee member 0 and pass it with member 1's vote (`before_vote` runs
+    in between: the change is then decided after it, so anything it does precedes the activation)."""
     members = sorted((cluster.net / "committee").glob("member*.pem"))
     proposed = cluster.gov("propose", *args, "--key", str(members[0]), "--wait")
+    if before_vote is not None:
+        before_vote()
     voted = cluster.gov("vote", proposed["proposal"], "--approve", "--key", str(members[1]), "--wait", node=1)
     assert voted["status"] == "executed", voted
     shown: dict[str, Any] = cluster.gov("show", proposed["proposal"])
     assert shown["effective_height"] == shown["executed_height"] + 2
     return shown
+
+
+def kill(cluster: ObservedCluster, k: int) -> None:
+    """kill -9 node k and reap it."""
+    cluster.procs[k].kill()
+    cluster.procs[k].wait(timeout=30)
 
 
 def test_add_an_observer_then_retire_a_validator_under_load(cluster: ObservedCluster) -> None:
@@ -62,12 +73,20 @@ def test_add_an_observer_then_retire_a_validator_under_load(cluster: ObservedClu
                           f"wss://127.0.0.1:{cluster.base + 1100}", "--name", "observer0", "--key",
                           str(sorted((cluster.net / "committee").glob("member*.pem"))[0]), "--dry-run")
         assert dry["validator_set_after"]["summary"] == "after this change n=5, f=1, quorum 4"
+        # node2 is killed (kill -9) while the change is being decided, and comes back after its
+        # activation: it takes up the new set from its own stored chain and block sync.
         added = decide(cluster, "add-validator", "--node-id", new_id, "--p2p-url",
-                       f"wss://127.0.0.1:{cluster.base + 1100}", "--name", "observer0")
+                       f"wss://127.0.0.1:{cluster.base + 1100}", "--name", "observer0",
+                       before_vote=lambda: kill(cluster, 2))
         at = added["effective_height"]
         wait_for(lambda: cluster.client(OBSERVER).status()["role"] == "validator", 60, "the observer to be a validator")
+        wait_for(lambda: cluster.height(0) >= at + 2, 60, "blocks under the new set without node2")
+        cluster.start(2)
+        cluster.wait_ready(2)
         for k in range(N + 1):
             wait_for(lambda k=k: cluster.height(k) >= at + 3, 60, f"node{k} past the activation height")
+        wait_for(lambda: [v["node_id"] for v in cluster.client(2).status()["validators"]] == ids[:4] + [new_id],
+                 60, "the restarted node2 to show the new set")
         # From the activation height on, blocks need 4 of 5 seals; the new validator signs.
         assert all(len(seals(cluster, 0, h)) >= 4 for h in range(at, at + 3))
         assert all(not (seals(cluster, 0, h) - set(ids[:4])) for h in range(1, at))
@@ -77,8 +96,7 @@ def test_add_an_observer_then_retire_a_validator_under_load(cluster: ObservedClu
         removed = decide(cluster, "remove-validator", "--node-id", retired)
         gone_at = removed["effective_height"]
         wait_for(lambda: cluster.height(0) >= gone_at, 60, "the removal to activate")
-        cluster.procs[3].kill()  # kill -9 the retired validator; the other four carry on
-        cluster.procs[3].wait(timeout=30)
+        kill(cluster, 3)  # the retired validator; the other four carry on
         before = len(committed)
         wait_for(lambda: len(committed) >= before + 5, 60, "load to commit without the retired validator")
         assert all(retired not in seals(cluster, 0, h) for h in range(gone_at, cluster.height(0) + 1))
