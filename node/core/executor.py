@@ -9,6 +9,11 @@ Signatures are verified once per node: a transaction this node's mempool admitte
 signature) is not verified again when it shows up in a block, and one first met in a block is
 noted with the mempool, so its later arrival by gossip is not verified again either.
 
+An idle chain stays quiet (no transactions, no block), except while a decided validator-set change
+waits for its activation height (`ledger.valset`): the heights up to it are then proposed even
+empty, so that a change decided on an idle chain takes effect at once (its activation block is the
+first the new set decides) rather than at the next traffic.
+
 Every block built here is a version-2 block: its header commits to the receipts (the results) of
 its transactions, which is what lets a proof show a transaction's result. A proposal must be
 version 2 and its receipts root must be the one this node's execution produces; a version-1 block
@@ -22,9 +27,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from consensus.api import ChainTip
+from ledger import valset
 from ledger.block import CURRENT_HEADER_VERSION, Block, make_block, receipts_root_hex
 from ledger.errors import Rejected
-from ledger.state import Execution, ParseMemo, execute
+from ledger.state import Execution, ParseMemo, StateOverlay, execute
 from node.core.mempool import Mempool
 from storage import Store
 
@@ -123,7 +129,8 @@ class BlockExecutor:
         if parent.height != tip.height or parent.block_hash != tip.block_hash or height != tip.height + 1:
             return None
         txs = tuple(self._mempool.reap(self.limits.max_block_txs, self.limits.max_block_bytes))
-        if not txs and (round == 0 or not self.limits.empty_block_after_round_0):
+        if not txs and (round == 0 or not self.limits.empty_block_after_round_0) \
+                and not self.activation_ahead(height):
             return None
         execution = execute(self._store.state, self._store.chain_id, height, txs, parent.app_hash, self._memo)
         timestamp = max(self._clock_ms(), parent.timestamp + 1)
@@ -131,6 +138,14 @@ class BlockExecutor:
                            execution.app_hash, execution.receipts)
         self._remember(block, execution)
         return block
+
+    def activation_ahead(self, height: int) -> bool:
+        """True when a decided validator-set change is not yet in force at the committed head and
+        comes into force at `height` or later: block `height` is worth proposing even empty, up to
+        the activation height's block, the first one the new set decides (read from committed
+        state: the same answer on every node)."""
+        pending = valset.pending_change(StateOverlay(self._store.state, self._store.chain_id))
+        return pending is not None and height <= int(pending["effective_height"])
 
     # --- committing -------------------------------------------------------------------------
 

@@ -299,7 +299,7 @@ class NodeCore:
             self._build(item)
         elif isinstance(item, _TxsSignal):
             self._txs_signal_queued = False
-            if self.mempool.ready_total > 0:
+            if self._work_ready():
                 self._step(TxsAvailable())
         elif isinstance(item, _Synced):
             self._apply_one_synced(item)
@@ -409,7 +409,8 @@ class NodeCore:
             self._inbox.append(item)  # the next block on a later turn: ticks and peers run in between
 
     def _commit(self, block: Block, certificate: dict[str, Any], *, synced: bool) -> bool:
-        """Store a final block and update everything that depends on it; True if txs remain ready."""
+        """Store a final block and update everything that depends on it; True if there is still
+        something to propose (`_work_ready`)."""
         started = time.perf_counter()  # for the commit-duration metric only; decides nothing
         self._last_commit_at = self._clock()
         execution = self.executor.execution_for(block)
@@ -419,7 +420,12 @@ class NodeCore:
         self.metrics.observe_commit(block.height, len(block.txs), time.perf_counter() - started)
         self.metrics.mempool_size.set(len(self.mempool))
         self._listener.on_commit(CommittedBlock(block, certificate, execution.receipts, tuple(dropped), synced))
-        return self.mempool.ready_total > 0
+        return self._work_ready()
+
+    def _work_ready(self) -> bool:
+        """Something to propose at the next height: ready transactions, or a validator-set change
+        waiting for its activation height (proposed even as empty blocks; `BlockExecutor`)."""
+        return self.mempool.ready_total > 0 or self.executor.activation_ahead(self.store.tip.height + 1)
 
     def _report_dropped(self, dropped: Sequence[Dropped]) -> None:
         if dropped:
