@@ -167,6 +167,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     from node.liveness import explain
 
     status = LedgerClient(args.node).status()
+    if args.peer_arg:
+        node_id, url = status.get("node_id"), status.get("p2p_url")
+        if not isinstance(node_id, str) or not isinstance(url, str) or not url:
+            raise CliError(f"the node at {args.node} reports no p2p URL (a single-validator chain runs no "
+                           "p2p, so no node can follow it)")
+        print(f"{node_id}={url}")
+        return 0
     print(json.dumps(status, indent=2, sort_keys=True))
     health = status.get("consensus_health")
     if isinstance(health, str) and health != "ok":
@@ -442,6 +449,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("status", help="show a node's status: node, chain, height, peers, consensus")
     _add_node_url(p)
+    p.add_argument("--peer-arg", action="store_true",
+                   help="print only the node's ID=URL (node id and p2p URL), the form `ledgerd join --peer` "
+                        "and the [peers] table take")
     p.set_defaults(func=cmd_status)
 
     from cli.gov import add_gov_parser
@@ -484,6 +494,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(exc))
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`ledgerd status | head`): nothing more to say, and no error to say
+        # it with. Point stdout at /dev/null so the interpreter's final flush is quiet too.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # as a process killed by SIGPIPE reports it in the shell
     except Exception as exc:  # every error leaves as one line; LEDGERD_DEBUG=1 shows where it came from
         described = _describe_known(exc)
         if os.environ.get("LEDGERD_DEBUG"):

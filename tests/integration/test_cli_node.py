@@ -193,6 +193,15 @@ def test_start_tx_status_and_sigterm(net: Path, reaper: Reaper) -> None:
     assert status.returncode == 0, status.stderr
     shown = json.loads(status.stdout)
     assert shown["height"] == 3 and shown["chain_id"] == "ledger-local"
+    # A single validator runs no p2p: there is no ID=URL for `ledgerd join --peer`, and it says why.
+    lone = ledgerd("status", "--node", node.url, "--peer-arg")
+    assert lone.returncode == 1 and "reports no p2p URL" in one_line(lone.stderr), lone.stderr
+    # A reader that goes away (`ledgerd status | head -1`) is no error to report.
+    with subprocess.Popen([*CLI, "status", "--node", node.url], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True) as piped:
+        assert piped.stdout is not None and piped.stderr is not None
+        piped.stdout.close()
+        assert piped.wait(timeout=60) in (0, 141) and piped.stderr.read() == ""
 
     assert node.stop(signal.SIGTERM) == 0
     log = node.log.read_text()

@@ -194,3 +194,27 @@ def test_a_raft_observer_follows_and_forwards(tmp_path: Path) -> None:
         assert c.get(OBSERVER, f"/v1/blocks/{height}")["hash"] == c.get(0, f"/v1/blocks/{height}")["hash"]
     finally:
         c.reap()
+
+
+def test_a_node_joined_from_the_validators_peer_args_follows(cluster: ObservedCluster, tmp_path: Path) -> None:
+    """The runbook's first step: `ledgerd status --peer-arg` of each running validator gives the
+    `--peer` arguments of `ledgerd join`, and the observer it writes follows the chain."""
+    live = [k for k in range(N) if cluster.procs[k].poll() is None]  # node3 may have been killed above
+    args = [cluster.cli("status", "--node", cluster.urls[k], "--peer-arg").stdout.strip() for k in live]
+    for k, arg in zip(live, args, strict=True):
+        status = cluster.client(k).status()
+        assert arg == f"{status['node_id']}={status['p2p_url']}"
+    rest, p2p = ports._pick(lambda b: [b, b + 1], 2)
+    home = tmp_path / "joined"
+    cluster.cli("join", "--genesis", str(cluster.homes[0] / "genesis.json"),
+                *(a for arg in args for a in ("--peer", arg)), "--out", str(home),
+                "--rest-port", str(rest), "--p2p-port", str(p2p))
+    k = len(cluster.homes)
+    cluster.homes.append(home)
+    cluster.urls.append(f"http://127.0.0.1:{rest}")
+    cluster.start(k)  # reaped with the cluster
+    cluster.wait_ready(k)
+    height = max(cluster.height(v) for v in live)
+    wait_for(lambda: cluster.height(k) >= height, 60, "the joined node to catch up")
+    assert cluster.get(k, f"/v1/blocks/{height}")["hash"] == cluster.get(live[0], f"/v1/blocks/{height}")["hash"]
+    assert cluster.client(k).status()["role"] == "observer"
