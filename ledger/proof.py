@@ -371,7 +371,7 @@ def verify_bundle(bundle: Any, genesis: Genesis, check_certificate: CertificateC
         "header_version": header.version,
         "engine": genesis.consensus,
         "finality": finality,
-        "signers": [{"node_id": s, "name": names.get(s, "")} for s in signers],
+        "signers": [{"node_id": s, "name": names.get(s)} for s in signers],  # None: not a genesis validator
         "validators": len(validators),
         "validator_changes": len(changes),
     }
