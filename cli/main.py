@@ -170,8 +170,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.peer_arg:
         node_id, url = status.get("node_id"), status.get("p2p_url")
         if not isinstance(node_id, str) or not isinstance(url, str) or not url:
-            raise CliError(f"the node at {args.node} reports no p2p URL (a single-validator chain runs no "
-                           "p2p, so no node can follow it)")
+            raise CliError(f"the node at {args.node} reports no p2p URL (a chain of one validator and no "
+                           "committee can never change its set, so it runs no p2p and no node can follow it)")
         print(f"{node_id}={url}")
         return 0
     print(json.dumps(status, indent=2, sort_keys=True))

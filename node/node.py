@@ -11,8 +11,8 @@ and starts and stops them in order.
 The parts: `NodeCore` (node.core, the decisions) driven by `Runtime` (node.runtime); `TxIntake`
 (node.intake: submissions and gossip in); `ChainReads` (node.reads) and `CommitFeed` (node.feed:
 waiters and event streams), which together with the intake make up the `NodeService`;
-`SignatureChecks` (node.signatures); and, on a chain with more than one validator, the
-`PeerNetwork` (node.net.cluster: p2p listener, a link to every peer, tx gossip, block sync).
+`SignatureChecks` (node.signatures); and, unless the chain is one validator with no committee
+(a set that can never change), the `PeerNetwork` (node.net.cluster: p2p listener, a link to every peer, tx gossip, block sync).
 
 A node halts by itself on a fatal error (a failed durable write, a committed block it cannot
 execute, a task it owns that failed or ended): `await node.wait_stopped()` returns then, and
@@ -164,7 +164,10 @@ class Node:
         self._stopped = asyncio.Event()
         self._stop_lock = asyncio.Lock()
         self.network: PeerNetwork | None = None
-        if len(genesis.validator_ids) > 1 or observer:
+        # p2p runs unless the chain is one validator for ever (no committee to change the set): a
+        # lone validator of a governed chain must be able to take an observer's link, or its chain
+        # could never grow to two.
+        if len(genesis.validator_ids) > 1 or observer or genesis.governance is not None:
             self.network = PeerNetwork(
                 config=config, key=key, genesis=genesis, store=store, metrics=metrics, logger=logger,
                 validators=self.valsets.at(store.tip.height + 1), known_validators=self.valsets.ever(),

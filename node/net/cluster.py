@@ -17,8 +17,8 @@ even if one of them had died. It exposes the transport's and the syncer's counte
 metrics (`ledgerd_p2p_events_total{event}`, `ledgerd_sync_events_total{event}`) and keeps the
 `ledgerd_peers_connected` gauge current.
 
-Built by `node.node.Node` (the composition root) when the chain has more than one validator, or
-the node is an observer. Peers that are not validators in force are observers: their consensus
+Built by `node.node.Node` (the composition root) unless the chain is one validator for ever (a
+single validator and no committee to change the set). Peers that are not validators in force are observers: their consensus
 messages are dropped (counted), the transactions they forward are verified like a client's, and
 they get no consensus traffic; validators accept up to `p2p_max_observer_links` of them.
 """

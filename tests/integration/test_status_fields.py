@@ -57,4 +57,18 @@ async def test_a_single_validator_is_its_own_quorum(tmp_path: Path) -> None:
     assert status["consensus_health"] == "ok"
     assert status["liveness"] == {**status["liveness"], "validators": 1, "max_faulty": 0, "quorum": 1,
                                   "validators_connected": 1, "rounds_without_commit": 0}
+    # Its committee may add a validator, so it listens for peers like any validator.
+    assert status["p2p_url"] == "wss://127.0.0.1:9001"
+
+
+async def test_a_lone_validator_without_a_committee_opens_no_p2p_port(tmp_path: Path) -> None:
+    """One validator and no committee: the set can never change, nobody can ever join."""
+    net = make_testnet(tmp_path / "net", validators=1, accounts=1, committee=0)
+    node = Node.open(net.node_homes[0], {"tick_ms": 10}, environ={})
+    await node.start()
+    try:
+        status = node.service.status()
+    finally:
+        await node.stop()
+    assert node.network is None
     assert status["p2p_url"] is None and status["p2p_bind"] is None
