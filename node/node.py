@@ -12,7 +12,8 @@ The parts: `NodeCore` (node.core, the decisions) driven by `Runtime` (node.runti
 (node.intake: submissions and gossip in); `ChainReads` (node.reads) and `CommitFeed` (node.feed:
 waiters and event streams), which together with the intake make up the `NodeService`;
 `SignatureChecks` (node.signatures); and, unless the chain is one validator with no committee
-(a set that can never change), the `PeerNetwork` (node.net.cluster: p2p listener, a link to every peer, tx gossip, block sync).
+(a set that can never change), the `PeerNetwork` (node.net.cluster: p2p listener, a link to
+every peer, tx gossip, block sync).
 
 A node halts by itself on a fatal error (a failed durable write, a committed block it cannot
 execute, a task it owns that failed or ended): `await node.wait_stopped()` returns then, and

@@ -18,9 +18,10 @@ metrics (`ledgerd_p2p_events_total{event}`, `ledgerd_sync_events_total{event}`) 
 `ledgerd_peers_connected` gauge current.
 
 Built by `node.node.Node` (the composition root) unless the chain is one validator for ever (a
-single validator and no committee to change the set). Peers that are not validators in force are observers: their consensus
-messages are dropped (counted), the transactions they forward are verified like a client's, and
-they get no consensus traffic; validators accept up to `p2p_max_observer_links` of them.
+single validator and no committee to change the set). Peers that are not validators in force are
+observers: their consensus messages are dropped (counted), the transactions they forward are
+verified like a client's, and they get no consensus traffic; validators accept up to
+`p2p_max_observer_links` of them.
 """
 
 from __future__ import annotations
