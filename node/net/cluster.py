@@ -100,6 +100,7 @@ class PeerNetwork:
             max_pending_txs=config.gossip_max_pending_txs,
             flush_s=config.gossip_flush_ms / 1000,
             on_overflow=lambda n: metrics.dropped.labels("tx_gossip_overflow").inc(n),
+            has_peers=lambda: self.connected_validators() > 0,
         )
         self.sync = BlockSync(
             store=store, kind=genesis.consensus, validators=validators, request=self._request,

@@ -192,10 +192,13 @@ class TxBatcher:
 
     With `flush_s == 0` every `add` is broadcast at once; otherwise the owner runs `run()` as a
     task, which sends whatever accumulated `flush_s` after the first transaction of a batch.
+    While `has_peers()` says no peer would get a broadcast (a lone validator that listens for a
+    newcomer, or every link down), `add` keeps nothing: a broadcast then reaches nobody anyway.
     """
 
     def __init__(self, broadcast: Broadcast, *, max_batch_txs: int, max_batch_bytes: int,
-                 max_pending_txs: int, flush_s: float, on_overflow: Callable[[int], None]) -> None:
+                 max_pending_txs: int, flush_s: float, on_overflow: Callable[[int], None],
+                 has_peers: Callable[[], bool] = lambda: True) -> None:
         if max_batch_txs < 1 or max_batch_bytes < 2 or max_pending_txs < 1 or flush_s < 0:
             raise ValueError("gossip limits must be positive")
         self._broadcast = broadcast
@@ -204,6 +207,7 @@ class TxBatcher:
         self._max_pending_txs = max_pending_txs
         self._flush_s = flush_s
         self._on_overflow = on_overflow
+        self._has_peers = has_peers
         self._pending: list[bytes] = []
         self._wakeup = asyncio.Event()
         self.batches_sent = 0
@@ -213,6 +217,8 @@ class TxBatcher:
         return len(self._pending)
 
     def add(self, txs: Sequence[Transaction]) -> None:
+        if not self._has_peers():
+            return
         room = self._max_pending_txs - len(self._pending)
         if len(txs) > room:
             self._on_overflow(len(txs) - max(room, 0))

@@ -312,6 +312,20 @@ def test_gossip_batches_respect_the_count_and_byte_limits() -> None:
     assert [t["body"]["nonce"] for b in batches for t in b] == [0, 1, 2, 3, 4]
 
 
+def test_gossip_keeps_nothing_while_no_peer_would_get_it() -> None:
+    """A lone validator (listening for a newcomer) or one whose links are all down: no batch is
+    built for nobody, and none is sent later for what came in meanwhile."""
+    sent: list[bytes] = []
+    peers = [False]
+    batcher = TxBatcher(sent.append, max_batch_txs=10, max_batch_bytes=1 << 20, max_pending_txs=10, flush_s=0,
+                        on_overflow=lambda n: None, has_peers=lambda: peers[0])
+    batcher.add([transfer(ACCOUNTS[0], 0, ACCOUNTS[1])])
+    assert (batcher.pending, sent, batcher.batches_sent) == (0, [], 0)
+    peers[0] = True
+    batcher.add([transfer(ACCOUNTS[0], 1, ACCOUNTS[1])])
+    assert [t["body"]["nonce"] for t in json.loads(sent[0])] == [1] and len(sent) == 1
+
+
 async def test_an_unexpected_error_while_decoding_ends_the_sync_instead_of_hanging_it(store: Store) -> None:
     """Only a BadBatch is the peer's fault; anything else raised while a block is decoded and
     certified (a bug) must reach the sync task, which the node supervises, not leave it waiting."""
