@@ -5,7 +5,8 @@ deploy` starts the stack with free host ports; then: a transfer commits, a valid
 killed (Swarm restarts it and it catches up while the others commit), every validator gets a
 rolling `docker service update --force` one at a time with a commit after each, and everything is
 removed: the stack, its volumes, secrets and configs, and the swarm itself if this test made it
-(`docker swarm leave --force` only when the machine was not in a swarm before).
+(`docker swarm leave --force` only when the machine was not in a swarm before, and the
+docker_gwbridge network that `swarm init` made removed with it).
 
 Without docker this is skipped, except under CI=true, where it fails: CI must run it.
 Settings: LEDGERD_E2E_IMAGE (ledgerd:test) and LEDGERD_E2E_SKIP_BUILD=1, as for the compose tests.
@@ -77,6 +78,9 @@ def _need_docker() -> None:
 def one_node_swarm() -> Iterator[None]:
     state = docker("info", "--format", "{{.Swarm.LocalNodeState}}").stdout.strip()
     made = state == "inactive"
+    # `swarm init` creates the docker_gwbridge network, and `swarm leave` keeps it: it goes too
+    # when this test made it.
+    gwbridge_before = docker("network", "inspect", "docker_gwbridge", check=False).returncode == 0
     if made:
         _say("docker swarm init (a one-node swarm, left again at the end)")
         docker("swarm", "init", "--advertise-addr", "127.0.0.1")
@@ -87,6 +91,8 @@ def one_node_swarm() -> Iterator[None]:
     finally:
         if made:
             docker("swarm", "leave", "--force", check=False)
+            if not gwbridge_before:
+                docker("network", "rm", "docker_gwbridge", check=False)
 
 
 def _cleanup(stack: str, prefix: str) -> None:
