@@ -382,14 +382,17 @@ class BlockSync:
         # How many distinct validators must report a height before this node takes it as the
         # network's: f + 1 includes an honest one. A crash-fault engine trusts its validators' word.
         self._vouchers = 1 if trusts_validators(self._kind) else max_faulty(len(self._validators)) + 1
-        # How far ahead a peer must be before syncing starts at once: a validator one block behind is
-        # usually still committing that block by consensus; an observer never is.
-        self._lead_to_sync = 1 if self.following_only else 2
 
     @property
     def following_only(self) -> bool:
         """True when this node is no validator of the set in force: blocks reach it by sync alone."""
         return self._me is not None and self._me not in self._validator_set
+
+    @property
+    def _lead_to_sync(self) -> int:
+        """How far ahead a peer must be before syncing starts at once: a validator one block behind
+        is usually still committing that block by consensus; an observer never is."""
+        return 1 if self.following_only else 2
 
     def verified_under(self, block_hash: str) -> tuple[str, ...] | None:
         """The validator set a synced block's certificate was checked under (None: not by this syncer)."""

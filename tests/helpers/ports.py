@@ -54,10 +54,13 @@ def _pick(ports_for: Callable[[int], list[int]], span: int) -> list[int]:
     raise AssertionError("no free port range below the ephemeral range")
 
 
-def free_base_port(validators: int = 4) -> int:
-    """A base port P whose REST (P+k) and p2p (P+1000+k) ports are all free right now."""
+def free_base_port(validators: int = 4, observers: int = 0) -> int:
+    """A base port P whose REST (P+k) and p2p (P+1000+k) ports are all free right now, and those of
+    `ledgerd testnet --observers` (REST P+100+k, p2p P+1100+k)."""
     ports = _pick(lambda base: [base + k for k in range(validators)]
-                  + [base + 1000 + k for k in range(validators)], 1000 + validators)
+                  + [base + 1000 + k for k in range(validators)]
+                  + [base + 100 + k for k in range(observers)]
+                  + [base + 1100 + k for k in range(observers)], 1100 + max(validators, observers))
     return ports[0]
 
 

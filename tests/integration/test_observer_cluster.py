@@ -32,8 +32,7 @@ OBSERVER = N  # the observer's index in Cluster.homes / urls / procs
 
 class ObservedCluster(Cluster):
     def __init__(self, root: Path, consensus: str = "pbft") -> None:  # not super().__init__: no observer
-        self.base = ports._pick(lambda b: [b + k for k in range(N)] + [b + 1000 + k for k in range(N)]
-                                + [b + 100, b + 1100], 1101)[0]
+        self.base = ports.free_base_port(N, observers=1)
         self.net = root / "net"
         self.cli("testnet", "--validators", str(N), "--out", str(self.net), "--accounts", "4",
                  "--base-port", str(self.base), "--observers", "1", "--consensus", consensus)
@@ -204,7 +203,7 @@ def test_a_node_joined_from_the_validators_peer_args_follows(cluster: ObservedCl
     for k, arg in zip(live, args, strict=True):
         status = cluster.client(k).status()
         assert arg == f"{status['node_id']}={status['p2p_url']}"
-    rest, p2p = ports._pick(lambda b: [b, b + 1], 2)
+    rest, p2p = ports.free_ports(2)
     home = tmp_path / "joined"
     cluster.cli("join", "--genesis", str(cluster.homes[0] / "genesis.json"),
                 *(a for arg in args for a in ("--peer", arg)), "--out", str(home),

@@ -40,10 +40,8 @@ async def start(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Started
     """start(consensus, settings): 4 validators and an observer of a fresh testnet, all running."""
     async with AsyncExitStack() as stack:
         async def go(consensus: str, settings: dict[str, Any]) -> Started:
-            base = ports._pick(lambda b: [b + k for k in range(N)] + [b + 1000 + k for k in range(N)]
-                               + [b + 100, b + 1100], 1101)[0]
-            net = tn.make_testnet(tmp_path / "net", validators=N, accounts=2, base_port=base, observers=1,
-                                  consensus=consensus)
+            net = tn.make_testnet(tmp_path / "net", validators=N, accounts=2, observers=1, consensus=consensus,
+                                  base_port=ports.free_base_port(N, observers=1))
             started = []
             for home in (*net.node_homes, *net.observer_homes):
                 node = Node.open(home, settings, environ={})

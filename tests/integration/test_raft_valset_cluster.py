@@ -24,7 +24,7 @@ import pytest
 from ledger import keys
 from tests.integration.test_governance_cluster import N, wait_for
 from tests.integration.test_observer_cluster import OBSERVER, ObservedCluster, _load, running
-from tests.integration.test_valset_cluster import decide
+from tests.integration.test_valset_cluster import decide, kill
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -42,11 +42,6 @@ def members(cluster: ObservedCluster) -> list[str]:
 def engine(cluster: ObservedCluster, k: int) -> dict[str, Any]:
     status: dict[str, Any] = cluster.client(k).status()["engine"]
     return status
-
-
-def kill(cluster: ObservedCluster, k: int) -> None:
-    cluster.procs[k].kill()
-    cluster.procs[k].wait(timeout=30)
 
 
 def test_a_learner_joins_counts_then_an_original_retires(cluster: ObservedCluster) -> None:

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,65 +18,35 @@ from typing import Any
 
 import pytest
 
-from cli.client import ClientError, LedgerClient
 from tests.helpers import ports
-from tests.integration.test_cli_node import CLI, ledgerd
+from tests.integration.test_governance_cluster import Cluster, wait_for
 
 pytestmark = pytest.mark.timeout(180)
 
 
-class Pair:
+class Pair(Cluster):
     """node0 (the lone validator) and observer0 of a fresh one-validator testnet."""
 
-    def __init__(self, root: Path, consensus: str, *extra: str) -> None:
-        self.base = ports._pick(lambda b: [b, b + 1000, b + 100, b + 1100], 1101)[0]
+    def __init__(self, root: Path, consensus: str, *extra: str) -> None:  # not super().__init__: one validator
+        self.base = ports.free_base_port(1, observers=1)
         self.net = root / "net"
-        made = ledgerd("testnet", "--validators", "1", "--observers", "1", "--out", str(self.net),
-                       "--base-port", str(self.base), "--consensus", consensus, *extra)
-        assert made.returncode == 0, made.stderr
-        self.urls = [f"http://127.0.0.1:{self.base}", f"http://127.0.0.1:{self.base + 100}"]
+        self.cli("testnet", "--validators", "1", "--observers", "1", "--out", str(self.net),
+                 "--base-port", str(self.base), "--consensus", consensus, *extra)
         self.homes = [self.net / "node0", self.net / "observer0"]
-        self.procs: list[subprocess.Popen[bytes]] = []
+        self.urls = [f"http://127.0.0.1:{self.base}", f"http://127.0.0.1:{self.base + 100}"]
+        self.procs = {}
+        self.started = []
 
-    def start(self, k: int) -> subprocess.Popen[bytes]:
-        with (self.homes[k] / "node.log").open("ab") as log:
-            proc = subprocess.Popen([*CLI, "start", "--home", str(self.homes[k])], stdin=subprocess.DEVNULL,
-                                    stdout=log, stderr=subprocess.STDOUT)
-        self.procs.append(proc)
-        ports.wait_for(lambda: self._up(k, proc), 30, f"node {k} to answer")
-        return proc
+    def transfer_cli(self, k: int, *extra: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """`ledgerd tx transfer` of 1 from account0 to account1 through node k, waiting for the commit."""
+        to = self.cli("keys", "show", str(self.net / "accounts" / "account1.pem")).stdout.strip()
+        return self.cli("tx", "transfer", "--key", str(self.net / "accounts" / "account0.pem"), "--to", to,
+                        "--amount", "1", "--node", self.urls[k], "--wait", *extra, check=check)
 
-    def _up(self, k: int, proc: subprocess.Popen[bytes]) -> bool:
-        if proc.poll() is not None:
-            raise AssertionError(f"node {k} exited with {proc.returncode}")
-        try:
-            LedgerClient(self.urls[k], timeout_s=1.0).health()
-        except ClientError:
-            return False
-        return True
-
-    def reap(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(proc.pid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=30)
-
-    def status(self, k: int) -> dict[str, Any]:
-        status: dict[str, Any] = LedgerClient(self.urls[k]).status()
-        return status
-
-    def run(self, *args: str) -> Any:
-        result = ledgerd(*args)
-        assert result.returncode == 0, (args, result.stdout, result.stderr)
-        return json.loads(result.stdout)
-
-    def send(self, k: int, amount: int = 1) -> dict[str, Any]:
-        to = ledgerd("keys", "show", str(self.net / "accounts" / "account1.pem")).stdout.strip()
-        answer: dict[str, Any] = self.run("tx", "transfer", "--key", str(self.net / "accounts" / "account0.pem"),
-                                          "--to", to, "--amount", str(amount), "--node", self.urls[k], "--wait")
-        return answer
+    def committed_height(self, k: int) -> int:
+        answer: dict[str, Any] = json.loads(self.transfer_cli(k).stdout)
+        assert answer["status"] == "committed", answer
+        return int(answer["height"])
 
 
 @contextlib.contextmanager
@@ -93,33 +61,31 @@ def pair(root: Path, consensus: str, *extra: str) -> Iterator[Pair]:
 @pytest.mark.parametrize("consensus", ["pbft", "raft"])
 def test_a_lone_validator_is_joined_by_a_second(tmp_path: Path, consensus: str) -> None:
     with pair(tmp_path, consensus) as p:
-        p.start(0)
-        newcomer = p.start(1)
-        assert p.send(0)["status"] == "committed"
-        ports.wait_for(lambda: p.status(1)["height"] >= 1, 30, "the observer to follow the lone validator")
-        new_id = p.status(1)["node_id"]
-        members = sorted(str(f) for f in (p.net / "committee").glob("member*.pem"))
-        common = ("--node", p.urls[0])
-        proposed = p.run("gov", "propose", "add-validator", "--node-id", new_id, "--p2p-url",
-                         f"wss://127.0.0.1:{p.base + 1100}", "--name", "second", "--key", members[0], "--wait", *common)
-        voted = p.run("gov", "vote", proposed["proposal"], "--approve", "--key", members[1], "--wait", *common)
-        assert voted["status"] == "executed", voted
-        effective = p.run("gov", "show", proposed["proposal"], *common)["effective_height"]
         for k in (0, 1):
-            ports.wait_for(lambda k=k: [v["name"] for v in p.status(k)["validators"]] == ["node0", "second"]
-                           and p.status(k)["height"] >= effective, 30, f"node {k} to show the set of two")
-        assert p.status(1)["role"] == "validator"
-        heights = [p.send(k)["height"] for k in (0, 1, 0)]
+            p.start(k)
+            p.wait_ready(k)
+        p.committed_height(0)
+        wait_for(lambda: p.height(1) >= 1, 30, "the observer to follow the lone validator")
+        new_id = p.client(1).status()["node_id"]
+        members = sorted(str(f) for f in (p.net / "committee").glob("member*.pem"))
+        proposed = p.gov("propose", "add-validator", "--node-id", new_id, "--p2p-url",
+                         f"wss://127.0.0.1:{p.base + 1100}", "--name", "second", "--key", members[0], "--wait")
+        voted = p.gov("vote", proposed["proposal"], "--approve", "--key", members[1], "--wait")
+        assert voted["status"] == "executed", voted
+        effective = p.gov("show", proposed["proposal"])["effective_height"]
+        for k in (0, 1):
+            wait_for(lambda k=k: [v["name"] for v in p.client(k).status()["validators"]] == ["node0", "second"]
+                     and p.height(k) >= effective, 30, f"node {k} to show the set of two")
+        assert p.client(1).status()["role"] == "validator"
+        heights = [p.committed_height(k) for k in (0, 1, 0)]
         assert min(heights) > effective
         if consensus == "pbft":  # n = 2, f = 0: every block from the activation height needs both seals
-            block = LedgerClient(p.urls[0]).request("GET", f"/v1/blocks/{max(heights)}")
-            assert {s["validator"] for s in block["certificate"]["seals"]} == {p.status(0)["node_id"], new_id}
+            block = p.get(0, f"/v1/blocks/{max(heights)}")
+            assert {s["validator"] for s in block["certificate"]["seals"]} == {p.client(0).status()["node_id"], new_id}
         # Two validators, a quorum of two: with the newcomer gone nothing commits, and the node says why.
-        newcomer.kill()
-        newcomer.wait(timeout=30)
-        stuck = ledgerd("tx", "transfer", "--key", str(p.net / "accounts" / "account0.pem"), "--to",
-                        ledgerd("keys", "show", str(p.net / "accounts" / "account1.pem")).stdout.strip(),
-                        "--amount", "1", "--node", p.urls[0], "--wait", "--timeout", "3")
+        p.procs[1].kill()
+        p.procs[1].wait(timeout=30)
+        stuck = p.transfer_cli(0, "--timeout", "3", check=False)
         assert stuck.returncode == 1 and "not committed within" in stuck.stderr, stuck.stderr
 
 
@@ -127,6 +93,7 @@ def test_a_lone_validator_without_a_committee_runs_no_p2p(tmp_path: Path) -> Non
     """Its set can never change, so nobody could ever join it: no p2p port, and --peer-arg says so."""
     with pair(tmp_path, "pbft", "--committee", "0") as p:
         p.start(0)
-        assert p.status(0)["p2p_url"] in (None, "")
-        lone = ledgerd("status", "--node", p.urls[0], "--peer-arg")
+        p.wait_ready(0)
+        assert p.client(0).status()["p2p_url"] in (None, "")
+        lone = p.cli("status", "--node", p.urls[0], "--peer-arg", check=False)
         assert lone.returncode == 1 and "reports no p2p URL" in lone.stderr, lone.stderr
