@@ -257,6 +257,9 @@ _CANONICAL_TX = re.compile(
     rb')\},"sender":"' + _HEX64 + rb'","type":"(transfer|issue|record|vote)"\}),"signature":"([0-9a-f]{128})"\}')
 
 
+_SIGNATURE_FIELD = b'"signature":"'  # 13 bytes, then 128 hex digits
+
+
 def _decode_canonical(match: re.Match[bytes], memo: DecodeMemo | None) -> Transaction | None:
     """The transaction a `_CANONICAL_TX` match spells, or None if it breaks a rule the regex
     cannot express (ranges, the payload fitting the type); `decode_tx` then says why."""
@@ -310,7 +313,27 @@ def decode_canonical_array(data: bytes, start: int = 0, end: int | None = None,
     if pos == end - 1:
         return txs
     match_at = _CANONICAL_TX.match
+    remembered = memo.lookup if memo is not None else None
+    find = data.find
     while True:
+        if remembered is not None:
+            # A transaction met before (a proposal's, seen first in gossip): its signature names it
+            # in the memo, and its exact canonical bytes at `pos` are all that decoding it again
+            # would accept, so the regex is skipped. Found by the first signature field at or
+            # after `pos`; a wrong find cannot matter, since only the remembered bytes are taken.
+            at = find(_SIGNATURE_FIELD, pos, end)
+            hit = remembered(data[at + 13:at + 141].decode("latin-1")) if at >= 0 else None
+            if hit is not None:
+                raw = hit.encode()
+                if data.startswith(raw, pos, end):
+                    txs.append(hit)
+                    pos += len(raw)
+                    if pos == end - 1:
+                        return txs
+                    if data[pos] != 0x2C:  # ,
+                        return None
+                    pos += 1
+                    continue
         match = match_at(data, pos, end)
         if match is None:
             return None

@@ -159,3 +159,37 @@ def test_canonical_blocks_decode_to_the_same_block_and_bad_ones_are_refused() ->
                 data.replace(b'"height":7', b'"height":-7'), data[:-1], data + b"x"):
         with pytest.raises(Rejected):
             decode_block(bad)
+
+
+def strict_array(raw: bytes) -> list[Transaction] | None:
+    try:
+        items = json.loads(raw)
+        return [decode_tx(item) for item in items] if isinstance(items, list) else None
+    except (ValueError, Rejected, RecursionError, TypeError):
+        return None
+
+
+def test_remembered_transactions_are_taken_by_their_exact_bytes_and_nothing_else() -> None:
+    """With a memo, a transaction met before is recognised by its signature and its exact canonical
+    bytes, without the regex: even one the regex hands to the strict path (a record with a quote).
+    Random corruptions of an array of remembered transactions decode as the strict decoder does,
+    or are handed back."""
+    txs = [signed(p, n) for n, p in enumerate(PAYLOADS)]
+    memo = DecodeMemo()
+    remembered = [decode_tx(tx.to_json(), memo) for tx in txs]  # as gossip would
+    data = b"[" + b",".join(tx.encode() for tx in txs) + b"]"
+    assert decode_canonical_array(data) is None  # the regex alone refuses the non-ASCII records
+    again = decode_canonical_array(data, memo=memo)
+    assert again is not None and all(a is b for a, b in zip(again, remembered, strict=True))
+    rng = random.Random(15)
+    accepted = 0
+    for _ in range(3000):
+        bad = bytearray(data)
+        bad[rng.randrange(len(bad))] = rng.choice(b'0123456789abcdef",{}[]:\\x ')
+        fast = decode_canonical_array(bytes(bad), memo=memo)
+        if fast is not None:
+            accepted += 1
+            reference = strict_array(bytes(bad))
+            assert reference is not None and len(fast) == len(reference), bytes(bad)
+            assert all(same(a, b) for a, b in zip(fast, reference, strict=True)), bytes(bad)
+    assert accepted > 50
