@@ -5,6 +5,7 @@ process behind, and the framing refuses what it cannot parse."""
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import signal
 
@@ -12,7 +13,7 @@ import pytest
 
 from ledger import keys
 from ledger.tx import Transfer, sign_tx
-from node.sigworkers import SignatureWorkers, WorkerLost, check_request, encode_request
+from node.sigworkers import F_GETPIPE_SZ, PIPE_BYTES, SignatureWorkers, WorkerLost, check_request, encode_request
 
 KEY = keys.PrivateKey.from_seed(bytes(range(32)))
 OTHER = keys.PrivateKey.from_seed(bytes(range(1, 33)))
@@ -87,3 +88,17 @@ async def test_close_stops_every_worker_and_refuses_more_work() -> None:
     assert not any(alive(p) for p in pids)
     with pytest.raises(WorkerLost):
         await pool.verify(items(1))
+
+
+async def test_the_pipe_to_a_worker_holds_several_jobs() -> None:
+    """A job goes to its worker in one write: the pipe is widened from Linux's 64 KiB to 1 MiB
+    (a job of 64 transfers is ~27 KiB), and a job larger than the old pipe still comes back whole."""
+    pool = SignatureWorkers(1)
+    try:
+        assert await pool.verify(items(400, forged={399})) == [True] * 399 + [False]  # ~170 KiB
+        worker = pool._workers[0]
+        assert worker is not None and worker.process.stdin is not None
+        pipe = worker.process.stdin.transport.get_extra_info("pipe")
+        assert fcntl.fcntl(pipe.fileno(), F_GETPIPE_SZ) >= PIPE_BYTES
+    finally:
+        await pool.close()
