@@ -13,6 +13,7 @@ import textwrap
 from pathlib import Path
 from typing import Protocol
 
+import plyvel
 import pytest
 
 from ledger.block import make_block
@@ -317,3 +318,18 @@ def test_leveldb_tables_are_not_compressed_and_the_memtable_holds_16_mib(tmp_pat
         db.close()
     # Zeros compress to almost nothing: stored as they are, the tables hold at least the 6 MiB.
     assert sum(t.stat().st_size for t in (tmp_path / "db").glob("*.ldb")) >= 6 * 1024 * 1024
+
+
+def test_a_database_written_with_compressed_tables_still_reads(tmp_path: Path) -> None:
+    """Nodes before the uncompressed tables wrote Snappy-compressed ones; LevelDB marks each block
+    with its compression, so upgrading a node keeps its data readable (compaction rewrites it)."""
+    old = plyvel.DB(str(tmp_path / "db"), create_if_missing=True, compression="snappy")
+    old.put(b"acct/old", b"x" * 4096)
+    old.compact_range()  # into a table, compressed
+    old.close()
+    assert any(t.stat().st_size < 4096 for t in (tmp_path / "db").glob("*.ldb"))
+    db = PlyvelBackend.open(tmp_path / "db")
+    try:
+        assert db.get(b"acct/old") == b"x" * 4096
+    finally:
+        db.close()
