@@ -31,6 +31,8 @@ VALIDATOR_SETUP = re.compile(r"pbft(\d+)-max")
 VALIDATOR_RATIO_TARGET = 1.5  # CPU per tx per validator, 10 validators against 4: at most this
 CATCH_UP_SHARE_TARGET = 0.6  # a wiped validator's replayed tx/s against its ceiling: at least this
 ETCD_RATIO_TARGET = 2.0  # 3 Raft nodes' committed tx/s against etcd's writes/s: at least this
+HALF_MAX_SETUP = "pbft4-halfmax"  # 4 PBFT open loop at half the median of pbft4-max
+HALF_MAX_P99_TARGET_MS = 250.0  # p99 latency there: at most this
 
 
 def load(path: Path) -> list[dict[str, Any]]:
@@ -217,6 +219,22 @@ def catch_up_table(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def half_max_table(rows: list[dict[str, Any]]) -> list[str]:
+    runs = [r for r in rows if r["setup"] == HALF_MAX_SETUP and _is_bench(r)]
+    if not runs:
+        return []
+    lines = ["| round | offered tx/s | committed tx/s | p50 ms | p99 ms |", "|---|---|---|---|---|"]
+    for row in runs:
+        lines.append(f"| {_show(row.get('round'))} | {_show(row.get('offered_tps'))} | {_show(row['committed_tps'])} | "
+                     f"{_show(row.get('latency_ms_p50'))} | {_show(row.get('latency_ms_p99'))} |")
+    p99 = _median([r.get("latency_ms_p99") for r in runs])
+    if p99 is not None:
+        verdict = "met" if p99 <= HALF_MAX_P99_TARGET_MS else "not met"
+        lines += ["", f"4 PBFT validators offered half their closed-loop median: p99 median **{_show(p99)} ms** "
+                      f"(target: at most {HALF_MAX_P99_TARGET_MS:g} ms; {verdict})."]
+    return lines
+
+
 def curves(rows: list[dict[str, Any]]) -> list[str]:
     lines = ["| curve | offered tx/s | committed tx/s | p50 ms | p99 ms | dropped |", "|---|---|---|---|---|---|"]
     for row in sorted((r for r in rows if r["setup"].endswith(CURVE_SUFFIX) and _is_bench(r)),
@@ -236,6 +254,9 @@ def summary(rows: list[dict[str, Any]], meta: dict[str, Any] | None = None) -> s
     etcd = etcd_table(rows)
     if etcd:
         parts.append(["## 3 Raft nodes and etcd, round by round", ""] + etcd)
+    half_max = half_max_table(rows)
+    if half_max:
+        parts.append(["## p99 at half the maximum (4 PBFT, open loop)", ""] + half_max)
     catch_up = catch_up_table(rows)
     if catch_up:
         parts.append(["## Catch-up: a wiped validator replays the chain (4 PBFT)", ""] + catch_up)

@@ -155,3 +155,15 @@ def test_catch_up_runs_get_their_own_table_and_stay_out_of_the_target_medians() 
     assert len(table) == 2 + 3 and table[3].endswith("| 20066.7 | 48000 | 0.418 |")
     assert "median **15050 tx/s**, 31.4% of its ceiling (target: at least 60%; not met)" in text
     assert "15050 replayed" in section(text, "Every run")[5]
+
+
+def test_half_the_maximum_gets_its_p99_against_the_target() -> None:
+    rows = [row("pbft4-max", 6000.0, 1000, round_=1),
+            *(row("pbft4-halfmax", 2990.0, p99, offered=3000, round_=n) for n, p99 in ((1, 240.0), (2, 260.0), (3, 230.0)))]
+    text = summary(rows)
+    assert section(text, "p99 at half the maximum")[2:] == [
+        "| 1 | 3000 | 2990 | 60 | 240 |", "| 2 | 3000 | 2990 | 65 | 260 |", "| 3 | 3000 | 2990 | 57.5 | 230 |"]
+    assert "p99 median **240 ms** (target: at most 250 ms; met)" in text
+    slow = summary([{**r, "latency_ms_p99": 300.0} for r in rows])
+    assert "p99 median **300 ms** (target: at most 250 ms; not met)" in slow
+    assert "p99 at half the maximum" not in summary(rows[:1])
