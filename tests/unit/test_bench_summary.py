@@ -159,7 +159,8 @@ def test_catch_up_runs_get_their_own_table_and_stay_out_of_the_target_medians() 
 
 def test_half_the_maximum_gets_its_p99_against_the_target() -> None:
     rows = [row("pbft4-max", 6000.0, 1000, round_=1),
-            *(row("pbft4-halfmax", 2990.0, p99, offered=3000, round_=n) for n, p99 in ((1, 240.0), (2, 260.0), (3, 230.0)))]
+            *(row("pbft4-halfmax", 2990.0, p99, offered=3000, round_=n)
+              for n, p99 in ((1, 240.0), (2, 260.0), (3, 230.0)))]
     text = summary(rows)
     assert section(text, "p99 at half the maximum")[2:] == [
         "| 1 | 3000 | 2990 | 60 | 240 |", "| 2 | 3000 | 2990 | 65 | 260 |", "| 3 | 3000 | 2990 | 57.5 | 230 |"]
