@@ -257,7 +257,20 @@ _CANONICAL_TX = re.compile(
     rb')\},"sender":"' + _HEX64 + rb'","type":"(transfer|issue|record|vote)"\}),"signature":"([0-9a-f]{128})"\}')
 
 
-_SIGNATURE_FIELD = b'"signature":"'  # 13 bytes, then 128 hex digits
+_SIGNATURE_FIELD = b'"signature":"'  # then 128 hex digits
+
+
+def _remembered_at(data: bytes, pos: int, end: int, memo: DecodeMemo) -> Transaction | None:
+    """The remembered transaction whose exact canonical bytes stand at `data[pos:]` (a proposal's,
+    met first in gossip), without the regex: all a fresh decode could accept there. Found by the
+    first signature field at or after `pos`; a wrong find cannot matter, since only the remembered
+    bytes are taken."""
+    at = data.find(_SIGNATURE_FIELD, pos, end)
+    if at < 0:
+        return None
+    sig_at = at + len(_SIGNATURE_FIELD)
+    hit = memo.lookup(data[sig_at:sig_at + 128].decode("latin-1"))
+    return hit if hit is not None and data.startswith(hit.encode(), pos, end) else None
 
 
 def _decode_canonical(match: re.Match[bytes], memo: DecodeMemo | None) -> Transaction | None:
@@ -313,35 +326,19 @@ def decode_canonical_array(data: bytes, start: int = 0, end: int | None = None,
     if pos == end - 1:
         return txs
     match_at = _CANONICAL_TX.match
-    remembered = memo.lookup if memo is not None else None
-    find = data.find
     while True:
-        if remembered is not None:
-            # A transaction met before (a proposal's, seen first in gossip): its signature names it
-            # in the memo, and its exact canonical bytes at `pos` are all that decoding it again
-            # would accept, so the regex is skipped. Found by the first signature field at or
-            # after `pos`; a wrong find cannot matter, since only the remembered bytes are taken.
-            at = find(_SIGNATURE_FIELD, pos, end)
-            hit = remembered(data[at + 13:at + 141].decode("latin-1")) if at >= 0 else None
-            if hit is not None:
-                raw = hit.encode()
-                if data.startswith(raw, pos, end):
-                    txs.append(hit)
-                    pos += len(raw)
-                    if pos == end - 1:
-                        return txs
-                    if data[pos] != 0x2C:  # ,
-                        return None
-                    pos += 1
-                    continue
-        match = match_at(data, pos, end)
-        if match is None:
-            return None
-        tx = _decode_canonical(match, memo)
-        if tx is None:
-            return None
+        tx = _remembered_at(data, pos, end, memo) if memo is not None else None
+        if tx is not None:
+            pos += len(tx.encode())
+        else:
+            match = match_at(data, pos, end)
+            if match is None:
+                return None
+            tx = _decode_canonical(match, memo)
+            if tx is None:
+                return None
+            pos = match.end()
         txs.append(tx)
-        pos = match.end()
         if pos == end - 1:
             return txs
         if data[pos] != 0x2C:  # ,

@@ -2,12 +2,15 @@
 
     python -m cli.bench.sweep provenance ROOT DIR [SWEEP ARGUMENTS...] > DIR/sweep.json
     python -m cli.bench.sweep label SETUP ROUND RUN < last line of a run  >> DIR/results.jsonl
+    python -m cli.bench.sweep half-rate DIR/results.jsonl SETUP   (half the median committed tx/s)
 
 `provenance` is taken once, before the first run: the commit (`git rev-parse HEAD`) and whether the
 tree had uncommitted changes (outside DIR, which a sweep with `--out docs/bench` rewrites), the
 cores, CPU model and load average of the machine. `label` adds to
 a run's JSON line its setup, its round (which repetition of the target setups; null for the curve
-points), its number in the sweep and the derived `cpu_ms_per_tx_per_validator`.
+points), its number in the sweep and the derived `cpu_ms_per_tx_per_validator`. `half-rate` prints
+half the median committed tx/s of a setup's runs so far (nothing when it has none): the open-loop
+rate of the p99-at-half-the-maximum runs.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -98,6 +102,13 @@ def label(line: str, setup: str, round_: int | None, run: int) -> dict[str, Any]
     return row
 
 
+def half_rate(lines: list[str], setup: str) -> int | None:
+    """Half the median committed tx/s of `setup`'s rows among results.jsonl `lines`, None without any."""
+    rates = [row["committed_tps"] for row in map(json.loads, filter(str.strip, lines))
+             if row.get("setup") == setup and isinstance(row.get("committed_tps"), int | float)]
+    return round(statistics.median(rates) / 2) if rates else None
+
+
 def main(argv: list[str]) -> int:
     if len(argv) >= 3 and argv[0] == "provenance":
         print(json.dumps(provenance(Path(argv[1]), argv[3:], Path(argv[2])), indent=2, sort_keys=True))
@@ -114,6 +125,10 @@ def main(argv: list[str]) -> int:
             print(f"python -m cli.bench.sweep label: {exc}", file=sys.stderr)
             return 1
         print(json.dumps(row, sort_keys=True))
+        return 0
+    if len(argv) == 3 and argv[0] == "half-rate":
+        rate = half_rate(Path(argv[1]).read_text().splitlines(), argv[2])
+        print("" if rate is None else rate)
         return 0
     print(__doc__.split("\n\n")[1], file=sys.stderr)
     return 2

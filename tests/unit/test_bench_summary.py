@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from cli.bench.plot import main, summary
-from cli.bench.sweep import cpu_ms_per_tx_per_validator, label, provenance
+from cli.bench.sweep import cpu_ms_per_tx_per_validator, half_rate, label, provenance
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -168,3 +168,10 @@ def test_half_the_maximum_gets_its_p99_against_the_target() -> None:
     slow = summary([{**r, "latency_ms_p99": 300.0} for r in rows])
     assert "p99 median **300 ms** (target: at most 250 ms; not met)" in slow
     assert "p99 at half the maximum" not in summary(rows[:1])
+
+
+def test_half_rate_is_half_the_median_of_one_setups_runs() -> None:
+    lines = [json.dumps(r) for r in (row("pbft4-max", 5461.5, 900), row("raft3-max", 10000.0, 900),
+                                     row("pbft4-max", 4998.7, 900), row("pbft4-max", 4806.0, 900))]
+    assert half_rate([*lines, ""], "pbft4-max") == 2499
+    assert half_rate(lines, "pbft7-max") is None
