@@ -169,7 +169,7 @@ class ChainReads:
         page = found[:limit]
         txs = []
         for height, index, tx_hash, sender, tx_type in page:
-            stored = self._store.load_tx(tx_hash)
+            stored = self._store.load_tx(tx_hash, height)
             receipt = stored[2] if stored is not None else {}
             txs.append({"hash": tx_hash, "height": height, "index": index, "sender": sender, "type": tx_type,
                         "status": "committed" if receipt.get("code") == "ok" else "failed",

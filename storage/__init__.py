@@ -13,6 +13,8 @@ The parts:
 - `storage.memory`: `MemoryDisk` (durable vs not-yet-synced records, `crash()`, armed faults) and
   `MemoryBackend`, a handle on it;
 - `storage.store`: `Store`, the layout and the contract below;
+- `storage.indexes`: the transaction indexes (by hash, by account) and blocks by hash, their keys
+  partitioned in epochs of the chain so that LevelDB's compaction does not grow with the chain;
 - `storage.errors`: `StorageError` (for the node) and `DiskError` (between a backend and `Store`).
 
 The contract `Store` keeps, on either backend:

@@ -8,20 +8,16 @@ byte order is height order and blocks can be read by range):
     b"c" + height(8)             commit certificate (canonical JSON)
     b"r" + height(8)             receipts of the block's transactions (canonical JSON array)
     b"h" + height(8)             the block's transaction hashes, 32 bytes each, in block order
-    b"t" + tx hash(32)           height(8) + index in block(4) + the tx's receipt (canonical JSON)
     b"s" + state key             committed state; the state key is `ledger.state`'s own
     b"e" + record name (UTF-8)   consensus engine records (`consensus.api.Persist`)
-    b"k" + block hash(32)        height(8): blocks by hash (the explorer's search)
-    b"x" + address(32) + ~height(8) + ~index(4)
-                                 tx hash(32) + sender(32) + tx type (ASCII): the transactions that
-                                 involve an account (its sender, a transfer's recipient, an address a
-                                 proposal names); heights and indexes are stored inverted (2**64-1-h,
-                                 2**32-1-i) so a forward scan lists an account's newest first
+    b"t", b"x", b"k", b"mepoch", b"mtxcount"
+                                 the transaction indexes (a transaction by hash, an account's
+                                 transactions) in epochs, and blocks by hash: `storage.indexes`
 
 `mtip` is the head marker: it is written in the same batch as the block it names, so on open the
-head, the block at that height and the state always agree. The two explorer indexes (b"k", b"x") are
-written in that batch too. `mindexes` marks a database whose indexes are complete: one written
-before they existed has no such marker, and opening it builds them from the stored blocks first.
+head, the block at that height and the state always agree. The indexes are written in that batch
+too. `mindexes` names the layout of complete indexes (`INDEXES_VERSION`): a database whose
+indexes are missing, older or half built is indexed again from its stored blocks on open.
 """
 
 from __future__ import annotations
@@ -32,15 +28,15 @@ from pathlib import Path
 from typing import Any
 
 from consensus.api import ChainTip
-from ledger import keys
 from ledger.block import Block, decode_block
 from ledger.encoding import canonical_json_trusted
 from ledger.errors import Rejected
 from ledger.genesis import Genesis
 from ledger.state import Execution
-from ledger.tx import Propose, Transaction, Transfer
+from storage import indexes
 from storage.backend import KeyValueStore, WriteBatch, prefix_stop
 from storage.errors import DiskError, StorageError
+from storage.indexes import Epochs
 from storage.plyvel_backend import PlyvelBackend
 
 FORMAT_VERSION = b"1"
@@ -50,79 +46,25 @@ BLOCK = b"b"
 CERTIFICATE = b"c"
 RECEIPTS = b"r"
 TX_HASHES = b"h"
-TX_INDEX = b"t"
 STATE = b"s"
 ENGINE = b"e"
-BLOCK_BY_HASH = b"k"
-ACCOUNT_TXS = b"x"
 
 META_FORMAT = META + b"format"
 META_CHAIN_ID = META + b"chain_id"
 META_GENESIS_HASH = META + b"genesis_hash"
 META_TIP = META + b"tip"
 META_INDEXES = META + b"indexes"
-INDEXES_VERSION = b"1"
-# Blocks per batch while building the indexes of a database written before they existed: bounds the
-# memory one batch holds (a crash midway only means the build starts over on the next open).
-REINDEX_BATCH_BLOCKS = 500
+# 1: the explorer's indexes without epochs; 2: `storage.indexes`, every index partitioned in epochs.
+INDEXES_VERSION = b"2"
+# Index entries per batch while indexing a stored chain again: bounds the memory one batch holds (a
+# crash midway only means the build starts over on the next open).
+REINDEX_BATCH_ENTRIES = 200_000
 RECORD_STATE = b"r"  # ledger.state's namespace of records: b"r" + owner(32) + key (UTF-8)
 GOVERNANCE_STATE = b"g"  # ledger.governance's namespace in state
 
 
 def height_key(prefix: bytes, height: int) -> bytes:
     return prefix + height.to_bytes(8, "big")
-
-
-def tx_index_key(tx_hash: str) -> bytes:
-    return TX_INDEX + bytes.fromhex(tx_hash)
-
-
-def _inverted(height: int, index: int) -> bytes:
-    return ((1 << 64) - 1 - height).to_bytes(8, "big") + ((1 << 32) - 1 - index).to_bytes(4, "big")
-
-
-def account_tx_key(address: str, height: int, index: int) -> bytes:
-    return ACCOUNT_TXS + bytes.fromhex(address) + _inverted(height, index)
-
-
-def tx_addresses(tx: Transaction) -> list[str]:
-    """The accounts a transaction involves, each once: its sender, a transfer's recipient, and any
-    address a proposal names as an argument (the account it would freeze, allow or give a role)."""
-    found = [tx.sender]
-    payload = tx.payload
-    if isinstance(payload, Transfer):
-        found.append(payload.to)
-    elif isinstance(payload, Propose):
-        found.extend(value for _, value in payload.args if isinstance(value, str) and keys.is_address(value))
-    return list(dict.fromkeys(found))
-
-
-def _index_block(batch: WriteBatch, block: Block, tx_hashes: Sequence[bytes] | None = None) -> None:
-    """Put the explorer index entries of `block` into `batch` (`tx_hashes`: its transactions' hashes
-    as bytes, when the caller has them already).
-
-    The entries are `account_tx_key(address, height, index)` -> hash + sender + type for every
-    address of `tx_addresses(tx)`, built here with the parts every entry of the block shares made
-    once: this runs for every transaction the node commits."""
-    fromhex = bytes.fromhex
-    hashes = [fromhex(tx.hash) for tx in block.txs] if tx_hashes is None else tx_hashes
-    inverted_height = ((1 << 64) - 1 - block.height).to_bytes(8, "big")
-    last_index = (1 << 32) - 1
-    entries = [(BLOCK_BY_HASH + fromhex(block.hash), block.height.to_bytes(8, "big"))]
-    append = entries.append
-    for index, (tx, tx_hash) in enumerate(zip(block.txs, hashes, strict=True)):
-        where = inverted_height + (last_index - index).to_bytes(4, "big")
-        sender = fromhex(tx.sender)
-        entry = tx_hash + sender + tx.type.encode("ascii")
-        append((ACCOUNT_TXS + sender + where, entry))
-        payload = tx.payload
-        if isinstance(payload, Transfer):
-            if payload.to != tx.sender:
-                append((ACCOUNT_TXS + fromhex(payload.to) + where, entry))
-        elif isinstance(payload, Propose):
-            for address in tx_addresses(tx)[1:]:
-                append((ACCOUNT_TXS + fromhex(address) + where, entry))
-    batch.put_all(entries)
 
 
 def _tip_json(tip: ChainTip) -> bytes:
@@ -198,12 +140,16 @@ class Store:
         self.location = backend.location
         self.chain_id = genesis.chain_id
         self.genesis_hash = genesis.hash()
-        # Blocks indexed on open because the database predates the explorer indexes (0: none).
+        self._epochs = Epochs()  # the stored table, read below (or made by `reindex`)
+        # Blocks indexed on open because the database's indexes were missing or older (0: none).
         self.reindexed_blocks = 0
         try:
             self.tip = self._check_or_init(genesis)
-            if self._get(META_INDEXES) != INDEXES_VERSION:
+            epochs = Epochs.load(self._get, self._scan) if self._get(META_INDEXES) == INDEXES_VERSION else None
+            if epochs is None:
                 self.reindexed_blocks = self.reindex()
+            else:
+                self._epochs = epochs
         except BaseException:
             backend.close()
             raise
@@ -252,6 +198,7 @@ class Store:
             batch.put(META_CHAIN_ID, genesis.chain_id.encode())
             batch.put(META_GENESIS_HASH, genesis_hash.encode())
             batch.put(META_TIP, _tip_json(tip))
+            batch.put_all(Epochs.first_entries())
             batch.put(META_INDEXES, INDEXES_VERSION)
             batch.put(META_FORMAT, FORMAT_VERSION)
             try:
@@ -301,22 +248,37 @@ class Store:
         return tip
 
     def reindex(self) -> int:
-        """Build the explorer indexes from the stored blocks, for a database written before they
-        existed; returns how many blocks were indexed. Rewriting an entry puts the same bytes, so a
-        build cut short by a crash is simply redone on the next open."""
+        """Index the stored chain again (`storage.indexes`), for a database whose indexes are missing,
+        of an older layout or half built; returns how many blocks were indexed. Every index entry
+        there is goes first, so a build cut short by a crash is simply redone on the next open."""
         tip = self.tip.height
-        for start in range(1, tip + 1, REINDEX_BATCH_BLOCKS):
-            batch = WriteBatch()
-            for height in range(start, min(start + REINDEX_BATCH_BLOCKS, tip + 1)):
-                block = self.load_block(height)
-                if block is None:
-                    raise StorageError(f"the database at {self.location} is corrupt: block {height} "
-                                       f"is missing below the head {tip}")
-                _index_block(batch, block)
-            self._write_indexes(batch)
-        marker = WriteBatch()
-        marker.put(META_INDEXES, INDEXES_VERSION)
-        self._write_indexes(marker)
+        stale = WriteBatch()
+        for prefix in (indexes.TX_INDEX, indexes.ACCOUNT_TXS, indexes.BLOCK_BY_HASH, indexes.META_EPOCH):
+            for key, _ in self._scan(prefix, prefix_stop(prefix)):
+                stale.delete(key)
+                if len(stale.ops) >= REINDEX_BATCH_ENTRIES:
+                    self._write_indexes(stale)
+                    stale = WriteBatch()
+        stale.delete(indexes.META_TXCOUNT)
+        self._write_indexes(stale)
+        epochs = Epochs()
+        batch = WriteBatch()
+        batch.put_all(Epochs.first_entries())
+        for height in range(1, tip + 1):
+            block = self.load_block(height)
+            receipts = self.load_receipts(height)
+            if block is None or receipts is None or len(receipts) != len(block.txs):
+                raise StorageError(f"the database at {self.location} is corrupt: block {height} or its "
+                                   f"receipts are missing or do not match, below the head {tip}")
+            epoch, meta, epochs = epochs.place(height, len(block.txs))
+            batch.put_all(meta)
+            indexes.index_block(batch, block, epoch, [canonical_json_trusted(r) for r in receipts])
+            if len(batch.ops) >= REINDEX_BATCH_ENTRIES:
+                self._write_indexes(batch)
+                batch = WriteBatch()
+        batch.put(META_INDEXES, INDEXES_VERSION)
+        self._write_indexes(batch)
+        self._epochs = epochs
         return tip
 
     def _write_indexes(self, batch: WriteBatch) -> None:
@@ -357,10 +319,9 @@ class Store:
         batch.put(RECEIPTS + height_bytes, b"[" + b",".join(receipts) + b"]")
         hashes = [bytes.fromhex(tx.hash) for tx in block.txs]
         batch.put(TX_HASHES + height_bytes, b"".join(hashes))
-        # tx_index_key(hash) -> height + index + receipt, for each transaction
-        batch.put_all([(TX_INDEX + tx_hash, height_bytes + index.to_bytes(4, "big") + receipt)
-                       for index, (tx_hash, receipt) in enumerate(zip(hashes, receipts, strict=True))])
-        _index_block(batch, block, hashes)
+        epoch, meta, epochs = self._epochs.place(block.height, len(block.txs))
+        batch.put_all(meta)
+        indexes.index_block(batch, block, epoch, receipts, hashes)
         batch.put_all([(STATE + key, value) for key, value in execution.writes.items()])
         batch.put(META_TIP, _tip_json(new_tip))
         try:
@@ -371,6 +332,7 @@ class Store:
             ) from exc
         self.state.written(execution.writes)
         self.tip = new_tip
+        self._epochs = epochs
         return new_tip
 
     def save_engine(self, puts: Mapping[str, bytes], deletes: Sequence[str]) -> None:
@@ -450,50 +412,35 @@ class Store:
 
     def load_tx_location(self, tx_hash: str) -> tuple[int, int] | None:
         """(height, index) of a committed transaction, or None."""
-        raw = self._get(tx_index_key(tx_hash))
+        raw = indexes.find_tx(self._get, self._epochs, tx_hash)
         if raw is None:
             return None
         return int.from_bytes(raw[:8], "big"), int.from_bytes(raw[8:12], "big")
 
-    def load_tx(self, tx_hash: str) -> tuple[int, int, dict[str, Any]] | None:
-        """(height, index, receipt) of a committed transaction, or None."""
-        raw = self._get(tx_index_key(tx_hash))
+    def load_tx(self, tx_hash: str, height: int | None = None) -> tuple[int, int, dict[str, Any]] | None:
+        """(height, index, receipt) of a committed transaction, or None; `height`, when the caller
+        knows where the transaction is, saves looking for it in the older epochs."""
+        raw = indexes.find_tx(self._get, self._epochs, tx_hash, height)
         if raw is None:
             return None
         receipt: dict[str, Any] = json.loads(raw[12:])
         return int.from_bytes(raw[:8], "big"), int.from_bytes(raw[8:12], "big"), receipt
 
     def has_tx(self, tx_hash: str) -> bool:
-        return self._get(tx_index_key(tx_hash)) is not None
+        return indexes.find_tx(self._get, self._epochs, tx_hash) is not None
 
     # --- explorer indexes -------------------------------------------------------------------
 
     def height_of_block(self, block_hash: str) -> int | None:
         """The height of the committed block with this hash, or None."""
-        raw = self._get(BLOCK_BY_HASH + bytes.fromhex(block_hash))
+        raw = self._get(indexes.BLOCK_BY_HASH + bytes.fromhex(block_hash))
         return None if raw is None else int.from_bytes(raw, "big")
 
     def account_txs(self, address: str, after: tuple[int, int] | None, limit: int
                     ) -> list[tuple[int, int, str, str, str]]:
         """Up to `limit` (height, index, tx hash, sender, type) of the transactions involving
         `address`, newest first, starting below the (height, index) `after` when given."""
-        prefix = ACCOUNT_TXS + bytes.fromhex(address)
-        start = prefix if after is None else prefix + _inverted(*after) + b"\x00"
-        out: list[tuple[int, int, str, str, str]] = []
-        if limit < 1:
-            return out
-        scan = self._scan(start, prefix_stop(prefix))
-        try:
-            for key, value in scan:
-                suffix = key[len(prefix):]
-                height = (1 << 64) - 1 - int.from_bytes(suffix[:8], "big")
-                index = (1 << 32) - 1 - int.from_bytes(suffix[8:12], "big")
-                out.append((height, index, value[:32].hex(), value[32:64].hex(), value[64:].decode("ascii")))
-                if len(out) >= limit:
-                    break
-        finally:
-            scan.close()
-        return out
+        return indexes.account_entries(self._scan, self._epochs, address, after, limit)
 
     def owner_records(self, owner: str, after: str | None, limit: int) -> list[tuple[str, bytes]]:
         """Up to `limit` (key, stored record) of `owner`'s records in key byte order, after `after`."""
