@@ -172,13 +172,16 @@ def index_block(batch: WriteBatch, block: Block, epoch: int, receipts: Sequence[
     batch.put_all(entries)
 
 
-def find_tx(get: Get, epochs: Epochs, tx_hash: str, height: int | None = None) -> bytes | None:
+def find_tx(get: Get, epochs: Epochs, tx_hash: str, height: int | None = None,
+            newest: int | None = None) -> bytes | None:
     """The tx index entry of `tx_hash` (height + index + receipt), or None: tried in the epoch of
-    `height` when the caller knows it, else in every epoch, newest first."""
+    `height` when the caller knows it, else in every epoch (or only the `newest` ones), newest
+    first."""
     raw_hash = bytes.fromhex(tx_hash)
     if height is not None:
         return get(TX_INDEX + epoch_bytes(epochs.of_height(height)) + raw_hash)
-    for epoch in range(epochs.current, -1, -1):
+    oldest = 0 if newest is None else max(epochs.current - newest + 1, 0)
+    for epoch in range(epochs.current, oldest - 1, -1):
         found = get(TX_INDEX + epoch_bytes(epoch) + raw_hash)
         if found is not None:
             return found

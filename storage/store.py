@@ -59,6 +59,8 @@ INDEXES_VERSION = b"2"
 # Index entries per batch while indexing a stored chain again: bounds the memory one batch holds (a
 # crash midway only means the build starts over on the next open).
 REINDEX_BATCH_ENTRIES = 200_000
+# Epochs `recently_committed` looks in (each `storage.indexes.EPOCH_TXS` transactions or more).
+RECENT_EPOCHS = 4
 RECORD_STATE = b"r"  # ledger.state's namespace of records: b"r" + owner(32) + key (UTF-8)
 GOVERNANCE_STATE = b"g"  # ledger.governance's namespace in state
 
@@ -428,6 +430,12 @@ class Store:
 
     def has_tx(self, tx_hash: str) -> bool:
         return indexes.find_tx(self._get, self._epochs, tx_hash) is not None
+
+    def recently_committed(self, tx_hash: str) -> bool:
+        """Whether the transaction is in the newest `RECENT_EPOCHS` epochs of the chain (its last
+        half million transactions or more): a bounded lookup, for admission to tell a replay from a
+        used nonce without letting anyone make it read every epoch of a long chain."""
+        return indexes.find_tx(self._get, self._epochs, tx_hash, newest=RECENT_EPOCHS) is not None
 
     # --- explorer indexes -------------------------------------------------------------------
 

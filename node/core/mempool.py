@@ -86,7 +86,9 @@ class CommittedView(Protocol):
     @property
     def tip(self) -> ChainTip: ...
 
-    def has_tx(self, tx_hash: str) -> bool: ...
+    def recently_committed(self, tx_hash: str) -> bool:
+        """Committed in the chain's newest epochs (`Store.recently_committed`): a bounded read."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -273,7 +275,7 @@ class Mempool:
         if sender is None:
             sender = _Sender(tx.sender, self._committed.state, self.chain_id, self._epoch, self._memo)
         if tx.nonce < sender.committed_nonce:
-            if self._committed.has_tx(tx.hash):
+            if self._committed.recently_committed(tx.hash):
                 return self._refuse(tx, "duplicate", "this transaction is already committed")
             return self._refuse(tx, "nonce_used", f"nonce {tx.nonce} was already used; the sender's next "
                                                   f"nonce is {sender.committed_nonce}")

@@ -28,7 +28,7 @@ from storage.indexes import (
     tx_addresses,
     tx_index_key,
 )
-from storage.store import META_INDEXES
+from storage.store import META_INDEXES, RECENT_EPOCHS
 from tests.helpers.chain import CHAIN, certificate_for, key, make_genesis, next_block
 
 V0 = key(0, b"node")
@@ -296,6 +296,11 @@ def test_lookups_and_listings_across_epochs(monkeypatch: pytest.MonkeyPatch, tmp
         hashes = store.load_tx_hashes(last) or []
         for tx_hash in hashes:
             assert store._get(tx_index_key(epochs.of_height(last), tx_hash)) is not None
+        # Admission's replay check reads only the newest RECENT_EPOCHS epochs; has_tx reads them all.
+        for height in range(1, store.tip.height + 1):
+            recent = epochs.of_height(height) > epochs.current - RECENT_EPOCHS
+            for tx_hash in store.load_tx_hashes(height) or []:
+                assert store.recently_committed(tx_hash) == recent and store.has_tx(tx_hash)
     finally:
         store.close()
     store = Store.open(tmp_path / "db", genesis())
