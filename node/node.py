@@ -68,6 +68,8 @@ STARTUP_ERRORS = (ConfigError, StorageError)
 ROUND_TIMEOUT_COUNTERS = ("round_timeouts", "election_timeouts")
 # A bind address that means every interface: peers cannot dial it, so status names this host instead.
 WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::"})
+# State keys read into the presence filter per turn of the event loop: about 10 ms of work.
+PRESENCE_SLICE_KEYS = 5_000
 
 
 def recent_proposers(store: Store, count: int) -> list[str]:
@@ -161,6 +163,7 @@ class Node:
         self.service = NodeServiceImpl(self)
         self._connected_peers: Callable[[], Sequence[str]] | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._presence_task: asyncio.Task[None] | None = None
         self._runtime_task: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
         self._stop_lock = asyncio.Lock()
@@ -208,7 +211,9 @@ class Node:
             raise ConfigError(f"this node's key ({key.address[:16]}…, {config.path('node_key_file')}) is "
                               "not a validator in the genesis file, and an observer needs [peers] to follow "
                               "(ledgerd join writes them)")
-        store = Store.open(config.path("data_dir"), genesis)
+        # The state's presence filter is filled by the running node (`_fill_presence`), not here: a
+        # database with millions of accounts opens at once.
+        store = Store.open(config.path("data_dir"), genesis, presence_now=False)
         logger = logging.getLogger("ledgerd.node")
         if store.reindexed_blocks:
             logger.info("built the explorer indexes of %d stored blocks (a database from before them)",
@@ -300,6 +305,7 @@ class Node:
                        self._spawn(self.intake.run_regossip(), "tx-regossip")]
         if self.prefetch is not None:
             self._tasks.append(self._spawn(self.prefetch.run(), "proposal-prefetch"))
+        self._presence_task = asyncio.create_task(self._fill_presence(), name=f"state-presence-{self.node_id[:8]}")
         self.log.info("node started", extra={"fields": {
             "chain_id": self.chain_id, "height": self.height, "consensus": self.genesis.consensus}})
 
@@ -318,6 +324,21 @@ class Node:
         finally:
             self.feed.close()
             self._stopped.set()
+
+    async def _fill_presence(self) -> None:
+        """Read every stored state key into the state view's presence filter, `PRESENCE_SLICE_KEYS`
+        between two turns of the event loop; until it is full, state reads go to LevelDB."""
+        started = time.monotonic()
+        try:
+            while True:
+                if self.store.state.build_presence(PRESENCE_SLICE_KEYS):
+                    break
+                await asyncio.sleep(0)  # the runtime's turn
+        except StorageError as exc:
+            self._halt(f"storage failure: {exc}")
+            return
+        self.log.info("state presence filter ready", extra={"fields": {
+            "seconds": round(time.monotonic() - started, 2)}})
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         """Start a task this node owns, watched: if it ends while the node runs (an exception, a
@@ -392,10 +413,11 @@ class Node:
                 raise asyncio.CancelledError
 
     async def _stop_intake_tasks(self) -> None:
-        for task in self._tasks:
+        tasks = [*self._tasks, *([self._presence_task] if self._presence_task is not None else [])]
+        for task in tasks:
             task.cancel()
-        if self._tasks:
-            await asyncio.wait(self._tasks)  # never raises what a task died of
+        if tasks:
+            await asyncio.wait(tasks)  # never raises what a task died of
 
     async def _stop_network(self) -> None:
         if self.network is not None:

@@ -5,7 +5,8 @@ of `storage.memory`) can keep the same promises as LevelDB without modelling Lev
 
 - `get(key)`: the value, or None;
 - `scan(start, stop)`: (key, value) for start <= key < stop in byte order, read from the state as it
-  was when iteration began (a LevelDB iterator reads an implicit snapshot);
+  was when iteration began (a LevelDB iterator reads an implicit snapshot); `scan_keys(start,
+  stop)` the same keys without their values;
 - `write(batch, sync=...)`: the batch's puts and deletes, in order, all or none; with sync=True the
   batch, and every write before it, is durable when `write` returns;
 - `close()`, `closed`, and `location` (where the data lives, for messages).
@@ -52,6 +53,8 @@ class KeyValueStore(Protocol):
     def get(self, key: bytes) -> bytes | None: ...
 
     def scan(self, start: bytes = b"", stop: bytes | None = None) -> Iterator[tuple[bytes, bytes]]: ...
+
+    def scan_keys(self, start: bytes = b"", stop: bytes | None = None) -> Iterator[bytes]: ...
 
     def write(self, batch: WriteBatch, *, sync: bool) -> None: ...
 

@@ -174,6 +174,10 @@ class MemoryBackend:
                 raise DiskError(f"read error at key {key[:9].hex()} (injected)")
             yield key, value
 
+    def scan_keys(self, start: bytes = b"", stop: bytes | None = None) -> Iterator[bytes]:
+        for key, _ in self.scan(start, stop):
+            yield key
+
     def write(self, batch: WriteBatch, *, sync: bool) -> None:
         self._check_open()
         if self._write_error is not None:

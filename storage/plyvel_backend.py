@@ -91,6 +91,13 @@ class PlyvelBackend:
         except (plyvel.Error, RuntimeError) as exc:
             raise DiskError(error_text(exc)) from exc
 
+    def scan_keys(self, start: bytes = b"", stop: bytes | None = None) -> Iterator[bytes]:
+        try:
+            with self._db.iterator(start=start or None, stop=stop, include_value=False) as it:
+                yield from it
+        except (plyvel.Error, RuntimeError) as exc:
+            raise DiskError(error_text(exc)) from exc
+
     def write(self, batch: WriteBatch, *, sync: bool) -> None:
         try:
             # transaction=True: if anything below raises, plyvel discards the batch instead of writing

@@ -23,7 +23,7 @@ indexes are missing, older or half built is indexed again from its stored blocks
 from __future__ import annotations
 
 import json
-from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ from storage.backend import KeyValueStore, WriteBatch, prefix_stop
 from storage.errors import DiskError, StorageError
 from storage.indexes import Epochs
 from storage.plyvel_backend import PlyvelBackend
+from storage.presence import PresenceBuild, PresenceFilter
 
 FORMAT_VERSION = b"1"
 
@@ -95,6 +96,10 @@ class StateView:
     tells it every key a committed block wrote (`written`), which it forgets. The store's batch
     of a block is the only writer of committed state once it is open, so the view never answers
     from an older state than the database holds.
+
+    Keys that exist are also kept in a `storage.presence.PresenceFilter` once `build_presence` has
+    read them all (every key a block writes is added as it is stored, from the start): a key the
+    filter has never seen is answered "absent" without a read (see `storage.presence` for why).
     """
 
     GOV_CACHE_ENTRIES = 65_536
@@ -102,17 +107,26 @@ class StateView:
     def __init__(self, backend: KeyValueStore) -> None:
         # Bound once: execution reads state once per touched key, the hottest read of the node.
         self._get = backend.get
+        self._backend = backend
         self._location = backend.location
         self._gov: dict[bytes, bytes | None] = {}
+        self._presence = PresenceFilter()
+        self._build: PresenceBuild | None = None
+        # The filter answers only once it holds every stored key.
+        self._may_contain: Callable[[bytes], bool] | None = None
 
     def get(self, key: bytes) -> bytes | None:
         gov = key[:1] == GOVERNANCE_STATE
         if gov and key in self._gov:
             return self._gov[key]
-        try:
-            value = self._get(STATE + key)
-        except DiskError as exc:
-            raise StorageError(f"reading state from the database at {self._location} failed: {exc}") from exc
+        may_contain = self._may_contain
+        if may_contain is not None and not may_contain(key):
+            value = None
+        else:
+            try:
+                value = self._get(STATE + key)
+            except DiskError as exc:
+                raise StorageError(f"reading state from the database at {self._location} failed: {exc}") from exc
         if gov:
             if len(self._gov) >= self.GOV_CACHE_ENTRIES:
                 self._gov.clear()
@@ -120,11 +134,49 @@ class StateView:
         return value
 
     def written(self, keys: Iterable[bytes]) -> None:
-        """Forget what was read of `keys`: a block just wrote them."""
+        """Forget what was read of `keys`, and note that they exist: a block just wrote them."""
         gov = self._gov
+        add = self._presence.add
         for key in keys:
+            add(key)
             if key[:1] == GOVERNANCE_STATE:
                 gov.pop(key, None)
+
+    @property
+    def presence_ready(self) -> bool:
+        return self._may_contain is not None
+
+    def build_presence(self, max_keys: int | None = None) -> bool:
+        """Add up to `max_keys` more stored keys to the presence filter (None: all that are left);
+        True once it holds them all and answers. Raises StorageError when reading them fails (the
+        build is then abandoned and the filter never answers)."""
+        if self._may_contain is not None:
+            return True
+        if self._build is None:
+            self._build = PresenceBuild(self._presence, self._stored_state_keys())
+        try:
+            done = self._build.step(max_keys)
+        except DiskError as exc:
+            raise StorageError(f"reading the state keys of the database at {self._location} failed: "
+                               f"{exc}") from exc
+        if done:
+            self._may_contain = self._presence.may_contain
+        return done
+
+    def _stored_state_keys(self) -> Iterator[bytes]:
+        keys = self._backend.scan_keys(STATE, prefix_stop(STATE))
+        try:
+            for key in keys:
+                yield key[1:]
+        finally:
+            close = getattr(keys, "close", None)
+            if close is not None:
+                close()  # LevelDB iterators hold a snapshot until closed
+
+    def close(self) -> None:
+        """Abandon an unfinished build (its iterator must not outlive the database)."""
+        if self._build is not None and not self._build.complete:
+            self._build.cancel()
 
 
 class Store:
@@ -133,8 +185,12 @@ class Store:
     `Store.open(path, genesis)` opens the LevelDB at `path`; `Store(backend, genesis)` runs over any
     `storage.backend.KeyValueStore` (the simulator's `storage.memory.MemoryBackend`)."""
 
-    def __init__(self, backend: KeyValueStore, genesis: Genesis) -> None:
+    def __init__(self, backend: KeyValueStore, genesis: Genesis, *, presence_now: bool = True) -> None:
         """Check that `backend` holds this chain (writing genesis on first use) and read its head.
+
+        `presence_now`: read every state key into the state view's presence filter before returning;
+        otherwise the owner calls `state.build_presence` a slice at a time (the node does, between
+        events, so that a large database opens at once) and reads go to the database until then.
 
         The store owns `backend` from here on: when this raises StorageError (not a ledgerd database,
         another chain's, corrupt, unreadable), the backend is closed."""
@@ -152,20 +208,22 @@ class Store:
                 self.reindexed_blocks = self.reindex()
             else:
                 self._epochs = epochs
+            self.state = StateView(backend)
+            if presence_now:
+                self.state.build_presence()
         except BaseException:
             backend.close()
             raise
-        self.state = StateView(backend)
 
     # --- opening ----------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: Path, genesis: Genesis) -> Store:
+    def open(cls, path: Path, genesis: Genesis, *, presence_now: bool = True) -> Store:
         """Open (creating on first use) the LevelDB at `path` for the chain `genesis` defines.
 
         Raises StorageError when it is locked, corrupt, not a ledgerd database, or another chain's.
         """
-        return cls(PlyvelBackend.open(Path(path)), genesis)
+        return cls(PlyvelBackend.open(Path(path)), genesis, presence_now=presence_now)
 
     def _get(self, key: bytes) -> bytes | None:
         try:
@@ -291,6 +349,7 @@ class Store:
 
     def close(self) -> None:
         if not self._backend.closed:
+            self.state.close()
             self._backend.close()
 
     @property

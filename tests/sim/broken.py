@@ -122,6 +122,9 @@ class UnsyncedBlockBatches:
     def scan(self, start: bytes = b"", stop: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
         return self._inner.scan(start, stop)
 
+    def scan_keys(self, start: bytes = b"", stop: bytes | None = None) -> Iterator[bytes]:
+        return self._inner.scan_keys(start, stop)
+
     def write(self, batch: WriteBatch, *, sync: bool) -> None:
         is_block = any(key[:1] == BLOCK and len(key) == 9 for key, _ in batch.ops)
         self._inner.write(batch, sync=sync and not is_block)

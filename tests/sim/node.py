@@ -127,6 +127,13 @@ class SimBackend:
             self._failed(exc)
             raise
 
+    def scan_keys(self, start: bytes = b"", stop: bytes | None = None) -> Iterator[bytes]:
+        try:
+            yield from self._inner.scan_keys(start, stop)
+        except DiskError as exc:
+            self._failed(exc)
+            raise
+
     def write(self, batch: WriteBatch, *, sync: bool) -> None:
         self._node.before_write_or_send()
         try:
