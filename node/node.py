@@ -213,11 +213,16 @@ class Node:
                               "(ledgerd join writes them)")
         # The state's presence filter is filled by the running node (`_fill_presence`), not here: a
         # database with millions of accounts opens at once.
-        store = Store.open(config.path("data_dir"), genesis, presence_now=False)
         logger = logging.getLogger("ledgerd.node")
+
+        def reindexing(done: int, total: int) -> None:
+            logger.info("indexing the stored blocks again: %d of %d (the database's indexes are missing "
+                        "or of an older layout)", done, total, extra={"fields": {"blocks": done, "of": total}})
+
+        store = Store.open(config.path("data_dir"), genesis, presence_now=False, reindex_progress=reindexing)
         if store.reindexed_blocks:
-            logger.info("built the explorer indexes of %d stored blocks (a database from before them)",
-                        store.reindexed_blocks, extra={"fields": {"blocks": store.reindexed_blocks}})
+            logger.info("indexed %d stored blocks again (the database's indexes were missing or of an "
+                        "older layout)", store.reindexed_blocks, extra={"fields": {"blocks": store.reindexed_blocks}})
         try:
             return cls(config, genesis, key, store, metrics or NodeMetrics(), logger,
                        engine_factory or make_engine)

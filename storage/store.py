@@ -185,12 +185,15 @@ class Store:
     `Store.open(path, genesis)` opens the LevelDB at `path`; `Store(backend, genesis)` runs over any
     `storage.backend.KeyValueStore` (the simulator's `storage.memory.MemoryBackend`)."""
 
-    def __init__(self, backend: KeyValueStore, genesis: Genesis, *, presence_now: bool = True) -> None:
+    def __init__(self, backend: KeyValueStore, genesis: Genesis, *, presence_now: bool = True,
+                 reindex_progress: Callable[[int, int], None] | None = None) -> None:
         """Check that `backend` holds this chain (writing genesis on first use) and read its head.
 
         `presence_now`: read every state key into the state view's presence filter before returning;
         otherwise the owner calls `state.build_presence` a slice at a time (the node does, between
         events, so that a large database opens at once) and reads go to the database until then.
+        `reindex_progress(blocks indexed, blocks in all)` is called as the indexes are built again,
+        when they must be (see `reindex`), after each batch.
 
         The store owns `backend` from here on: when this raises StorageError (not a ledgerd database,
         another chain's, corrupt, unreadable), the backend is closed."""
@@ -205,7 +208,7 @@ class Store:
             self.tip = self._check_or_init(genesis)
             epochs = Epochs.load(self._get, self._scan) if self._get(META_INDEXES) == INDEXES_VERSION else None
             if epochs is None:
-                self.reindexed_blocks = self.reindex()
+                self.reindexed_blocks = self.reindex(reindex_progress)
             else:
                 self._epochs = epochs
             self.state = StateView(backend)
@@ -218,12 +221,15 @@ class Store:
     # --- opening ----------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: Path, genesis: Genesis, *, presence_now: bool = True) -> Store:
-        """Open (creating on first use) the LevelDB at `path` for the chain `genesis` defines.
+    def open(cls, path: Path, genesis: Genesis, *, presence_now: bool = True,
+             reindex_progress: Callable[[int, int], None] | None = None) -> Store:
+        """Open (creating on first use) the LevelDB at `path` for the chain `genesis` defines (the
+        keyword arguments: see `Store`).
 
         Raises StorageError when it is locked, corrupt, not a ledgerd database, or another chain's.
         """
-        return cls(PlyvelBackend.open(Path(path)), genesis, presence_now=presence_now)
+        return cls(PlyvelBackend.open(Path(path)), genesis, presence_now=presence_now,
+                   reindex_progress=reindex_progress)
 
     def _get(self, key: bytes) -> bytes | None:
         try:
@@ -307,7 +313,7 @@ class Store:
             raise corrupt(f"a block is stored above the head {tip.height}")
         return tip
 
-    def reindex(self) -> int:
+    def reindex(self, progress: Callable[[int, int], None] | None = None) -> int:
         """Index the stored chain again (`storage.indexes`), for a database whose indexes are missing,
         of an older layout or half built; returns how many blocks were indexed. Every index entry
         there is goes first, so a build cut short by a crash is simply redone on the next open."""
@@ -336,6 +342,8 @@ class Store:
             if len(batch.ops) >= REINDEX_BATCH_ENTRIES:
                 self._write_indexes(batch)
                 batch = WriteBatch()
+                if progress is not None:
+                    progress(height, tip)
         batch.put(META_INDEXES, INDEXES_VERSION)
         self._write_indexes(batch)
         self._epochs = epochs

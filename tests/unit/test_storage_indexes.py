@@ -217,8 +217,11 @@ def test_reindex_is_batched_and_marks_completion(monkeypatch: pytest.MonkeyPatch
     _strip_indexes(handle)
     handle.close()
     monkeypatch.setattr("storage.store.REINDEX_BATCH_ENTRIES", 5)
-    store = Store(MemoryBackend(disk), genesis())
+    progress: list[tuple[int, int]] = []
+    store = Store(MemoryBackend(disk), genesis(), reindex_progress=lambda done, total: progress.append((done, total)))
     try:
+        assert len(progress) >= 3 and all(total == 12 for _, total in progress)
+        assert [done for done, _ in progress] == sorted({done for done, _ in progress})  # forward, each once
         assert_indexes_match(store)
         assert store.reindex() == 12  # idempotent: the same entries again
         assert_indexes_match(store)
