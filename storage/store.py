@@ -134,7 +134,7 @@ class StateView:
         return value
 
     def written(self, keys: Iterable[bytes]) -> None:
-        """Forget what was read of `keys`, and note that they exist: a block just wrote them."""
+        """Forget what was read of `keys`, and note that they may exist: a block is writing them."""
         gov = self._gov
         add = self._presence.add
         for key in keys:
@@ -393,13 +393,16 @@ class Store:
         indexes.index_block(batch, block, epoch, receipts, hashes)
         batch.put_all([(STATE + key, value) for key, value in execution.writes.items()])
         batch.put(META_TIP, _tip_json(new_tip))
+        # Before the write: a write that fails may still have landed (a failed sync), and the state
+        # view must never answer "absent" for a key the database holds, nor serve a cached value the
+        # block may have replaced.
+        self.state.written(execution.writes)
         try:
             self._backend.write(batch, sync=True)
         except DiskError as exc:
             raise StorageError(
                 f"durable write of block {block.height} to {self.location} failed: {exc}"
             ) from exc
-        self.state.written(execution.writes)
         self.tip = new_tip
         self._epochs = epochs
         return new_tip

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from ledger.state import account_key, decode_account
-from storage import MemoryBackend, MemoryDisk, StorageError, Store
+from storage import DiskError, MemoryBackend, MemoryDisk, StorageError, Store, WriteBatch
 from storage.presence import PresenceBuild, PresenceFilter
 from storage.store import STATE
 from tests.helpers.chain import certificate_for, key, make_genesis, next_block, transfer
@@ -144,3 +144,30 @@ def test_a_cancelled_build_never_completes() -> None:
     assert not build.step() and not build.complete
     complete = PresenceBuild(bloom, keys())
     assert complete.step() and complete.complete and complete.added == 3
+
+
+class LandsThenFails(MemoryBackend):
+    """A backend whose next write lands and is then reported failed (as a failed sync can leave it)."""
+
+    fail_next = False
+
+    def write(self, batch: WriteBatch, *, sync: bool) -> None:
+        super().write(batch, sync=sync)
+        if self.fail_next:
+            self.fail_next = False
+            raise DiskError("sync failed (injected, after the write landed)")
+
+
+def test_keys_of_a_write_reported_failed_but_landed_are_not_answered_absent() -> None:
+    backend = LandsThenFails(MemoryDisk())
+    store = Store(backend, make_genesis([V0], FUNDED))
+    try:
+        assert store.state.presence_ready
+        backend.fail_next = True
+        with pytest.raises(StorageError, match="durable write"):
+            pay_fresh(store, 3, first=0)
+        landed = [key(i, b"fresh").address for i in range(3)]
+        for address in landed:
+            assert decode_account(store.state.get(account_key(address))).balances == {"LDG": 1}
+    finally:
+        store.close()
