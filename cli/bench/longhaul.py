@@ -139,7 +139,7 @@ def report_md(r: dict[str, Any], png: str | None) -> str:
         "# ledgerd long-haul benchmark", "",
         f"{r['validators']} PBFT validators on one machine ({r['cores']} cores, shared with the load generator "
         f"and its signer process); {r['transactions']:,} transfers from {r['senders']} senders, each to a fresh "
-        f"account; measured {r['measured_at']} at commit `{r['commit']}`.", "",
+        f"account; measured {r['measured_at']} {code_measured(r['commit'], r.get('commit_at_end'))}.", "",
         "| figure | value |", "|---|---|",
         f"| committed / failed / dropped | {r['committed']:,} / {r['failed']:,} / {r['dropped']:,} |",
         f"| distinct accounts touched | {r['distinct_accounts']:,} |",
@@ -205,6 +205,16 @@ def plot(r: dict[str, Any], out: Path) -> bool:
     return True
 
 
+def code_measured(commit: str, commit_at_end: str | None) -> str:
+    """Which code the report measured: the commit checked out when the run started (the nodes run
+    it), and the one at the end when HEAD moved while the run went on (the restarted validator
+    runs that one)."""
+    if commit_at_end is None or commit_at_end == commit:
+        return f"at commit `{commit}`"
+    return (f"at commit `{commit}` (HEAD moved to `{commit_at_end}` during the run; the validator "
+            "restarted at the end ran that)")
+
+
 def commit_id() -> str:
     import subprocess
 
@@ -245,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"{root} exists: give --out a new directory")
     root.mkdir()
     cluster = LocalCluster(root, args.validators, "pbft", args.base_port)
+    started_at = commit_id()  # before the nodes start: the code they run
     try:
         result = measure(args, cluster)
     except BenchError as exc:
@@ -253,7 +264,9 @@ def main(argv: list[str] | None = None) -> int:
         cluster.stop_all()
         if not args.keep_chain:
             shutil.rmtree(root / "net", ignore_errors=True)
-    result.update(measured_at=f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC", commit=commit_id(), sample_s=args.sample_s)
+    ended_at = commit_id()
+    result.update(measured_at=f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC", commit=started_at,
+                  commit_at_end=None if ended_at == started_at else ended_at, sample_s=args.sample_s)
     (args.out / "result.json").write_text(json.dumps(result, sort_keys=True) + "\n")
     png = "growth.png" if plot(result, args.out / "growth.png") else None
     text = report_md(result, png)
