@@ -15,6 +15,8 @@ The parts:
 - `storage.store`: `Store`, the layout and the contract below;
 - `storage.indexes`: the transaction indexes (by hash, by account) and blocks by hash, their keys
   partitioned in epochs of the chain so that LevelDB's compaction does not grow with the chain;
+- `storage.presence`: the Bloom filter of existing state keys through which the state view answers
+  reads of absent keys without asking LevelDB (whose early compactions those reads would trigger);
 - `storage.errors`: `StorageError` (for the node) and `DiskError` (between a backend and `Store`).
 
 The contract `Store` keeps, on either backend:
