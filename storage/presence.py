@@ -21,7 +21,7 @@ a node with millions of accounts starts serving at once and the runtime fills it
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 
 # 8 MiB: 16 bits a key up to 4 million state keys. Past that the share of absent keys still read
 # from LevelDB grows (about 3% at 8 million, 15% at 16 million); the answers stay exact.
@@ -40,40 +40,26 @@ class PresenceFilter:
         self._bits = bytearray(1 << (bits_log2 - 3))
         self._mask = (1 << bits_log2) - 1
 
-    @property
-    def size_bytes(self) -> int:
-        return len(self._bits)
+    def _probes(self, key: bytes) -> tuple[int, int, int]:
+        """The three bit positions of `key`: `add` and `may_contain` must agree on them exactly (a
+        difference would answer "absent" for a key that exists), so they are computed here only."""
+        h = hash(key)
+        mask = self._mask
+        step = (h >> 32) | 1
+        a = h & mask
+        b = (a + step) & mask
+        return a, b, (b + step) & mask
 
     def add(self, key: bytes) -> None:
-        h = hash(key)
-        mask = self._mask
-        step = (h >> 32) | 1
         bits = self._bits
-        a = h & mask
-        bits[a >> 3] |= 1 << (a & 7)
-        a = (a + step) & mask
-        bits[a >> 3] |= 1 << (a & 7)
-        a = (a + step) & mask
-        bits[a >> 3] |= 1 << (a & 7)
-
-    def add_all(self, keys: Iterable[bytes]) -> None:
-        add = self.add
-        for key in keys:
-            add(key)
+        for a in self._probes(key):
+            bits[a >> 3] |= 1 << (a & 7)
 
     def may_contain(self, key: bytes) -> bool:
-        h = hash(key)
-        mask = self._mask
-        step = (h >> 32) | 1
         bits = self._bits
-        a = h & mask
-        if not bits[a >> 3] & (1 << (a & 7)):
-            return False
-        a = (a + step) & mask
-        if not bits[a >> 3] & (1 << (a & 7)):
-            return False
-        a = (a + step) & mask
-        return bool(bits[a >> 3] & (1 << (a & 7)))
+        a, b, c = self._probes(key)
+        return bool(bits[a >> 3] & (1 << (a & 7)) and bits[b >> 3] & (1 << (b & 7))
+                    and bits[c >> 3] & (1 << (c & 7)))
 
 
 class PresenceBuild:
