@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from consensus.api import ChainTip
 from ledger.block import Block, decode_block
@@ -64,6 +64,8 @@ REINDEX_BATCH_ENTRIES = 200_000
 RECENT_EPOCHS = 4
 RECORD_STATE = b"r"  # ledger.state's namespace of records: b"r" + owner(32) + key (UTF-8)
 GOVERNANCE_STATE = b"g"  # ledger.governance's namespace in state
+
+_Row = TypeVar("_Row")
 
 
 def height_key(prefix: bytes, height: int) -> bytes:
@@ -238,8 +240,12 @@ class Store:
             raise StorageError(f"reading from the database at {self.location} failed: {exc}") from exc
 
     def _scan(self, start: bytes, stop: bytes | None) -> Generator[tuple[bytes, bytes], None, None]:
+        return self._reading(self._backend.scan(start, stop))
+
+    def _reading(self, rows: Iterator[_Row]) -> Generator[_Row, None, None]:
+        """`rows` of a backend scan, with a failed read raised as StorageError."""
         try:
-            yield from self._backend.scan(start, stop)
+            yield from rows
         except DiskError as exc:
             raise StorageError(f"reading from the database at {self.location} failed: {exc}") from exc
 
@@ -320,7 +326,7 @@ class Store:
         tip = self.tip.height
         stale = WriteBatch()
         for prefix in (indexes.TX_INDEX, indexes.ACCOUNT_TXS, indexes.BLOCK_BY_HASH, indexes.META_EPOCH):
-            for key, _ in self._scan(prefix, prefix_stop(prefix)):
+            for key in self._reading(self._backend.scan_keys(prefix, prefix_stop(prefix))):
                 stale.delete(key)
                 if len(stale.ops) >= REINDEX_BATCH_ENTRIES:
                     self._write_indexes(stale)
