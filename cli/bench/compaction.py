@@ -30,6 +30,7 @@ from pathlib import Path
 
 import plyvel  # the bench measures LevelDB itself, with the node's options
 
+from cli.bench.stats import stat_cpu_s
 from storage.plyvel_backend import BLOOM_FILTER_BITS, COMPRESSION, WRITE_BUFFER_BYTES
 
 SENDERS = 200
@@ -39,17 +40,10 @@ COMPACTED = re.compile(rb"Compacted \d+@(\d+) \+ \d+@\d+ files => (\d+) bytes")
 def thread_cpu_s() -> tuple[float, float]:
     """(this process's main thread, every other thread) CPU seconds."""
     me = os.getpid()
-    tick = os.sysconf("SC_CLK_TCK")
     main = other = 0.0
-    for tid in os.listdir(f"/proc/{me}/task"):
-        try:
-            with open(f"/proc/{me}/task/{tid}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        cpu = (int(fields[11]) + int(fields[12])) / tick
-        if int(tid) == me:
+    for task in Path(f"/proc/{me}/task").iterdir():
+        cpu = stat_cpu_s(task / "stat") or 0.0
+        if task.name == str(me):
             main += cpu
         else:
             other += cpu

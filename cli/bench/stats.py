@@ -44,8 +44,14 @@ def family(pid: int) -> list[int]:
 
 
 def _cpu_s(pid: int) -> float | None:
+    return stat_cpu_s(Path(f"/proc/{pid}/stat"))
+
+
+def stat_cpu_s(stat: Path) -> float | None:
+    """User + system CPU seconds from a /proc stat file (a process's, or a thread's under task/),
+    or None when it is gone."""
     try:
-        text = Path(f"/proc/{pid}/stat").read_text()
+        text = stat.read_text()
     except OSError:
         return None
     # Fields after the command name, which is in parentheses and may itself hold spaces.
