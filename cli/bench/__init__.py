@@ -11,5 +11,6 @@ worker process and samples the nodes as it goes; `growth` is the arithmetic of i
 `longhaul` (scripts/bench-longhaul) and `catchup` (scripts/bench --catch-up N) are the two commands.
 Around it, for scripts/bench-sweep and scripts/bench-etcd: `sweep` labels each run's JSON line and
 records the commit and machine, `etcd` reads etcd's own benchmark output, `plot` writes the summary
-and the plots.
+and the plots. Without a node: `compaction` replays a node's LevelDB write pattern, and `stages`
+times each stage of a transaction's way through a validator against one signature check.
 """
