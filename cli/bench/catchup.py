@@ -13,7 +13,6 @@ line (the last line of stdout).
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import tempfile
@@ -23,6 +22,7 @@ from typing import Any
 from cli.bench.ceiling import ceiling_tps, share
 from cli.bench.cluster import LocalCluster, exit_on_sigterm
 from cli.bench.longhaul import load_chain, log, settle
+from cli.bench.report import json_line
 from cli.bench.setup import BenchError
 
 CATCH_UP_TIMEOUT_S = 3600.0
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         cluster.stop_all()
         shutil.rmtree(root, ignore_errors=True)
     print(table(result))
-    print(json.dumps(result, separators=(",", ":"), sort_keys=True), flush=True)
+    print(json_line(result), flush=True)
     return 0
 
 

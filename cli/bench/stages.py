@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import shutil
 import sys
 import tempfile
@@ -43,6 +42,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from cli.bench.report import json_line
 from ledger import keys
 from ledger.block import Block
 from ledger.genesis import Genesis, Validator
@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(root, ignore_errors=True)
     print(table(result))
-    print(json.dumps(result, separators=(",", ":"), sort_keys=True), flush=True)
+    print(json_line(result), flush=True)
     return 0
 
 
